@@ -1,0 +1,38 @@
+# Every target sets itself up: a fresh machine with Python 3.11 needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench reliability lint mpy clean setup
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+# Compile every firmware module the way the device will load it: MicroPython's own syntax rules.
+mpy: $(STAMP)
+	$(BIN)/python -m tools.deploy --check-compile
+
+test: lint mpy
+	$(BIN)/pytest -q -m "not slow"
+
+demo: $(STAMP)
+	$(BIN)/ias demo
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+reliability: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) build .pytest_cache

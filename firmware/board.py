@@ -1,0 +1,102 @@
+# The hardware layer. Everything else in firmware/ reaches pins, Wi-Fi, clock, reset, ids,
+# OTA partitions and the watchdog through a Board, so every module runs on the unix port.
+import sys
+
+# Unix seconds of the firmware's build; an NTP answer before this is a broken clock.
+# tools/deploy.py rewrites this line when it compiles the firmware.
+BUILD_TIME = 1795000000
+
+# Normalised reset causes (reference: micropython-facts §5.6).
+POWER_ON = "power_on"
+HARD = "hard"  # the reset pin
+INTENDED = "intended"  # our own reset() call
+CRASH = "crash"  # panic or an unhandled exception
+WATCHDOG = "watchdog"
+SOFT = "soft"
+DEEPSLEEP = "deepsleep"
+UNKNOWN = "unknown"
+
+_EPOCH_2000 = 946684800  # ESP ports count from 2000-01-01; we speak Unix time everywhere.
+_MAX_CLOCK_AHEAD = 20 * 365 * 86400  # an NTP answer this far past the build is not believed
+
+
+def format_mac(raw):
+    return ":".join("%02X" % b for b in raw)
+
+
+def chip_id_from_mac(raw):
+    # What IAS sends as x-ESP-CHIP-ID on ESP32: the low 32 bits of the eFuse MAC (first 4 bytes, LE).
+    return raw[0] | raw[1] << 8 | raw[2] << 16 | raw[3] << 24
+
+
+def clock_is_sane(now, floor=0):
+    """True when `now` (Unix seconds) is no earlier than the build time and the persisted floor."""
+    low = BUILD_TIME if BUILD_TIME > floor else floor
+    return low <= now <= BUILD_TIME + _MAX_CLOCK_AHEAD
+
+
+class BoardBase:
+    """Shared behaviour; a port fills in the hardware calls."""
+
+    port = "base"
+    tls_verifies = True  # False where TLS cannot check certificates (ESP8266's axTLS)
+    has_firmware_ota = False
+    clock_synced = False
+
+    def time(self):
+        import time
+
+        t = time.time()
+        return t + _EPOCH_2000 if t < _EPOCH_2000 else t
+
+    def ticks_ms(self):
+        import time
+
+        return time.ticks_ms()
+
+    def ticks_diff(self, a, b):
+        import time
+
+        return time.ticks_diff(a, b)
+
+    def sleep_ms(self, ms):
+        import time
+
+        time.sleep_ms(ms)
+
+    def sync_clock(self, floor=0):
+        """Ask NTP, accept the answer only when it is sane. Returns True when the clock is good."""
+        answer = self.ntp_time()
+        if answer is None or not clock_is_sane(answer, floor):
+            return self.clock_synced and clock_is_sane(self.time(), floor)
+        self.set_time(answer)
+        self.clock_synced = True
+        return True
+
+    def led_pattern(self, name):
+        """Show a named pattern: 'off', 'on', 'short', 'long', 'cancel', 'config', 'update', 'error'."""
+        self.led(name not in ("off", "cancel"))
+
+    def feed_watchdog(self):
+        if self._wdt is not None:
+            self._wdt.feed()
+
+    _wdt = None
+
+    def start_watchdog(self, timeout_ms):
+        self._wdt = self.make_watchdog(timeout_ms)
+
+
+def open_board():
+    """The board for the port we run on."""
+    if sys.platform == "esp32":
+        from board_esp32 import Esp32Board
+
+        return Esp32Board()
+    if sys.platform == "esp8266":
+        from board_esp8266 import Esp8266Board
+
+        return Esp8266Board()
+    from board_unix import VirtualBoard
+
+    return VirtualBoard()

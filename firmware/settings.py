@@ -1,0 +1,120 @@
+# The device's configuration, validated on load and on save, stored as /settings.json.
+# A missing or corrupt file gives the defaults (with the reason logged); a save that changes
+# nothing writes nothing.
+import json
+
+import fsutil
+import log
+
+PATH = "/settings.json"
+MAX_NETWORKS = 3
+MAX_FIELDS = 16
+MAX_RECOVERY = 6
+
+DEFAULTS = {
+    "wifi": [],  # up to three {"ssid": ..., "password": ...}, tried in order
+    "device_name": "",  # also the access point's name; empty: "ias-" + chip id
+    "act_code": "",  # IAS activation code (6 characters)
+    "app_name": "",
+    "app_version": "",
+    "fields": {},  # app field values, by field name (declared by the app)
+    "server": "https://iotappstory.com",
+    "interval": 7200,  # seconds between call homes; 0 turns periodic calls off
+    "ap_password": "",  # WPA2 password of the config access point; set at first boot
+    "ap_open": False,  # an open access point only when configured so
+    "allow_unsigned": False,  # ESP32 only: accept an unsigned payload over verified TLS
+    "recovery": [],  # base URLs of signed anchor bundles; empty: the server's /ota/anchors/
+    "channel": "",  # URL of a signed static channel.json (second transport)
+}
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _text(value, name, most, least=0):
+    if not isinstance(value, str):
+        raise SettingsError("%s must be text" % name)
+    if not least <= len(value) <= most:
+        raise SettingsError("%s must be %d to %d characters" % (name, least, most))
+    if "\x00" in value:
+        raise SettingsError("%s holds a NUL character" % name)
+    return value
+
+
+def _url(value, name):
+    _text(value, name, 200)
+    if value and not (value.startswith("https://") or value.startswith("http://")):
+        raise SettingsError("%s must start with https:// or http://" % name)
+    return value
+
+
+def validate(data):
+    """Return a complete, checked copy of `data` (unknown keys dropped) or raise SettingsError."""
+    if not isinstance(data, dict):
+        raise SettingsError("settings must be an object")
+    out = {}
+    for key, default in DEFAULTS.items():
+        out[key] = data.get(key, default)
+    nets = out["wifi"]
+    if not isinstance(nets, list) or len(nets) > MAX_NETWORKS:
+        raise SettingsError("wifi must be a list of at most %d networks" % MAX_NETWORKS)
+    clean = []
+    for net in nets:
+        if not isinstance(net, dict):
+            raise SettingsError("each wifi network must be an object")
+        ssid = _text(net.get("ssid", ""), "ssid", 32, 1)
+        password = _text(net.get("password", ""), "wifi password", 63)
+        if 0 < len(password) < 8:
+            raise SettingsError("a wifi password has 8 to 63 characters")
+        clean.append({"ssid": ssid, "password": password})
+    out["wifi"] = clean
+    _text(out["device_name"], "device_name", 29)
+    _text(out["act_code"], "act_code", 6)
+    _text(out["app_name"], "app_name", 32)
+    _text(out["app_version"], "app_version", 11)
+    _url(out["server"], "server")
+    if not out["server"]:
+        raise SettingsError("server must be set")
+    _url(out["channel"], "channel")
+    interval = out["interval"]
+    if not isinstance(interval, int) or isinstance(interval, bool):
+        raise SettingsError("interval must be a whole number of seconds")
+    if interval != 0 and not 60 <= interval <= 30 * 86400:
+        raise SettingsError("interval must be 0 or 60 s to 30 days")
+    pw = _text(out["ap_password"], "ap_password", 63)
+    if 0 < len(pw) < 8:
+        raise SettingsError("ap_password has 8 to 63 characters")
+    for flag in ("ap_open", "allow_unsigned"):
+        if not isinstance(out[flag], bool):
+            raise SettingsError("%s must be true or false" % flag)
+    rec = out["recovery"]
+    if not isinstance(rec, list) or len(rec) > MAX_RECOVERY:
+        raise SettingsError("recovery must be a list of at most %d URLs" % MAX_RECOVERY)
+    for url in rec:
+        _url(url, "recovery URL")
+    fields = out["fields"]
+    if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
+        raise SettingsError("fields must be an object of at most %d values" % MAX_FIELDS)
+    for name, value in fields.items():
+        _text(name, "field name", 24, 1)
+        _text(value, "field " + name, 256)
+    return out
+
+
+def load(path=PATH):
+    """The saved settings, or the defaults when the file is missing or unusable."""
+    try:
+        with open(path) as f:
+            return validate(json.load(f))
+    except OSError:
+        log.info("settings", "no %s, using defaults" % path)
+    except (ValueError, SettingsError) as e:
+        log.warn("settings", "%s unusable (%s), using defaults" % (path, e))
+    return validate({})
+
+
+def save(data, path=PATH):
+    """Validate and store; returns True when the file changed, False when nothing needed writing."""
+    clean = validate(data)
+    return fsutil.write_atomic(path, json.dumps(clean))
