@@ -75,11 +75,16 @@ def run_module(path, extra_env=None):
     except subprocess.TimeoutExpired as e:
         out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else ""
         out, code = out + "\n[timed out]", -1
-    results, ended = {}, False
+    results, ended, printed, current = {}, False, {}, None
     for line in out.splitlines():
-        if line.startswith("@@MPT "):
+        if line.startswith("@@MPT-BEGIN "):
+            current = line[12:]
+        elif line.startswith("@@MPT "):
             rec = json.loads(line[6:])
+            rec["out"] = "\n".join(printed.get(rec["n"], []))
             results[rec["n"]] = rec
+        elif current is not None:
+            printed.setdefault(current, []).append(line)
         elif line.strip() == "@@MPT-END":
             ended = True
     return results, out, code if ended or code else -2
@@ -118,6 +123,8 @@ class MicroPythonItem(pytest.Item):
             raise MicroPythonFailure(
                 "no result from micropython (exit %s); output ends:\n%s" % (code, tail)
             )
+        if rec.get("out"):
+            print(rec["out"])  # what the test printed, shown with -s or -rP, and on failure
         if rec["s"] == "skip":
             pytest.skip(rec["d"])
         if rec["s"] != "pass":

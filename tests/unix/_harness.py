@@ -32,6 +32,7 @@ def run(path):
     names = sorted(n for n in dir(mod) if n.startswith("test_"))
     for name in names:
         fn = getattr(mod, name)
+        print("@@MPT-BEGIN " + name)
         try:
             fn()
         except SkipTest as e:
