@@ -77,7 +77,9 @@ def run_module(path, extra_env=None):
         out, code = out + "\n[timed out]", -1
     results, ended, printed, current = {}, False, {}, None
     for line in out.splitlines():
-        if line.startswith("@@MPT-BEGIN "):
+        if line.strip() == "@@MPT-END":
+            ended = True
+        elif line.startswith("@@MPT-BEGIN "):
             current = line[12:]
         elif line.startswith("@@MPT "):
             rec = json.loads(line[6:])
@@ -85,8 +87,6 @@ def run_module(path, extra_env=None):
             results[rec["n"]] = rec
         elif current is not None:
             printed.setdefault(current, []).append(line)
-        elif line.strip() == "@@MPT-END":
-            ended = True
     return results, out, code if ended or code else -2
 
 
