@@ -1,0 +1,346 @@
+# The trust anchors: PEM files in /cert/ (the IAS primary keeps its name, iasRootCa.cer), a
+# verifying tls.SSLContext with every anchor, and verified connections (design §1 rule 6, §6).
+# Invariants: every write is atomic; the store never loses its last usable anchor.
+import os
+
+import board as board_mod
+import der
+import fsutil
+import log
+import net
+
+PRIMARY = "iasRootCa.cer"
+_PENDING = "replace.pending"  # names of a set being installed by replace_set()
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
+MAX_NAME = 40
+MAX_ANCHORS = 16  # each costs ~1-2 KiB of TLS heap; see docs/trust-store.md
+
+
+class CertError(ValueError):
+    """A refused store operation. `reason`: garbage, truncated, oversized, not_ca, duplicate,
+    expired, exists, bad_name, missing, last_anchor, too_many, no_anchors."""
+
+    def __init__(self, reason, detail=""):
+        ValueError.__init__(self, "%s: %s" % (reason, detail) if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def check_name(name):
+    if not isinstance(name, str) or not name.endswith(".cer") or len(name) > MAX_NAME:
+        raise CertError(
+            "bad_name", "%r: a name ending in .cer, at most %d chars" % (name, MAX_NAME)
+        )
+    if name.startswith(".") or len(name) < 5:
+        raise CertError("bad_name", "%r" % name)
+    for c in name:
+        if c not in _NAME_CHARS:
+            raise CertError("bad_name", "%r: letters, digits, '_', '-', '.' only" % name)
+
+
+def parse_anchor(data):
+    """One certificate (PEM or DER) as a der.Cert, or CertError with DerError's reason."""
+    try:
+        return der.load(data)
+    except der.DerError as e:
+        reason = e.reason if e.reason in ("truncated", "oversized") else "garbage"
+        raise CertError(reason, str(e))
+
+
+def usable(cert, now):
+    return cert.is_ca and cert.valid_at(now)
+
+
+def _day(t):
+    import time
+
+    # time.gmtime takes seconds since the port's epoch (2000 on ESP); convert from Unix time.
+    y, m, d = time.gmtime(t - (time.gmtime(0)[0] == 2000) * 946684800)[:3]
+    return "%04d-%02d-%02d" % (y, m, d)
+
+
+class CertStore:
+    def __init__(self, root="/cert"):
+        self.root = root.rstrip("/") or "/"
+
+    def _path(self, name):
+        return self.root + "/" + name
+
+    def names(self):
+        try:
+            found = [e[0] for e in os.ilistdir(self.root) if e[0].endswith(".cer")]
+        except OSError:
+            return []
+        found.sort()
+        return found
+
+    def load(self, name):
+        """The parsed anchor `name` (CertError when missing or unparsable)."""
+        try:
+            data = fsutil.read_bytes(self._path(name))
+        except OSError:
+            raise CertError("missing", name)
+        return parse_anchor(data)
+
+    def _loaded(self):
+        """[(name, Cert or None)] for every anchor file; unparsable files give None."""
+        out = []
+        for name in self.names():
+            try:
+                out.append((name, self.load(name)))
+            except CertError as e:
+                log.warn("cert", "%s skipped: %s" % (name, e))
+                out.append((name, None))
+        return out
+
+    def report(self, now):
+        rows = []
+        for name, c in self._loaded():
+            if c is None:
+                rows.append({"name": name, "usable": False, "error": "unreadable"})
+                continue
+            rows.append(
+                {
+                    "name": name,
+                    "subject": der.name_text(c.subject),
+                    "issuer": der.name_text(c.issuer),
+                    "not_before": c.not_before,
+                    "not_after": c.not_after,
+                    "valid_until": _day(c.not_after),
+                    "days_left": (c.not_after - now) // 86400,
+                    "sha256": c.sha256,
+                    "is_ca": c.is_ca,
+                    "usable": usable(c, now),
+                }
+            )
+        return rows
+
+    def earliest_expiry(self, now):
+        """not_after of the anchor that expires next (expired ones no longer count), or None."""
+        best = None
+        for _, c in self._loaded():
+            if c is not None and c.is_ca and c.not_after >= now:
+                if best is None or c.not_after < best:
+                    best = c.not_after
+        return best
+
+    def _check_new(self, cert, now, others):
+        if not cert.is_ca:
+            raise CertError(
+                "not_ca", "%s is not a CA (a server certificate?)" % der.name_text(cert.subject)
+            )
+        if cert.not_after < now:
+            raise CertError(
+                "expired", "%s expired on %s" % (der.name_text(cert.subject), _day(cert.not_after))
+            )
+        for name, c in others:
+            if c is not None and c.sha256 == cert.sha256:
+                raise CertError("duplicate", "same certificate as %s" % name)
+
+    def add(self, name, data, now, replace=False):
+        """Validate and store one anchor (PEM or DER) as PEM. An existing name is refused
+        unless replace=True (how the IAS 'get root cert' upload renews iasRootCa.cer)."""
+        self.recover()
+        check_name(name)
+        cert = parse_anchor(data)
+        current = self._loaded()
+        exists = any(n == name for n, _ in current)
+        if exists and not replace:
+            raise CertError("exists", name)
+        others = [(n, c) for n, c in current if n != name]
+        self._check_new(cert, now, others)
+        if exists and not usable(cert, now):
+            if not any(c is not None and usable(c, now) for _, c in others):
+                raise CertError("last_anchor", "%s would replace the last usable anchor" % name)
+        if len(others) + 1 > MAX_ANCHORS:
+            raise CertError("too_many", "at most %d anchors" % MAX_ANCHORS)
+        fsutil.makedirs(self.root)
+        fsutil.write_atomic(self._path(name), der.der_to_pem(cert.der))
+        log.info("cert", "added %s (%s)" % (name, der.name_text(cert.subject)))
+        return cert
+
+    def remove(self, name, now):
+        """Delete one anchor, unless no usable anchor would remain. An unreadable file can
+        always go: it trusts nothing."""
+        self.recover()
+        current = self._loaded()
+        target = [c for n, c in current if n == name]
+        if not target:
+            raise CertError("missing", name)
+        if target[0] is not None:
+            left = [c for n, c in current if n != name and c is not None and usable(c, now)]
+            if not left:
+                raise CertError("last_anchor", "%s is the last usable anchor" % name)
+        os.remove(self._path(name))
+        log.info("cert", "removed %s" % name)
+
+    def replace_set(self, named_ders, now):
+        """Install exactly the anchors [(name, pem_or_der)], atomically as far as trust goes:
+        new files are written first (each atomically), then the intended name list, then the
+        old files are removed; recover() finishes a cut removal. At every instant the store
+        holds the old set, the new set or their union, so a power cut never leaves it empty."""
+        self.recover()
+        if not named_ders:
+            raise CertError("no_anchors", "empty set")
+        if len(named_ders) > MAX_ANCHORS:
+            raise CertError("too_many", "at most %d anchors" % MAX_ANCHORS)
+        staged = []
+        for name, data in named_ders:
+            check_name(name)
+            cert = parse_anchor(data)
+            if any(n == name for n, _ in staged):
+                raise CertError("duplicate", "name %s twice" % name)
+            try:
+                self._check_new(cert, now, staged)
+            except CertError as e:
+                if e.reason != "expired":
+                    raise
+                log.warn("cert", "%s left out: %s" % (name, e))  # useless, but not a bad set
+                continue
+            staged.append((name, cert))
+        if not any(usable(c, now) for _, c in staged):
+            raise CertError("no_anchors", "no anchor of the new set is usable now")
+        fsutil.makedirs(self.root)
+        # Usable anchors first: after the first rename the store already trusts the new set.
+        staged.sort(key=lambda nc: 0 if usable(nc[1], now) else 1)
+        for name, cert in staged:
+            fsutil.write_atomic(self._path(name), der.der_to_pem(cert.der))
+        fsutil.write_atomic(self._path(_PENDING), "\n".join(n for n, _ in staged))
+        self._finish(staged_names=[n for n, _ in staged])
+        log.info("cert", "anchor set replaced: %s" % ", ".join(n for n, _ in staged))
+
+    def _finish(self, staged_names):
+        for name in self.names():
+            if name not in staged_names:
+                os.remove(self._path(name))
+        fsutil.remove(self._path(_PENDING))
+
+    def recover(self):
+        """Finish a replace_set() cut by a power loss, and drop temp files of cut writes.
+        Call at boot; every store operation calls it too."""
+        try:
+            entries = [e[0] for e in os.ilistdir(self.root)]
+        except OSError:
+            return
+        for e in entries:
+            if e.endswith(".tmp"):
+                fsutil.remove(self._path(e))
+        if _PENDING not in entries:
+            return
+        try:
+            keep = fsutil.read_bytes(self._path(_PENDING)).decode().split("\n")
+        except (OSError, UnicodeError, ValueError):
+            keep = []
+        # Only roll forward when every file of the new set is present and parses.
+        good = bool(keep)
+        for name in keep:
+            try:
+                self.load(name)
+            except CertError:
+                good = False
+        if good:
+            self._finish(keep)
+        else:
+            fsutil.remove(self._path(_PENDING))
+
+    def context(self):
+        """A verifying client context holding every readable CA anchor, one DER per call
+        (concatenated DER silently loads only the first; the PyPI unix build parses no PEM)."""
+        import tls
+
+        ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        ctx.verify_mode = tls.CERT_REQUIRED
+        loaded = 0
+        for name, c in self._loaded():
+            if c is None or not c.is_ca:
+                continue
+            try:
+                ctx.load_verify_locations(c.der)
+                loaded += 1
+            except (ValueError, OSError) as e:
+                log.warn("cert", "%s not loaded by TLS: %r" % (name, e))
+        if not loaded:
+            raise CertError("no_anchors", "no anchor could be loaded from %s" % self.root)
+        self.loaded = loaded
+        return ctx
+
+
+def unverified_context():
+    """Encryption without authentication: only where the port's TLS cannot verify (axTLS)."""
+    import tls
+
+    ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+    if hasattr(tls, "CERT_NONE"):
+        ctx.verify_mode = tls.CERT_NONE
+    return ctx
+
+
+class Stream:
+    """A connected (TLS) socket: read, readinto, write, close; failures raise net.NetError."""
+
+    def __init__(self, sock, verified):
+        self.sock = sock
+        self.verified = verified
+
+    def read(self, n):
+        try:
+            return self.sock.read(n)
+        except (OSError, ValueError) as e:
+            raise net.from_exception(e, "read")
+
+    def readinto(self, buf, n=None):
+        try:
+            if n is None:
+                return self.sock.readinto(buf)
+            return self.sock.readinto(buf, n)
+        except (OSError, ValueError) as e:
+            raise net.from_exception(e, "read")
+
+    def write(self, data):
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(view):
+                n = self.sock.write(view[done:])
+                if not n:
+                    raise net.NetError("closed", "write returned %r" % n)
+                done += n
+        except (OSError, ValueError) as e:
+            raise net.from_exception(e, "write")
+        return done
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def check_clock(board, floor=0):
+    now = board.time()
+    if not board.clock_synced:
+        raise net.NetError("clock_unset", "the clock was never synced")
+    if not board_mod.clock_is_sane(now, floor):
+        raise net.NetError("clock_unset", "clock %d is before the build or floor" % now)
+    return now
+
+
+def connect(host, port, store, board, timeout_ms=10000, floor=0):
+    """A TLS stream to host:port verified against the store's anchors (server_hostname=host).
+    On ports whose TLS cannot verify (board.tls_verifies False) the stream is encrypted only and
+    says so: stream.verified is False. Every failure is a net.NetError."""
+    if board.tls_verifies:
+        check_clock(board, floor)
+        try:
+            ctx = store.context()
+        except CertError as e:
+            raise net.NetError("untrusted", str(e))
+    else:
+        ctx = unverified_context()
+    sock = net.tcp_connect(host, port, timeout_ms)
+    try:
+        tls_sock = ctx.wrap_socket(sock, server_hostname=host)
+    except (OSError, ValueError) as e:
+        sock.close()
+        raise net.from_exception(e, "handshake with %s" % host)
+    return Stream(tls_sock, board.tls_verifies)

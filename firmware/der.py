@@ -1,0 +1,298 @@
+# X.509 certificate fields from DER, and PEM <-> DER, without any library.
+# Input is untrusted (uploads, bundles, files that may be torn): every length is checked against
+# its container, work is linear in the input, and anything wrong raises DerError.
+# Runs on MicroPython and CPython (CPython runs the hypothesis fuzz).
+import binascii
+import hashlib
+
+MAX_CERT = 8192  # bytes of DER per certificate; real roots are 0.5 to 2 KiB
+MAX_PEM = 65536  # characters of PEM text accepted by pem_blocks()
+
+_SEQ = 0x30
+_SET = 0x31
+_OID = 0x06
+_BOOL = 0x01
+_INT = 0x02
+_OCTETS = 0x04
+_UTCTIME = 0x17
+_GENTIME = 0x18
+_EXT_TAG = 0xA3  # [3] EXPLICIT extensions in TBSCertificate
+_VER_TAG = 0xA0  # [0] EXPLICIT version
+
+_OID_CN = b"\x55\x04\x03"
+_OID_O = b"\x55\x04\x0a"
+_OID_BASIC = b"\x55\x1d\x13"  # basicConstraints
+
+_BEGIN = "-----BEGIN CERTIFICATE-----"
+_END = "-----END CERTIFICATE-----"
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+
+class DerError(ValueError):
+    """Not a well-formed certificate. `reason`: garbage, truncated, oversized, bad_tag,
+    bad_length, bad_time."""
+
+    def __init__(self, reason, detail=""):
+        ValueError.__init__(self, "%s: %s" % (reason, detail) if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _tlv(buf, pos, end):
+    """Read one DER header at pos (content must end by `end`): (tag, start, stop)."""
+    if pos + 2 > end:
+        raise DerError("truncated", "header at %d" % pos)
+    tag = buf[pos]
+    if tag & 0x1F == 0x1F:
+        raise DerError("bad_tag", "multi-byte tag at %d" % pos)
+    n = buf[pos + 1]
+    pos += 2
+    if n & 0x80:
+        count = n & 0x7F
+        if count == 0:
+            raise DerError("bad_length", "indefinite length")
+        if count > 3:  # 16 MiB is already absurd for one certificate
+            raise DerError("bad_length", "%d length bytes" % count)
+        if pos + count > end:
+            raise DerError("truncated", "length bytes")
+        n = 0
+        for i in range(count):
+            n = (n << 8) | buf[pos + i]
+        if n < 0x80 or n >> ((count - 1) * 8) == 0:
+            raise DerError("bad_length", "non-minimal length")
+        pos += count
+    if n > end - pos:
+        raise DerError("truncated", "need %d bytes at %d, have %d" % (n, pos, end - pos))
+    return tag, pos, pos + n
+
+
+def _expect(buf, pos, end, tag, what):
+    t, start, stop = _tlv(buf, pos, end)
+    if t != tag:
+        raise DerError("bad_tag", "%s: tag 0x%02x, want 0x%02x" % (what, t, tag))
+    return start, stop
+
+
+def _text(buf, start, stop, tag):
+    raw = bytes(buf[start:stop])
+    if tag == 0x1E:  # BMPString: UTF-16BE; keep the BMP characters we can show
+        if len(raw) & 1:
+            raise DerError("garbage", "odd BMPString")
+        return "".join(chr((raw[i] << 8) | raw[i + 1]) for i in range(0, len(raw), 2))
+    try:
+        return raw.decode("utf-8")
+    except (UnicodeError, ValueError):
+        return "".join(chr(b) if b < 0x80 else "?" for b in raw)
+
+
+def _name(buf, start, stop):
+    """The CN and O of a Name (SEQUENCE OF SET OF {OID, value}); the first of each wins."""
+    out = {}
+    pos = start
+    while pos < stop:
+        s_start, s_stop = _expect(buf, pos, stop, _SET, "RDN")
+        p = s_start
+        while p < s_stop:
+            a_start, a_stop = _expect(buf, p, s_stop, _SEQ, "attribute")
+            o_start, o_stop = _expect(buf, a_start, a_stop, _OID, "attribute type")
+            vtag, v_start, v_stop = _tlv(buf, o_stop, a_stop)
+            oid = bytes(buf[o_start:o_stop])
+            key = "CN" if oid == _OID_CN else "O" if oid == _OID_O else None
+            if key and key not in out:
+                out[key] = _text(buf, v_start, v_stop, vtag)
+            p = a_stop
+        pos = s_stop
+    return out
+
+
+def _digits(buf, start, n):
+    v = 0
+    for i in range(start, start + n):
+        c = buf[i] - 48
+        if c < 0 or c > 9:
+            raise DerError("bad_time", "not a digit")
+        v = v * 10 + c
+    return v
+
+
+def days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (no time.mktime: ports differ)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _time(buf, pos, end):
+    tag, start, stop = _tlv(buf, pos, end)
+    n = stop - start
+    if tag == _UTCTIME and n == 13:
+        year = _digits(buf, start, 2)
+        year += 1900 if year >= 50 else 2000
+        p = start + 2
+    elif tag == _GENTIME and n >= 15:
+        year = _digits(buf, start, 4)
+        p = start + 4
+    else:
+        raise DerError("bad_time", "tag 0x%02x length %d" % (tag, n))
+    if buf[stop - 1] != 0x5A:  # 'Z': DER times are UTC
+        raise DerError("bad_time", "not UTC")
+    mon, day = _digits(buf, p, 2), _digits(buf, p + 2, 2)
+    hh, mm, ss = _digits(buf, p + 4, 2), _digits(buf, p + 6, 2), _digits(buf, p + 8, 2)
+    if not (1 <= mon <= 12 and 1 <= day <= 31 and hh < 24 and mm < 60 and ss < 61):
+        raise DerError("bad_time", "field out of range")
+    secs = days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss
+    return secs, stop
+
+
+def _is_ca(buf, start, stop):
+    """basicConstraints cA from the [3] extensions block."""
+    seq_start, seq_stop = _expect(buf, start, stop, _SEQ, "extensions")
+    pos = seq_start
+    while pos < seq_stop:
+        e_start, e_stop = _expect(buf, pos, seq_stop, _SEQ, "extension")
+        o_start, o_stop = _expect(buf, e_start, e_stop, _OID, "extension id")
+        p = o_stop
+        tag, v_start, v_stop = _tlv(buf, p, e_stop)
+        if tag == _BOOL:  # critical flag
+            tag, v_start, v_stop = _tlv(buf, v_stop, e_stop)
+        if tag != _OCTETS:
+            raise DerError("bad_tag", "extension value")
+        if bytes(buf[o_start:o_stop]) == _OID_BASIC:
+            b_start, b_stop = _expect(buf, v_start, v_stop, _SEQ, "basicConstraints")
+            if b_start == b_stop:
+                return False
+            tag, f_start, f_stop = _tlv(buf, b_start, b_stop)
+            return tag == _BOOL and f_stop - f_start == 1 and buf[f_start] != 0
+        pos = e_stop
+    return False
+
+
+class Cert:
+    """The fields we need of one certificate. subject/issuer: dicts with 'CN' and 'O' when set;
+    not_before/not_after: Unix seconds; sha256: hex of the DER."""
+
+    def __init__(self, der):
+        self.der = der
+        self.subject = {}
+        self.issuer = {}
+        self.not_before = 0
+        self.not_after = 0
+        self.is_ca = False
+        self.self_issued = False
+        self.sha256 = ""
+
+    def valid_at(self, now):
+        return self.not_before <= now <= self.not_after
+
+
+def parse(der):
+    """Parse one DER certificate (the whole input, nothing after it) into a Cert."""
+    if not isinstance(der, (bytes, bytearray, memoryview)):
+        raise DerError("garbage", "not bytes")
+    if len(der) > MAX_CERT:
+        raise DerError("oversized", "%d bytes > %d" % (len(der), MAX_CERT))
+    buf = der
+    end = len(buf)
+    c_start, c_stop = _expect(buf, 0, end, _SEQ, "certificate")
+    if c_stop != end:
+        raise DerError("garbage", "%d bytes after the certificate" % (end - c_stop))
+    t_start, t_stop = _expect(buf, c_start, c_stop, _SEQ, "tbsCertificate")
+    a_start, a_stop = _expect(buf, t_stop, c_stop, _SEQ, "signatureAlgorithm")
+    _expect(buf, a_stop, c_stop, 0x03, "signature")
+    pos = t_start
+    tag, start, stop = _tlv(buf, pos, t_stop)
+    if tag == _VER_TAG:
+        pos = stop
+        tag, start, stop = _tlv(buf, pos, t_stop)
+    if tag != _INT:
+        raise DerError("bad_tag", "serial number")
+    _, pos = _expect(buf, stop, t_stop, _SEQ, "signature algorithm")
+    i_start, i_stop = _expect(buf, pos, t_stop, _SEQ, "issuer")
+    v_start, v_stop = _expect(buf, i_stop, t_stop, _SEQ, "validity")
+    cert = Cert(bytes(der))
+    cert.not_before, p = _time(buf, v_start, v_stop)
+    cert.not_after, p = _time(buf, p, v_stop)
+    if p != v_stop:
+        raise DerError("garbage", "validity")
+    s_start, s_stop = _expect(buf, v_stop, t_stop, _SEQ, "subject")
+    _, pos = _expect(buf, s_stop, t_stop, _SEQ, "subjectPublicKeyInfo")
+    cert.issuer = _name(buf, i_start, i_stop)
+    cert.subject = _name(buf, s_start, s_stop)
+    cert.self_issued = bytes(buf[i_start:i_stop]) == bytes(buf[s_start:s_stop])
+    while pos < t_stop:  # optional [1], [2] unique ids, then [3] extensions
+        tag, start, stop = _tlv(buf, pos, t_stop)
+        if tag == _EXT_TAG:
+            cert.is_ca = _is_ca(buf, start, stop)
+        pos = stop
+    cert.sha256 = binascii.hexlify(hashlib.sha256(cert.der).digest()).decode()
+    return cert
+
+
+def name_text(name):
+    """'CN=..., O=...' for display."""
+    parts = []
+    for key in ("CN", "O"):
+        if key in name:
+            parts.append("%s=%s" % (key, name[key]))
+    return ", ".join(parts)
+
+
+def pem_blocks(text):
+    """The DER of every CERTIFICATE block in PEM text (str or bytes). Text outside the blocks
+    (labels, comments) is ignored; a broken block raises DerError."""
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(text).decode()
+        except (UnicodeError, ValueError):
+            raise DerError("garbage", "PEM is not text")
+    if len(text) > MAX_PEM:
+        raise DerError("oversized", "PEM text of %d characters" % len(text))
+    out = []
+    pos = 0
+    while True:
+        b = text.find(_BEGIN, pos)
+        if b < 0:
+            return out
+        e = text.find(_END, b)
+        if e < 0:
+            raise DerError("truncated", "no END line")
+        body = text[b + len(_BEGIN) : e].encode()
+        clean = bytes(c for c in body if c not in b" \t\r\n")
+        for c in clean:
+            if c not in _B64:
+                raise DerError("garbage", "not base64")
+        if len(clean) % 4 or len(clean) > (MAX_CERT * 4) // 3 + 4:
+            raise DerError("truncated" if len(clean) % 4 else "oversized", "base64 body")
+        try:
+            der = binascii.a2b_base64(clean)
+        except (ValueError, TypeError):
+            raise DerError("garbage", "base64")
+        out.append(der)
+        pos = e + len(_END)
+
+
+def der_to_pem(der):
+    """PEM text (str) of one DER certificate, 64 characters a line."""
+    b64 = binascii.b2a_base64(bytes(der)).replace(b"\n", b"")
+    lines = [_BEGIN]
+    for i in range(0, len(b64), 64):
+        lines.append(b64[i : i + 64].decode())
+    lines.append(_END)
+    return "\n".join(lines) + "\n"
+
+
+def load(data):
+    """One certificate from PEM or DER bytes: the Cert. More than one PEM block is refused."""
+    if isinstance(data, str):
+        data = data.encode()
+    if len(data) > 0 and data[0] == _SEQ:
+        return parse(data)
+    blocks = pem_blocks(data)
+    if not blocks:
+        raise DerError("garbage", "neither DER nor a PEM certificate")
+    if len(blocks) > 1:
+        raise DerError("garbage", "%d certificates; one a file" % len(blocks))
+    return parse(blocks[0])
