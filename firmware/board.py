@@ -25,7 +25,7 @@ def format_mac(raw):
 
 
 def chip_id_from_mac(raw):
-    # What IAS sends as x-ESP-CHIP-ID on ESP32: the low 32 bits of the eFuse MAC (first 4 bytes, LE).
+    # IAS's x-ESP-CHIP-ID on ESP32: the low 32 bits of the eFuse MAC (first 4 bytes, LE).
     return raw[0] | raw[1] << 8 | raw[2] << 16 | raw[3] << 24
 
 
@@ -74,7 +74,7 @@ class BoardBase:
         return True
 
     def led_pattern(self, name):
-        """Show a named pattern: 'off', 'on', 'short', 'long', 'cancel', 'config', 'update', 'error'."""
+        """Show a pattern: off, on, short, long, cancel, config, update, error."""
         self.led(name not in ("off", "cancel"))
 
     def feed_watchdog(self):

@@ -1,6 +1,5 @@
 # ESP32: mbedTLS verifies certificates; firmware images go to the next OTA slot.
 import machine
-
 from board import CRASH, DEEPSLEEP, INTENDED, POWER_ON, SOFT, UNKNOWN, WATCHDOG, chip_id_from_mac
 from board_esp import EspBoard
 

@@ -36,7 +36,7 @@ class VirtualBoard(BoardBase):
         self._led = None
         self._ap = None
         self._sta_ip = None
-        self._cycles = 0
+        self.loop_ms = 1000  # virtual time is free: wake once a virtual second
         self.config_port = self.hw.get("config_port", 8080)
 
     # -- clock ------------------------------------------------------------------------------
@@ -128,8 +128,10 @@ class VirtualBoard(BoardBase):
         return self._sta_ip
 
     def wifi_scan(self):
-        return [(n["ssid"], n.get("rssi", -60), bool(n.get("password"))) for n in
-                self.hw.get("networks", ())]
+        return [
+            (n["ssid"], n.get("rssi", -60), bool(n.get("password")))
+            for n in self.hw.get("networks", ())
+        ]
 
     def ap_start(self, ssid, password):
         self._ap = (ssid, password)
@@ -151,11 +153,21 @@ class VirtualBoard(BoardBase):
         return _Watchdog()
 
     def cycle_done(self):
-        """The main loop finished one cycle; the host may have asked us to stop after N."""
-        self._cycles += 1
-        left = self.run.get("cycles_left")
-        if left is not None and self._cycles >= left:
-            self.console("halt after %d cycles" % self._cycles)
+        """The main loop finished one cycle; the host may have asked to stop after N in all
+        (counted across resets in the host file `cycles`)."""
+        target = self.run.get("cycles_target")
+        if target is None:
+            return
+        path = self.host + "/cycles"
+        try:
+            with open(path) as f:
+                done = int(f.read() or 0) + 1
+        except (OSError, ValueError):
+            done = 1
+        with open(path, "w") as f:
+            f.write(str(done))
+        if done >= target:
+            self.console("halt after %d main-loop cycles" % done)
             sys.exit(EXIT_HALT)
 
     def console(self, text):

@@ -115,6 +115,6 @@ def load(path=PATH):
 
 
 def save(data, path=PATH):
-    """Validate and store; returns True when the file changed, False when nothing needed writing."""
+    """Validate and store; True when the file changed, False when nothing needed writing."""
     clean = validate(data)
     return fsutil.write_atomic(path, json.dumps(clean))

@@ -38,7 +38,7 @@ def micropython_binary():
 
 
 def mp_path(test_dir):
-    """sys.path for MicroPython-side tests: the test folder, firmware/, and MicroPython libraries."""
+    """sys.path for MicroPython-side tests: the test folder, firmware/, the vboard modules."""
     return [str(test_dir), str(REPO / "firmware"), str(REPO / "tools" / "vboard")]
 
 
@@ -92,7 +92,9 @@ def run_module(path, extra_env=None):
 
 def test_names(source):
     tree = ast.parse(source)
-    return [n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")]
+    return [
+        n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")
+    ]
 
 
 class MicroPythonModule(pytest.File):
@@ -130,7 +132,9 @@ class MicroPythonItem(pytest.Item):
         if rec["s"] != "pass":
             raise MicroPythonFailure(rec["d"])
         if code not in (0,):
-            raise MicroPythonFailure("micropython exited %s after the tests:\n%s" % (code, out[-2000:]))
+            raise MicroPythonFailure(
+                "micropython exited %s after the tests:\n%s" % (code, out[-2000:])
+            )
 
     def repr_failure(self, excinfo):
         if isinstance(excinfo.value, MicroPythonFailure):

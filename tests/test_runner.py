@@ -40,7 +40,8 @@ def test_crash_at_import_fails_every_item(pytester):
 
 
 def test_exit_midway_fails_the_rest(pytester):
-    body = "import sys\ndef test_a():\n    pass\ndef test_b():\n    sys.exit(0)\ndef test_c():\n    pass\n"
+    body = "import sys\ndef test_a():\n    pass\ndef test_b():\n    sys.exit(0)\n"
+    body += "def test_c():\n    pass\n"
     result = _suite(pytester, body)
     # test_a passed before the exit; b and c never reported, and the missing end marker fails them.
     result.assert_outcomes(passed=0, failed=3)

@@ -24,7 +24,7 @@ COMMANDS = [
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="ias",
-        description="Host tools for the IAS MicroPython OTA client (ESP32, ESP8266, virtual boards).",
+        description="Host tools for the IAS MicroPython OTA client (ESP32, ESP8266, virtual).",
     )
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     subs.required = True
@@ -35,7 +35,8 @@ def build_parser():
             if e.name != "tools." + name:
                 raise
             continue
-        module.add_parser(subs, summary)
+        if hasattr(module, "add_parser"):
+            module.add_parser(subs, summary)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""Certificate authorities and chains for tests, the demo and `ias serve`, made with `cryptography`.
+"""Certificate authorities and chains for tests, the demo and `ias serve` (with `cryptography`).
 
 Validity is relative to now, so tests never rot. Keys are ECDSA P-256 by default (fast), or RSA
 when an ESP8266 (axTLS: RSA key exchange only) must connect.
@@ -17,7 +17,7 @@ DAY = dt.timedelta(days=1)
 
 
 def now():
-    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
 def new_key(kind="ec"):
@@ -55,8 +55,16 @@ class Issued:
         )
 
 
-def make_ca(cn, org="IAS test PKI", issuer=None, not_before=-1, not_after=3650, key=None,
-            kind="ec", path_len=None):
+def make_ca(
+    cn,
+    org="IAS test PKI",
+    issuer=None,
+    not_before=-1,
+    not_after=3650,
+    key=None,
+    kind="ec",
+    path_len=None,
+):
     """A root (issuer None) or an intermediate CA. Validity in days relative to now."""
     key = key or new_key(kind)
     subject = _name(cn, org)

@@ -1,0 +1,36 @@
+# What boot.py decides, before main.py: which reset this was, whether an update on trial must be
+# rolled back, and whether the mode button held at power-on asks for config mode. main.py reads
+# the decision from this module (boot.py and main.py share one interpreter).
+import board as hw
+import log
+
+decision = {"board": None, "cause": None, "mode": "normal"}
+
+
+def run():
+    b = hw.open_board()
+    decision["board"] = b
+    cause = b.reset_cause()
+    decision["cause"] = cause
+    log.info("boot", "reset cause: %s" % cause)
+    import state
+
+    st = state.State()
+    decision["state"] = st
+    try:
+        import ota
+    except ImportError:
+        ota = None
+    if ota is not None:
+        ota.boot_check(b, st)
+    if st.get("mode") == "config":
+        decision["mode"] = "config"
+    elif b.button_pressed():
+        import button
+
+        action = button.wait_release(b)
+        log.info("boot", "mode button at power-on: %s" % action)
+        if action == "config":
+            decision["mode"] = "config"
+        elif action == "callhome":
+            decision["mode"] = "callhome"

@@ -1,0 +1,404 @@
+"""`ias sim`: virtual boards. The firmware runs on the MicroPython unix port from a littlefs image.
+
+A virtual board is a folder: flash.bin (littlefs on a NOR flash model), board.json (its hardware),
+run.json (facts for the next boot), ota_*.bin/otadata.json (ESP32 app slots), console.log.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools import FIRMWARE, REPO, VBOARD
+
+EXIT_RESET, EXIT_HALT, EXIT_POWER_CUT, EXIT_REPL = 75, 76, 77, 1
+DEFAULT_WIFI = {"ssid": "ias-lab", "password": "lab-password"}
+
+
+def micropython():
+    env = os.environ.get("MICROPYTHON")
+    if env:
+        return env
+    local = Path(sys.executable).parent / "micropython"
+    return str(local) if local.exists() else (shutil.which("micropython") or "micropython")
+
+
+def _mac_for(folder):
+    digest = hashlib.sha256(str(Path(folder).resolve()).encode()).digest()
+    return "24:0A:C4:" + ":".join("%02X" % b for b in digest[:3])
+
+
+def stage_firmware(dest, chip):
+    """The files the virtual board's flash gets: compiled client in /lib, boot.py, main.py."""
+    dest = Path(dest)
+    lib = dest / "lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    try:
+        from tools.deploy import compile_firmware
+    except ImportError:
+        compile_firmware = None
+    if compile_firmware is not None:
+        compile_firmware(dest, target="unix")  # boot.py, main.py and lib/*.mpy
+    else:  # source form, until the compiler step exists
+        for src in FIRMWARE.glob("*.py"):
+            target = dest if src.name in ("boot.py", "main.py") else lib
+            shutil.copy(src, target / src.name)
+    www = FIRMWARE / "www"
+    if www.is_dir():
+        shutil.copytree(www, dest / "www", dirs_exist_ok=True)
+    try:
+        from tools.mplib import stage_libs
+    except ImportError:
+        stage_libs = None
+    if stage_libs is not None:
+        stage_libs(lib)
+
+
+def init(args):
+    folder = Path(args.dir)
+    if (folder / "flash.bin").exists() and not args.force:
+        raise SystemExit(
+            "ias sim init: %s already holds a board (use --force to replace it)" % folder
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in (
+        "flash.bin",
+        "run.json",
+        "cycles",
+        "console.log",
+        "otadata.json",
+        "ota_0.bin",
+        "ota_1.bin",
+    ):
+        (folder / old).unlink(missing_ok=True)
+    hw = {
+        "chip": args.chip,
+        "mac": args.mac or _mac_for(folder),
+        "flash_size": 4 * 1024 * 1024,
+        "flash_id": 1458400 if args.chip == "esp32" else 1458270,
+        "networks": [DEFAULT_WIFI] if not args.no_wifi else [],
+        "ntp": "host",
+        "fast_time": True,
+        "config_port": args.config_port,
+    }
+    (folder / "board.json").write_text(json.dumps(hw, indent=1))
+    (folder / "flash.bin").write_bytes(b"\xff" * (args.flash_kib * 1024))
+
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".deploy-") as tmp:
+        stage = Path(tmp)
+        stage_firmware(stage, args.chip)
+        cert = stage / "cert"
+        cert.mkdir()
+        anchors = [Path(a) for a in args.anchor] or sorted((FIRMWARE / "cert").glob("*.cer"))
+        for i, pem in enumerate(anchors):
+            name = pem.name if pem.suffix == ".cer" else pem.stem + ".cer"
+            if i == 0 and args.anchor:
+                name = "iasRootCa.cer"  # the primary keeps the IAS name
+            (cert / name).write_bytes(pem.read_bytes())
+        if args.update_key:
+            (stage / "keys").mkdir()
+            shutil.copy(args.update_key, stage / "keys" / "update.pub")
+        settings = {
+            "wifi": [] if args.no_wifi else [DEFAULT_WIFI],
+            "server": args.server,
+            "app_name": args.app_name,
+            "app_version": args.app_version,
+            "interval": args.interval,
+            "recovery": args.recovery,
+            "channel": args.channel or "",
+        }
+        (stage / "settings.json").write_text(json.dumps(settings))
+        app_src = Path(args.app) if args.app else REPO / "examples" / "blink"
+        _stage_app(stage, app_src, args.app_name, args.app_version)
+        if args.chip == "esp32":
+            _init_partitions(folder)
+        result = run_board(folder, "format", stage.name, echo=False)
+        if result.code != 0:
+            raise SystemExit("ias sim init: writing the flash failed:\n" + result.output)
+    print("virtual %s ready in %s (%s)" % (args.chip, folder, hw["mac"]))
+    return 0
+
+
+def _stage_app(stage, app_src, name, version):
+    slot = stage / "slot_a"
+    shutil.copytree(app_src, slot, ignore=shutil.ignore_patterns("__pycache__"))
+    (stage / "app.json").write_text(
+        json.dumps({"active": "slot_a", "name": name, "version": version, "counter": 0})
+    )
+
+
+def _init_partitions(folder):
+    """Two 1.5 MiB app slots as the OTA variant has; the running one holds a factory image."""
+    from tools.espimage import app_image
+
+    image = app_image(version="v1.29.0", project="micropython")
+    for i in (0, 1):
+        data = image if i == 0 else b""
+        (folder / ("ota_%d.bin" % i)).write_bytes(data + b"\xff" * (0x180000 - len(data)))
+    (folder / "otadata.json").write_text(
+        json.dumps({"boot": "ota_0", "states": {"ota_0": "valid"}})
+    )
+
+
+class BoardRun:
+    def __init__(self, code, output, result=None):
+        self.code = code
+        self.output = output
+        self.result = result
+
+
+def run_board(folder, mode="boot", arg=None, echo=True, timeout=300, log=None):
+    """One power-on of the virtual board, until it resets, halts or stops."""
+    folder = Path(folder).resolve()
+    cmd = [micropython(), str(VBOARD / "launch.py"), str(folder)]
+    if mode != "boot":
+        cmd += ["--run", mode] + ([str(arg)] if arg is not None else [])
+    env = dict(os.environ, MICROPYPATH=str(VBOARD) + ":.frozen")
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=str(VBOARD),
+        text=True,
+        errors="replace",
+    )
+    lines, result = [], None
+    deadline = time.monotonic() + timeout
+    try:
+        for line in proc.stdout:
+            if line.startswith("@@RESULT "):
+                result = json.loads(line[9:])
+                continue
+            lines.append(line)
+            if echo:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            if log is not None:
+                log.write(line)
+            if time.monotonic() > deadline:
+                break
+        proc.wait(timeout=max(1, deadline - time.monotonic()))
+        code = proc.returncode
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = "watchdog"
+    if proc.poll() is None:  # the deadline passed while it was still talking
+        proc.kill()
+        proc.wait()
+        code = "watchdog"
+    return BoardRun(code, "".join(lines), result)
+
+
+def _write_run(folder, facts):
+    (Path(folder) / "run.json").write_text(json.dumps(facts))
+
+
+def boot(args):
+    """Power on, then follow resets until N main-loop cycles, a halt, or too many boots."""
+    folder = Path(args.dir)
+    if not (folder / "flash.bin").exists():
+        raise SystemExit(
+            "ias sim boot: no virtual board in %s (run `ias sim init` first)" % folder
+        )
+    (folder / "cycles").write_text("0")
+    cause, boots = "power_on", 0
+    with open(folder / "console.log", "a") as log:
+        while boots < args.max_boots:
+            boots += 1
+            facts = {"cause": cause, "boot": boots}
+            if args.cycles is not None:
+                facts["cycles_target"] = args.cycles
+            if boots == 1 and args.hold_button:
+                facts["hold_button"] = args.hold_button
+            if args.power_cut_at is not None and boots == 1:
+                facts["power_cut_at"] = args.power_cut_at
+            _write_run(folder, facts)
+            banner = "--- boot %d (%s) ---\n" % (boots, cause)
+            log.write(banner)
+            if not args.quiet:
+                sys.stdout.write(banner)
+            run = run_board(folder, echo=not args.quiet, timeout=args.boot_timeout, log=log)
+            if run.code == EXIT_RESET:
+                cause = "intended"
+            elif run.code == EXIT_POWER_CUT:
+                cause = "power_on"
+            elif run.code == "watchdog":
+                cause = "watchdog"
+            elif run.code == EXIT_HALT:
+                return 0
+            elif run.code == 0:
+                print("main.py returned: the device sits at its REPL")
+                return 0
+            else:
+                print(
+                    "the device stopped at its REPL after an uncaught error (exit %s)" % run.code
+                )
+                return 1
+    print("stopped after %d boots" % boots)
+    return 0
+
+
+def callhome(args):
+    _write_run(args.dir, {"cause": "power_on"})
+    run = run_board(args.dir, "callhome", echo=args.verbose)
+    res = run.result
+    if res is None:
+        if not args.verbose:
+            sys.stdout.write(run.output)
+        res = {"outcome": "error", "reason": "device_failed", "app": None}
+    if args.json:
+        print(json.dumps(res))
+    else:
+        line = res["outcome"]
+        if res["outcome"] == "updated":
+            line += " %s %s" % (res["app"]["name"], res["app"]["version"])
+        elif res.get("reason"):
+            line += " %s" % res["reason"]
+        print(line)
+    return 0 if res["outcome"] != "error" else 3
+
+
+def config(args):
+    _write_run(args.dir, {"cause": "power_on"})
+    run = run_board(args.dir, "config", args.port, echo=True, timeout=args.timeout + 60)
+    return 0 if run.result else 1
+
+
+def ls(args):
+    run = run_board(args.dir, "ls", args.path, echo=False)
+    sys.stdout.write(run.output)
+    return 0 if run.code == 0 else 1
+
+
+def cat(args):
+    run = run_board(args.dir, "cat", args.path, echo=False)
+    sys.stdout.write(run.output)
+    return 0 if run.code == 0 else 1
+
+
+def add_parser(subparsers, summary):
+    p = subparsers.add_parser(
+        "sim",
+        help=summary,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s = p.add_subparsers(dest="sim_command", metavar="ACTION")
+    s.required = True
+
+    i = s.add_parser(
+        "init",
+        help="create a virtual board and deploy firmware/ into its flash",
+        description="Create a virtual board in DIR and deploy the firmware into its "
+        "flash. Example: ias sim init sim/dev1 --server https://127.0.0.1:8443",
+    )
+    i.add_argument("dir", metavar="DIR")
+    i.add_argument("--chip", choices=("esp32", "esp8266"), default="esp32")
+    i.add_argument("--server", default="https://iotappstory.com", help="update server URL")
+    i.add_argument(
+        "--anchor",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="trust this root (repeatable); default: the anchors in firmware/cert/",
+    )
+    i.add_argument("--app-name", default="IASBlink")
+    i.add_argument("--app-version", default="1.0")
+    i.add_argument("--app", metavar="SRC_DIR", help="the app's folder (default examples/blink)")
+    i.add_argument("--update-key", metavar="PUB", help="the operator's update public key (PEM)")
+    i.add_argument(
+        "--recovery",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a base URL serving signed anchor bundles (repeatable)",
+    )
+    i.add_argument("--channel", metavar="URL", help="URL of a signed static channel.json")
+    i.add_argument("--interval", type=int, default=7200, help="seconds between call homes")
+    i.add_argument("--mac", help="the board's MAC (default: derived from DIR)")
+    i.add_argument("--no-wifi", action="store_true", help="no saved Wi-Fi network: config mode")
+    i.add_argument("--flash-kib", type=int, default=2048, help="size of the flash filesystem")
+    i.add_argument("--config-port", type=int, default=8080, help="port of config mode's web app")
+    i.add_argument("--force", action="store_true", help="replace a board already in DIR")
+    i.set_defaults(func=init)
+
+    b = s.add_parser(
+        "boot",
+        help="power on and run boot.py then main.py, across resets",
+        description="Power on the virtual board and run it across resets until N "
+        "main-loop cycles or a halt. Example: ias sim boot sim/dev1 --cycles 5",
+    )
+    b.add_argument("dir", metavar="DIR")
+    b.add_argument(
+        "--hold-button",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help="hold the mode button this long at power-on (7 enters config mode)",
+    )
+    b.add_argument("--cycles", type=int, help="stop after this many main-loop cycles")
+    b.add_argument("--max-boots", type=int, default=20)
+    b.add_argument(
+        "--boot-timeout",
+        type=float,
+        default=300,
+        help="seconds before a silent boot counts as a watchdog reset",
+    )
+    b.add_argument(
+        "--power-cut-at",
+        type=int,
+        metavar="OP",
+        help="cut the power at this flash program/erase operation",
+    )
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(func=boot)
+
+    c = s.add_parser(
+        "callhome",
+        help="run one call-home cycle now (like a short button press)",
+        description="Run one forced call-home cycle and print one line: up-to-date, "
+        "updated NAME VERSION, no-update REASON or error REASON.",
+    )
+    c.add_argument("dir", metavar="DIR")
+    c.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    c.add_argument("--verbose", action="store_true", help="show the device's console")
+    c.set_defaults(func=callhome)
+
+    g = s.add_parser(
+        "config",
+        help="serve the board's config mode on localhost",
+        description="Serve the virtual board's config mode on localhost until /close "
+        "or 300 s without requests.",
+    )
+    g.add_argument("dir", metavar="DIR")
+    g.add_argument("--port", type=int, default=8080)
+    g.add_argument("--timeout", type=int, default=300)
+    g.set_defaults(func=config)
+
+    lsp = s.add_parser("ls", help="list the board's flash")
+    lsp.add_argument("dir", metavar="DIR")
+    lsp.add_argument("path", nargs="?", default="/")
+    lsp.set_defaults(func=ls)
+
+    ct = s.add_parser("cat", help="print a file from the board's flash")
+    ct.add_argument("dir", metavar="DIR")
+    ct.add_argument("path")
+    ct.set_defaults(func=cat)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="sim")
+    add_parser(parser.add_subparsers(dest="command"), "virtual boards")
+    args = parser.parse_args(["sim"] + sys.argv[1:])
+    sys.exit(args.func(args) or 0)

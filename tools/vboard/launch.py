@@ -1,0 +1,120 @@
+# The virtual board's "ROM": runs inside the MicroPython unix port. Mounts DIR/flash.bin (a
+# littlefs image on the NOR model) at / and DIR at /host, runs the bootloader step for virtual
+# ESP32 OTA slots, then /boot.py and /main.py as the device would.
+#   micropython launch.py DIR [--run boot|callhome|config|ls PATH|cat PATH|format SRC]
+# Exit codes: 0 done, 75 reset, 76 halt, 77 power cut, 1 stuck at the REPL (uncaught error).
+import json
+import os
+import sys
+
+import simentry
+import vfs
+from nor import BLOCK, NorFlash, PowerCut
+
+EXIT_POWER_CUT = 77
+
+
+def _load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except OSError:
+        return {}
+
+
+def mount_flash(host, fresh=False):
+    run = _load(host + "/run.json")
+    size = os.stat(host + "/flash.bin")[6]
+    dev = NorFlash(size // BLOCK, path=host + "/flash.bin", cut_at=run.get("power_cut_at"))
+    if fresh:
+        vfs.VfsLfs2.mkfs(dev)
+    vfs.umount("/")
+    vfs.mount(vfs.VfsLfs2(dev), "/")
+    vfs.mount(vfs.VfsPosix(host), "/host")
+    os.chdir("/")
+    sys.path[:] = ["", "/lib", ".frozen"]
+    return dev
+
+
+def copy_tree(src, dst):
+    """Copy a host folder (under /host) into the flash, creating folders."""
+    for entry in os.ilistdir(src):
+        name, kind = entry[0], entry[1]
+        s, d = src + "/" + name, (dst.rstrip("/") + "/" + name)
+        if kind == 0x4000:
+            try:
+                os.mkdir(d)
+            except OSError:
+                pass
+            copy_tree(s, d)
+        else:
+            buf = bytearray(BLOCK)
+            with open(s, "rb") as fi, open(d, "wb") as fo:
+                while True:
+                    n = fi.readinto(buf)
+                    if not n:
+                        break
+                    fo.write(memoryview(buf)[:n])
+
+
+def list_tree(path, depth=0):
+    for entry in sorted(os.ilistdir(path)):
+        name, kind = entry[0], entry[1]
+        full = path.rstrip("/") + "/" + name
+        if full == "/host":
+            continue
+        if kind == 0x4000:
+            print("%s%s/" % ("  " * depth, name))
+            list_tree(full, depth + 1)
+        else:
+            print("%s%s  %d" % ("  " * depth, name, os.stat(full)[6]))
+
+
+def run_file(path):
+    with open(path) as f:
+        code = f.read()
+    exec(compile(code, path, "exec"), {"__name__": "__main__", "__file__": path})
+
+
+def boot():
+    try:
+        import vpartition
+
+        vpartition.bootloader_select("/host")
+    except ImportError:
+        pass  # not an ESP32 build: no OTA slots
+    try:
+        run_file("/boot.py")
+    except SystemExit:
+        raise
+    except PowerCut:
+        raise
+    except Exception as e:  # as on the device: boot.py errors are printed, main.py still runs
+        sys.print_exception(e)
+    run_file("/main.py")
+
+
+def main(argv):
+    host_dir = argv[1]
+    mode = argv[3] if len(argv) > 3 and argv[2] == "--run" else "boot"
+    arg = argv[4] if len(argv) > 4 else None
+    # Mount the host folder first under its own name, so the flash image can be found.
+    mount_flash(host_dir, fresh=(mode == "format"))
+    try:
+        if mode == "format":
+            copy_tree("/host/" + arg, "/")
+        elif mode == "ls":
+            list_tree(arg or "/")
+        elif mode == "cat":
+            with open(arg, "rb") as f:
+                sys.stdout.buffer.write(f.read())
+        elif mode == "boot":
+            boot()
+        else:
+            simentry.run(mode, arg)
+    except PowerCut:
+        print("[board] power cut")
+        sys.exit(EXIT_POWER_CUT)
+
+
+main(sys.argv)

@@ -1,0 +1,28 @@
+# Entry points of the virtual board other than a normal boot, for `ias sim callhome` and
+# `ias sim config`. Imported by launch.py before the flash is mounted; firmware modules are
+# imported inside the functions, from the flash.
+import json
+import sys
+
+
+def _result(obj):
+    print("@@RESULT " + json.dumps(obj))
+
+
+def run(mode, arg):
+    import device
+
+    dev = device.Device.open()
+    if mode == "callhome":
+        dev.start_network()
+        result = dev.call_home(force=True)
+        _result(result)
+        sys.exit(0 if result.get("outcome") != "error" else 3)
+    elif mode == "config":
+        port = int(arg) if arg else None
+        dev.start_network()
+        dev.config_mode(port=port)
+        _result({"outcome": "config-closed"})
+    else:
+        print("unknown mode %s" % mode)
+        sys.exit(2)
