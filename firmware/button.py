@@ -1,0 +1,104 @@
+# The mode button as IAS times it (ias-protocol §4.1): released after 0.5 to 4 s calls home,
+# held 4 to 10 s enters config mode (so "hold it 7 to 8 seconds" works), over 10 s cancels,
+# under 0.5 s does nothing. The LED changes at each threshold, so the person holding the button
+# sees what letting go will do.
+SHORT_MS = 500
+LONG_MS = 4000
+CANCEL_MS = 10000
+DEBOUNCE_MS = 50
+
+CALLHOME = "callhome"
+CONFIG = "config"
+CANCEL = "cancel"
+
+
+def _diff(a, b):
+    return a - b
+
+
+def action_for(held_ms):
+    """The action a release after `held_ms` of holding asks for, or None."""
+    if held_ms < SHORT_MS:
+        return None
+    if held_ms < LONG_MS:
+        return CALLHOME
+    if held_ms < CANCEL_MS:
+        return CONFIG
+    return CANCEL
+
+
+def _pattern_for(held_ms):
+    act = action_for(held_ms)
+    if act == CALLHOME:
+        return "short"
+    if act == CONFIG:
+        return "long"
+    if act == CANCEL:
+        return "cancel"
+    return "off"
+
+
+class Button:
+    """Debounced mode button. `pressed()` reads the pin (True while held), `ticks_ms()` is the
+    clock, `led(name)` shows a pattern (board.led_pattern)."""
+
+    def __init__(self, pressed, ticks_ms, ticks_diff=None, led=None, debounce_ms=DEBOUNCE_MS):
+        self._pressed = pressed
+        self._now = ticks_ms
+        self._diff = ticks_diff or _diff
+        self._led = led
+        self._debounce = debounce_ms
+        self.held = False  # the debounced state
+        self._raw = False  # the last raw reading
+        self._raw_since = ticks_ms()  # when the raw reading last changed
+        self._down_at = 0  # when the debounced press began (its first raw edge)
+        self._shown = "off"
+
+    def _show(self, name):
+        if name != self._shown:
+            self._shown = name
+            if self._led is not None:
+                self._led(name)
+
+    def held_ms(self):
+        """How long the current press has lasted (0 when released)."""
+        if not self.held:
+            return 0
+        return self._diff(self._now(), self._down_at)
+
+    def poll(self):
+        """Read the pin once; returns 'callhome', 'config' or 'cancel' when a press ends."""
+        now = self._now()
+        raw = bool(self._pressed())
+        if raw != self._raw:
+            self._raw = raw
+            self._raw_since = now
+        stable = self._diff(now, self._raw_since) >= self._debounce
+        if stable and raw != self.held:
+            self.held = raw
+            if raw:
+                self._down_at = self._raw_since
+                return None
+            # Timed edge to edge (the edges that settled), so waiting out the bounce adds nothing.
+            act = action_for(self._diff(self._raw_since, self._down_at))
+            self._show("off")
+            return act
+        if self.held:
+            self._show(_pattern_for(self._diff(now, self._down_at)))
+        return None
+
+    def wait_release(self, sleep_ms, step_ms=10, max_ms=CANCEL_MS + 5000):
+        """Block while the button is held (boot.py at power-on). Returns the action of the
+        release, or None when it was not held. A button stuck down for `max_ms` gives 'cancel'."""
+        start = self._now()
+        while True:
+            act = self.poll()
+            if act is not None:
+                return act
+            if not self.held and not self._raw:
+                if self._diff(self._now(), self._raw_since) >= self._debounce:
+                    return None  # released (or never pressed) and settled
+            if self._diff(self._now(), start) >= max_ms:
+                self._show("off")
+                return CANCEL
+            sleep_ms(step_ms)
