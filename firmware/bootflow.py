@@ -28,7 +28,8 @@ def run():
     elif b.button_pressed():
         import button
 
-        action = button.wait_release(b)
+        btn = button.Button(b.button_pressed, b.ticks_ms, b.ticks_diff, b.led_pattern)
+        action = btn.wait_release(b.sleep_ms)
         log.info("boot", "mode button at power-on: %s" % action)
         if action == "config":
             decision["mode"] = "config"
