@@ -21,7 +21,7 @@ class CertError(ValueError):
     expired, exists, bad_name, missing, last_anchor, too_many, no_anchors."""
 
     def __init__(self, reason, detail=""):
-        ValueError.__init__(self, "%s: %s" % (reason, detail) if detail else reason)
+        super().__init__("%s: %s" % (reason, detail) if detail else reason)
         self.reason = reason
         self.detail = detail
 

@@ -33,7 +33,7 @@ class DerError(ValueError):
     bad_length, bad_time."""
 
     def __init__(self, reason, detail=""):
-        ValueError.__init__(self, "%s: %s" % (reason, detail) if detail else reason)
+        super().__init__("%s: %s" % (reason, detail) if detail else reason)
         self.reason = reason
         self.detail = detail
 

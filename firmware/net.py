@@ -39,7 +39,7 @@ _VERIFY_TEXTS = (
 
 class NetError(Exception):
     def __init__(self, reason, detail=""):
-        Exception.__init__(self, "%s: %s" % (reason, detail) if detail else reason)
+        super().__init__("%s: %s" % (reason, detail) if detail else reason)
         self.reason = reason
         self.detail = detail
 

@@ -1,0 +1,323 @@
+"""Real TLS on loopback: a CPython ssl server (tests/tlspeer.py) with chains from tools/pki.py,
+and the firmware's certstore.connect() running in the MicroPython unix port as the client.
+Dates are relative to now; `faketime` moves the client's clock (and mbedTLS's with it)."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+import tlspeer
+from mprunner import micropython_binary
+from tlspeer import TlsPeer
+
+from tools import pki
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE = REPO / "firmware"
+
+# The client: a tiny board and the real store; prints one RESULT line.
+CLIENT = r"""
+import sys, json, time
+import certstore, net
+
+class Board:
+    def __init__(self, p):
+        self.clock_synced = p.get("synced", True)
+        self.tls_verifies = p.get("verifies", True)
+        self.fixed = p.get("time")
+    def time(self):
+        return self.fixed if self.fixed is not None else int(time.time())
+
+with open(sys.argv[1]) as f:  # a file: this build crashes on long argv strings
+    p = json.load(f)
+board = Board(p)
+store = certstore.CertStore(p["root"])
+out = {}
+try:
+    for name, pem in p.get("add", []):
+        store.add(name, pem, board.time())
+    if p.get("host"):
+        s = certstore.connect(p["host"], p["port"], store, board, p.get("timeout_ms", 5000))
+        s.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = bytearray(64)
+        n = s.readinto(buf)
+        out = {"ok": True, "verified": s.verified, "reply": bytes(buf[:n]).decode()}
+        s.close()
+    else:
+        out = {"ok": True}
+except net.NetError as e:
+    out = {"ok": False, "reason": e.reason, "detail": e.detail}
+except certstore.CertError as e:
+    out = {"ok": False, "cert_reason": e.reason, "detail": e.detail}
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def client_script(tmp_path_factory):
+    path = tmp_path_factory.mktemp("client") / "client.py"
+    path.write_text(CLIENT)
+    return path
+
+
+def run_client(script, params, faketime=None, timeout=30):
+    fd, param_file = tempfile.mkstemp(suffix=".json", dir=script.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(params, f)
+    cmd = [micropython_binary(), str(script), param_file]
+    if faketime:
+        if not shutil.which("faketime"):
+            pytest.fail("faketime is not installed (Debian package faketime)")
+        cmd = ["faketime", "-f", faketime] + cmd  # libfaketime spec, e.g. "+60d"
+    env = dict(os.environ, MICROPYPATH=str(FIRMWARE))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise AssertionError(
+        "no result (exit %s):\n%s%s" % (proc.returncode, proc.stdout, proc.stderr)
+    )
+
+
+def write_anchor(root, name, issued):
+    root.mkdir(parents=True, exist_ok=True)
+    (root / name).write_bytes(issued.pem)
+
+
+@pytest.fixture(scope="module")
+def pkix():
+    """One chain reused by most cases: root -> intermediate -> leaf for 127.0.0.1/localhost."""
+    root = pki.make_ca("Test Root A")
+    inter = pki.make_ca("Test Issuing CA", issuer=root)
+    leaf = pki.make_leaf(inter)
+    other = pki.make_ca("Unrelated Root")
+    return {"root": root, "inter": inter, "leaf": leaf, "other": other}
+
+
+def connect_case(
+    script,
+    tmp_path,
+    anchors,
+    leaf,
+    chain,
+    host="127.0.0.1",
+    faketime=None,
+    reply=tlspeer.DEFAULT_REPLY,
+    **extra,
+):
+    root = tmp_path / "cert"
+    for name, issued in anchors:
+        write_anchor(root, name, issued)
+    with TlsPeer(leaf, chain, reply=reply) as peer:
+        params = dict(root=str(root), host=host, port=peer.port)
+        params.update(extra)
+        return run_client(script, params, faketime=faketime), peer
+
+
+def test_right_root_ok(client_script, tmp_path, pkix):
+    out, peer = connect_case(
+        client_script, tmp_path, [("iasRootCa.cer", pkix["root"])], pkix["leaf"], [pkix["inter"]]
+    )
+    assert out == {
+        "ok": True,
+        "verified": True,
+        "reply": "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+    }
+    assert peer.requests and peer.requests[0].startswith(b"GET / HTTP/1.1\r\n")
+    assert peer.sni == ["127.0.0.1"]
+
+
+def test_host_name_localhost_ok(client_script, tmp_path, pkix):
+    try:
+        infos = socket.getaddrinfo("localhost", 1, 0, socket.SOCK_STREAM)
+    except OSError:
+        pytest.skip("localhost does not resolve here")
+    if infos[0][0] != socket.AF_INET:
+        pytest.skip("localhost resolves to IPv6 first; the peer listens on IPv4")
+    out, peer = connect_case(
+        client_script,
+        tmp_path,
+        [("iasRootCa.cer", pkix["root"])],
+        pkix["leaf"],
+        [pkix["inter"]],
+        host="localhost",
+    )
+    assert out["ok"] and out["verified"], out
+    assert peer.sni == ["localhost"]
+
+
+def test_wrong_root_untrusted(client_script, tmp_path, pkix):
+    out, peer = connect_case(
+        client_script, tmp_path, [("iasRootCa.cer", pkix["other"])], pkix["leaf"], [pkix["inter"]]
+    )
+    assert out["ok"] is False and out["reason"] == "untrusted", out
+    assert peer.requests == []
+
+
+def test_root_expired_since_install(client_script, tmp_path):
+    root = pki.make_ca("Short Root", not_after=30)
+    leaf = pki.make_leaf(root, not_after=200)
+    store = tmp_path / "cert"
+    # Installed today through the store (it refuses expired anchors, so it must be valid now).
+    added = run_client(
+        client_script, {"root": str(store), "add": [["iasRootCa.cer", root.pem.decode()]]}
+    )
+    assert added == {"ok": True}
+    with TlsPeer(leaf) as peer:
+        params = {"root": str(store), "host": "127.0.0.1", "port": peer.port}
+        today = run_client(client_script, params)
+        later = run_client(client_script, params, faketime="+60d")
+    assert today["ok"] and today["verified"], today
+    assert later["ok"] is False and later["reason"] == "expired", later
+
+
+def test_leaf_not_yet_valid(client_script, tmp_path, pkix):
+    leaf = pki.make_leaf(pkix["inter"], not_before=2, not_after=90)
+    out, _ = connect_case(
+        client_script, tmp_path, [("iasRootCa.cer", pkix["root"])], leaf, [pkix["inter"]]
+    )
+    assert out["ok"] is False and out["reason"] == "not_yet_valid", out
+
+
+def test_wrong_host_name(client_script, tmp_path, pkix):
+    leaf = pki.make_leaf(pkix["inter"], hosts=("other.example",))
+    out, _ = connect_case(
+        client_script, tmp_path, [("iasRootCa.cer", pkix["root"])], leaf, [pkix["inter"]]
+    )
+    assert out["ok"] is False and out["reason"] == "name_mismatch", out
+
+
+def test_server_omits_intermediate(client_script, tmp_path, pkix):
+    out, _ = connect_case(
+        client_script, tmp_path, [("iasRootCa.cer", pkix["root"])], pkix["leaf"], []
+    )
+    assert out["ok"] is False and out["reason"] == "untrusted", out
+
+
+@pytest.mark.parametrize("order", ["old_first", "new_first"])
+def test_renewed_root_beside_expired_one(client_script, tmp_path, order):
+    old = pki.make_ca("Rotating Root", not_before=-400, not_after=-1)
+    new = pki.renew(old)
+    leaf = pki.make_leaf(new)  # same subject and key: either certificate can be the parent
+    names = ("a.cer", "b.cer") if order == "old_first" else ("b.cer", "a.cer")
+    out, _ = connect_case(client_script, tmp_path, [(names[0], old), (names[1], new)], leaf, [])
+    assert out["ok"] and out["verified"], out
+    # And the expired one alone says so.
+    alone, _ = connect_case(client_script, tmp_path / "alone", [("a.cer", old)], leaf, [])
+    assert alone["ok"] is False and alone["reason"] == "expired", alone
+
+
+def test_several_anchors_only_last_matches(client_script, tmp_path, pkix):
+    anchors = [(p.name, p) for p in sorted((FIRMWARE / "cert").glob("*.cer"))]
+    root = tmp_path / "cert"
+    root.mkdir()
+    for name, path in anchors:
+        shutil.copy(path, root / name)
+    out, _ = connect_case(
+        client_script, tmp_path, [("zzTestRoot.cer", pkix["root"])], pkix["leaf"], [pkix["inter"]]
+    )
+    assert len(list(root.glob("*.cer"))) == len(anchors) + 1 >= 6
+    assert out["ok"] and out["verified"], out
+
+
+def test_unparsable_anchor_file_is_skipped(client_script, tmp_path, pkix):
+    root = tmp_path / "cert"
+    root.mkdir()
+    (root / "aaBroken.cer").write_text(
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    )
+    out, _ = connect_case(
+        client_script, tmp_path, [("iasRootCa.cer", pkix["root"])], pkix["leaf"], [pkix["inter"]]
+    )
+    assert out["ok"] and out["verified"], out
+
+
+def test_clock_not_synced(client_script, tmp_path, pkix):
+    out, peer = connect_case(
+        client_script,
+        tmp_path,
+        [("iasRootCa.cer", pkix["root"])],
+        pkix["leaf"],
+        [pkix["inter"]],
+        synced=False,
+    )
+    assert out["ok"] is False and out["reason"] == "clock_unset", out
+    assert peer.handshakes == 0 and peer.errors == []  # refused before any connection
+
+
+def test_clock_before_build(client_script, tmp_path, pkix):
+    out, _ = connect_case(
+        client_script,
+        tmp_path,
+        [("iasRootCa.cer", pkix["root"])],
+        pkix["leaf"],
+        [pkix["inter"]],
+        time=946684800 + 60,
+    )
+    assert out["ok"] is False and out["reason"] == "clock_unset", out
+
+
+def test_connection_refused(client_script, tmp_path, pkix):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    root = tmp_path / "cert"
+    write_anchor(root, "iasRootCa.cer", pkix["root"])
+    out = run_client(client_script, {"root": str(root), "host": "127.0.0.1", "port": port})
+    assert out["ok"] is False and out["reason"] == "refused", out
+
+
+def test_silent_server_times_out(client_script, tmp_path, pkix):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)  # accepts TCP in the backlog, never speaks TLS
+    try:
+        root = tmp_path / "cert"
+        write_anchor(root, "iasRootCa.cer", pkix["root"])
+        out = run_client(
+            client_script,
+            {
+                "root": str(root),
+                "host": "127.0.0.1",
+                "port": listener.getsockname()[1],
+                "timeout_ms": 300,
+            },
+        )
+    finally:
+        listener.close()
+    assert out["ok"] is False and out["reason"] == "timeout", out
+
+
+def test_stalled_reply_times_out(client_script, tmp_path, pkix):
+    out, peer = connect_case(
+        client_script,
+        tmp_path,
+        [("iasRootCa.cer", pkix["root"])],
+        pkix["leaf"],
+        [pkix["inter"]],
+        reply=None,
+        timeout_ms=400,
+    )
+    assert peer.handshakes == 1 and len(peer.requests) == 1
+    assert out["ok"] is False and out["reason"] == "timeout", out
+
+
+def test_unverifying_port_says_so(client_script, tmp_path, pkix):
+    # ESP8266 (axTLS) cannot verify: the stream still works, and says verified=False.
+    out, _ = connect_case(
+        client_script,
+        tmp_path,
+        [("iasRootCa.cer", pkix["other"])],
+        pkix["leaf"],
+        [pkix["inter"]],
+        verifies=False,
+        synced=False,
+    )
+    assert out["ok"] is True and out["verified"] is False, out
+    assert out["reply"].startswith("HTTP/1.1 200 OK")
