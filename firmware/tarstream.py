@@ -1,0 +1,275 @@
+# A streaming reader of ustar archives, optionally gzip-compressed, for untrusted input.
+# Members are yielded one at a time; their data is read in chunks into the caller's buffer, so
+# no member is ever held in RAM. Strict: checksums, octal fields, magic, names (relative, no
+# '..', a small character set) and types (regular files and folders only); anything else raises
+# TarError. Runs on MicroPython (deflate.DeflateIO) and CPython (zlib), where it is fuzzed.
+import io
+
+BLOCK = 512
+MAX_NAME = 255
+MAX_MEMBER = 16 * 1024 * 1024
+MAX_MEMBERS = 1000
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+/"
+
+FILE = "file"
+DIR = "dir"
+
+
+class TarError(ValueError):
+    """`reason`: truncated, checksum, bad_header, bad_name, bad_type, too_large, bad_gzip,
+    trailing."""
+
+    def __init__(self, reason, detail=""):
+        super().__init__("%s: %s" % (reason, detail) if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def _read_full(stream, view):
+    """Fill `view` from the stream; returns how many bytes came before the end."""
+    got = 0
+    n_want = len(view)
+    while got < n_want:
+        try:
+            n = stream.readinto(view[got:])
+        except OSError as e:  # DeflateIO reports corrupt data as OSError
+            raise TarError("bad_gzip", str(e))
+        if not n:
+            break
+        got += n
+    return got
+
+
+class _Replay(io.IOBase):
+    """The bytes already read (to sniff gzip), then the rest of the stream."""
+
+    def __init__(self, head, stream):
+        self.head = head
+        self.pos = 0
+        self.stream = stream
+
+    def readinto(self, buf):
+        left = len(self.head) - self.pos
+        if left > 0:
+            n = min(left, len(buf))
+            buf[:n] = self.head[self.pos : self.pos + n]
+            self.pos += n
+            return n
+        return self.stream.readinto(buf)
+
+
+class _Inflate(io.IOBase):
+    """CPython stand-in for MicroPython's deflate.DeflateIO(stream, GZIP)."""
+
+    def __init__(self, stream):
+        import zlib
+
+        self.stream = stream
+        self.z = zlib.decompressobj(31)
+        self.tail = b""
+        self.inbuf = bytearray(1024)
+
+    def readinto(self, buf):
+        import zlib
+
+        while True:
+            if self.z.eof:
+                return 0
+            data = self.tail
+            if not data:
+                n = self.stream.readinto(self.inbuf)
+                if not n:
+                    raise TarError("bad_gzip", "compressed stream ends early")
+                data = bytes(self.inbuf[:n])
+            try:
+                out = self.z.decompress(data, len(buf))
+            except zlib.error as e:
+                raise TarError("bad_gzip", str(e))
+            self.tail = self.z.unconsumed_tail
+            if out:
+                buf[: len(out)] = out
+                return len(out)
+
+
+def gunzip(stream):
+    """A stream of the decompressed bytes of a gzip stream."""
+    try:
+        import deflate
+    except ImportError:
+        return _Inflate(stream)
+    return deflate.DeflateIO(stream, deflate.GZIP)
+
+
+def _octal(hdr, start, length, what):
+    """A NUL/space-terminated octal field; base-256 and anything odd are refused."""
+    i = start
+    end = start + length
+    while i < end and hdr[i] == 0x20:
+        i += 1
+    value = 0
+    digits = 0
+    while i < end and 0x30 <= hdr[i] <= 0x37:
+        value = value * 8 + hdr[i] - 0x30
+        digits += 1
+        i += 1
+    if not digits:
+        raise TarError("bad_header", "%s field has no digits" % what)
+    while i < end:
+        if hdr[i] not in (0, 0x20):
+            raise TarError("bad_header", "%s field is not octal" % what)
+        i += 1
+    return value
+
+
+def _cstr(hdr, start, length):
+    end = start + length
+    i = start
+    while i < end and hdr[i]:
+        i += 1
+    return bytes(hdr[start:i])
+
+
+def check_name(name):
+    """A relative path of plain components: no absolute path, '.', '..', '//' or odd bytes."""
+    if not name or len(name) > MAX_NAME:
+        raise TarError("bad_name", "empty or too long")
+    for c in name:
+        if c not in _NAME_CHARS:
+            raise TarError("bad_name", "character %r in %r" % (c, name))
+    if name[0] == "/":
+        raise TarError("bad_name", "absolute path %r" % name)
+    for part in name.split("/"):
+        if part in ("", ".", ".."):
+            raise TarError("bad_name", "component %r in %r" % (part, name))
+    return name
+
+
+class Member:
+    def __init__(self, reader, name, kind, size, mode):
+        self._reader = reader
+        self.name = name
+        self.kind = kind
+        self.size = size
+        self.mode = mode
+        self.left = size  # data bytes not yet read
+
+    def readinto(self, buf):
+        """Up to len(buf) bytes of this member's data into buf; 0 at its end."""
+        n = min(len(buf), self.left)
+        if n == 0:
+            return 0
+        view = memoryview(buf)[:n]
+        if _read_full(self._reader.stream, view) != n:
+            raise TarError("truncated", "data of %s" % self.name)
+        self.left -= n
+        return n
+
+
+class TarReader:
+    """for m in TarReader(stream): m.name, m.kind (FILE or DIR), m.size, m.readinto(buf)."""
+
+    def __init__(self, stream, gz=None, max_member=MAX_MEMBER, max_members=MAX_MEMBERS):
+        self.max_member = max_member
+        self.max_members = max_members
+        self.count = 0
+        self._hdr = bytearray(BLOCK)
+        self._current = None
+        self._done = False
+        if gz is None:  # sniff the gzip magic; the bytes read are replayed
+            head = bytearray(2)
+            n = _read_full(stream, memoryview(head))
+            gz = n == 2 and head[0] == 0x1F and head[1] == 0x8B
+            stream = _Replay(bytes(head[:n]), stream)
+        self.gzip = gz
+        self.stream = gunzip(stream) if gz else stream
+
+    def __iter__(self):
+        while True:
+            m = self.next()
+            if m is None:
+                return
+            yield m
+
+    def _skip_rest(self):
+        m = self._current
+        if m is None:
+            return
+        pad = (-m.size) % BLOCK
+        hdr = memoryview(self._hdr)
+        while m.left:
+            m.readinto(hdr[: min(BLOCK, m.left)])
+        if pad and _read_full(self.stream, hdr[:pad]) != pad:
+            raise TarError("truncated", "padding after %s" % m.name)
+        self._current = None
+
+    def _zero(self):
+        for b in self._hdr:
+            if b:
+                return False
+        return True
+
+    def next(self):
+        """The next member, or None after the end-of-archive marker."""
+        if self._done:
+            return None
+        self._skip_rest()
+        hdr = self._hdr
+        n = _read_full(self.stream, memoryview(hdr))
+        if n != BLOCK:
+            raise TarError("truncated", "header (%d bytes)" % n)
+        if self._zero():
+            # The end marker is two zero blocks; a lone one at the very end is tolerated.
+            n = _read_full(self.stream, memoryview(hdr))
+            if n and (n != BLOCK or not self._zero()):
+                raise TarError("trailing", "data after the end marker")
+            self._done = True
+            return None
+        self.count += 1
+        if self.count > self.max_members:
+            raise TarError("too_large", "more than %d members" % self.max_members)
+        m = self._parse()
+        self._current = m
+        return m
+
+    def _parse(self):
+        hdr = self._hdr
+        stored = _octal(hdr, 148, 8, "checksum")
+        total = 8 * 0x20  # the checksum field counts as spaces
+        for i in range(148):
+            total += hdr[i]
+        for i in range(156, BLOCK):
+            total += hdr[i]
+        if stored != total:
+            raise TarError("checksum", "header checksum %d, computed %d" % (stored, total))
+        magic = bytes(hdr[257:265])
+        if magic == b"ustar\x0000":
+            prefix = _cstr(hdr, 345, 155)
+        elif magic == b"ustar  \x00":
+            prefix = b""  # GNU keeps other fields there
+        else:
+            raise TarError("bad_header", "not a ustar header")
+        flag = hdr[156]
+        if flag in (0x30, 0):
+            kind = FILE
+        elif flag == 0x35:
+            kind = DIR
+        else:
+            raise TarError("bad_type", "member type %r" % chr(flag))
+        size = _octal(hdr, 124, 12, "size")
+        mode = _octal(hdr, 100, 8, "mode")
+        raw = _cstr(hdr, 0, 100)
+        if prefix:
+            raw = prefix + b"/" + raw
+        try:
+            name = raw.decode()
+        except UnicodeError:
+            raise TarError("bad_name", "not text")
+        if kind == DIR:
+            if size:
+                raise TarError("bad_header", "folder %r with data" % name)
+            if name.endswith("/"):
+                name = name[:-1]
+        if size > self.max_member:
+            raise TarError("too_large", "%s is %d bytes" % (name, size))
+        check_name(name)
+        return Member(self, name, kind, size, mode)
