@@ -1,0 +1,337 @@
+# One IAS call home (reference: ias-protocol.md §1, §6): the exact request, the update
+# decision, the body streamed to an installer with MD5 and SHA-256 computed on the way, and the
+# /ota/logs announce. The transport is a `connect(host, port, timeout_ms)` callable, so tests
+# drive it with fake streams and the device with certstore.connect.
+import binascii
+import hashlib
+
+import httpclient
+from httpclient import HttpError
+
+IASLIB = "2.1.0-RC5.1"  # the IAS library version we speak for (x-ESP_IASLIB)
+UPDATE_PATH = "/ota/updates?"  # IAS always appends "?" and an empty argument list
+LOG_PATH = "/ota/logs?msg="
+BUF_SIZE = 1024  # the one buffer: response head and body chunks (IAS uses 1024 on ESP8266)
+PEEK = 512  # body bytes shown to make_installer: enough for a tar header
+CONNECT_TIMEOUT_MS = 10000
+HEAD_TIMEOUT_MS = 5000  # as IAS: first response byte within 5 s
+READ_TIMEOUT_MS = 10000  # every later read
+DEADLINE_MS = 300000  # the whole call home, download included
+MAX_RETRY_AFTER = 7 * 86400
+
+
+def _clean(value):
+    # Header values come from settings and the board; never let one break the request.
+    text = str(value)
+    if "\r" in text or "\n" in text or "\x00" in text:
+        text = text.replace("\r", " ").replace("\n", " ").replace("\x00", " ")
+    return text
+
+
+def ias_headers(board, settings, installed, mode="sketch", telemetry=None):
+    """The IAS header list (after Host), names and order as IAS 2.1 sends them (§1.3), then our
+    telemetry (x-IAS-*) and Connection: close last, as IAS ends its request."""
+    ip = board.wifi_ip() or "0.0.0.0"
+    version = "%s v%s" % (settings.get("app_name", ""), settings.get("app_version", ""))
+    heads = [
+        ("User-Agent", "ESP-http-Update"),
+        ("x-ESP-STA-MAC", board.mac()),
+        ("x-ESP-ACT-ID", settings.get("act_code", "")),
+        ("x-ESP-LOCIP", ip),
+        ("x-ESP-FREE-SPACE", "%d" % board.fs_free()),
+        ("x-ESP-SKETCH-SIZE", "%d" % installed.get("size", 0)),
+        ("x-ESP-SKETCH-MD5", installed.get("md5", "").lower()),
+        ("x-ESP-FLASHCHIP-ID", "%d" % board.flash_id()),
+        ("x-ESP-CHIP-ID", "%d" % board.chip_id()),
+        ("x-ESP-CORE-VERSION", board.core_version()),
+        ("x-ESP_IASLIB", IASLIB),
+        ("x-ESP-FLASHCHIP-SIZE", "%d" % board.flash_size()),
+        ("x-ESP-VERSION", version),
+        ("x-ESP-MODE", mode),
+    ]
+    tel = telemetry or {}
+    for key, name in (
+        ("anchors", "x-IAS-ANCHORS"),
+        ("anchor_expiry", "x-IAS-ANCHOR-EXPIRY"),
+        ("last_error", "x-IAS-LAST-ERROR"),
+    ):
+        if tel.get(key) is not None:
+            heads.append((name, tel[key]))
+    heads.append(("Connection", "close"))
+    return [(n, _clean(v)) for n, v in heads]
+
+
+def host_header(host, port, scheme="https"):
+    default = 443 if scheme == "https" else 80
+    return host if port == default else "%s:%d" % (host, port)
+
+
+def iso_date(t):
+    """YYYY-MM-DD of Unix seconds (for x-IAS-ANCHOR-EXPIRY)."""
+    days = t // 86400
+    # civil-from-days (Howard Hinnant's algorithm), so no time module quirks matter
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    y = yoe + era * 400 + (1 if m <= 2 else 0)
+    return "%04d-%02d-%02d" % (y, m, d)
+
+
+def retry_after(resp):
+    """Retry-After in seconds (the delta form; an HTTP date is ignored), capped; or None."""
+    value = resp.header("retry-after")
+    if value is None or not value.isdigit() or len(value) > 9:
+        return None
+    n = int(value)
+    return n if n < MAX_RETRY_AFTER else MAX_RETRY_AFTER
+
+
+def _is_md5(text):
+    if len(text) != 32:
+        return False
+    for c in text.lower():
+        if c not in "0123456789abcdef":
+            return False
+    return True
+
+
+def decide(resp):
+    """What the response head means: (outcome, reason, update) where update is
+    {"size", "name", "version", "md5"} only for an update (§1.4)."""
+    if resp.status == 304:
+        return "up-to-date", resp.reason or "Not Modified", None
+    if resp.status != 200:
+        return "no-update", resp.reason or str(resp.status), None
+    name = resp.header("x-name", "")
+    version = resp.header("x-ver", "")
+    md5 = resp.header("x-md5", "")
+    if not resp.length or not name or not version or not _is_md5(md5):
+        # IAS: "file header verification failed"; an error here, so it is reported and retried
+        return "error", "bad_update_head", None
+    return (
+        "update",
+        "",
+        {"size": resp.length, "name": name, "version": version, "md5": md5.lower()},
+    )
+
+
+def _reason(e, default):
+    reason = getattr(e, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason
+    if isinstance(e, OSError):
+        code = httpclient._errno(e)
+        return "no_space" if code == 28 else "io_error"
+    if isinstance(e, MemoryError):
+        return "no_memory"
+    return default
+
+
+class _Hasher:
+    """The body sink: hashes and hands each chunk to the installer."""
+
+    def __init__(self, installer, feed):
+        self.installer = installer
+        self.feed = feed
+        self.md5 = hashlib.md5()
+        self.sha = hashlib.sha256()
+        self.count = 0
+
+    def __call__(self, chunk):
+        self.md5.update(chunk)
+        self.sha.update(chunk)
+        self.installer.write(chunk)
+        self.count += len(chunk)
+        if self.feed is not None:
+            self.feed()
+
+
+def download(resp, update, make_installer, deadline=None, feed=None, timeout_ms=READ_TIMEOUT_MS):
+    """Stream the body of an accepted update into an installer chosen from its first bytes.
+    Returns (installer, md5_hex, sha256_hex); on any failure the installer is aborted and the
+    exception (with a reason) propagates."""
+    first = resp.peek(PEEK if update["size"] > PEEK else update["size"], deadline, timeout_ms)
+    installer = make_installer(first)
+    try:
+        installer.begin(update["size"], update["name"], update["version"])
+        sink = _Hasher(installer, feed)
+        resp.read_body(sink, update["size"], deadline, timeout_ms)
+        md5 = binascii.hexlify(sink.md5.digest()).decode()
+        sha = binascii.hexlify(sink.sha.digest()).decode()
+        if md5 != update["md5"]:
+            raise HttpError("md5_mismatch", "got %s, x-MD5 %s" % (md5, update["md5"]))
+        installer.finish(md5, sha)
+    except BaseException:
+        try:
+            installer.abort()
+        except Exception:
+            pass
+        raise
+    return installer, md5, sha
+
+
+def check(
+    stream,
+    host,
+    headers,
+    make_installer,
+    buf=None,
+    deadline=None,
+    feed=None,
+    head_timeout_ms=HEAD_TIMEOUT_MS,
+    read_timeout_ms=READ_TIMEOUT_MS,
+):
+    """Send the update request on a connected stream, read the answer, and install an update
+    if one comes. Returns the outcome dict (never raises for network or server faults)."""
+    out = {"outcome": "error", "reason": "", "status": None, "app": None}
+    if buf is None:
+        buf = bytearray(BUF_SIZE)
+    installer = None
+    try:
+        httpclient.request(stream, "GET", host, UPDATE_PATH, headers)
+        resp = httpclient.read_head(stream, buf, deadline, head_timeout_ms)
+        out["status"] = resp.status
+        out["retry_after"] = retry_after(resp)
+        outcome, reason, update = decide(resp)
+        out["outcome"], out["reason"] = outcome, reason
+        if update is None:
+            return out
+        out["outcome"] = "error"
+        out["app"] = {"name": update["name"], "version": update["version"]}
+        installer, md5, sha = download(
+            resp, update, make_installer, deadline, feed, read_timeout_ms
+        )
+        out.update({"outcome": "updated", "reason": "", "size": update["size"]})
+        out.update({"md5": md5, "sha256": sha, "installer": installer})
+    except Exception as e:
+        out["outcome"] = "error"
+        out["reason"] = _reason(e, "install_error")
+        out["detail"] = str(e)
+    return out
+
+
+def announce_on(stream, host, headers, msg, buf=None, deadline=None):
+    """GET /ota/logs?msg=<msg> with the IAS headers (x-ESP-MODE: log); IAS ignores the answer
+    and so do we, after waiting at most 5 s for its first byte. Returns the status or None."""
+    path = LOG_PATH + str(msg).replace(" ", "_")
+    try:
+        httpclient.request(stream, "GET", host, path, headers)
+        resp = httpclient.read_head(stream, buf or bytearray(BUF_SIZE), deadline, HEAD_TIMEOUT_MS)
+        return resp.status
+    except (HttpError, OSError):
+        return None
+
+
+# -- the device layer: settings, state, trust store -------------------------------------------
+
+
+def tls_connector(device):
+    """connect(host, port, timeout_ms) for the device's server: certstore.connect (verified TLS)
+    for https, plain TCP for an http:// server."""
+
+    def connect(host, port, timeout_ms):
+        if device.settings["server"].startswith("http://"):
+            import net
+
+            return net.tcp_connect(host, port, timeout_ms)
+        import certstore
+
+        floor = device.state.get("time_floor", 0) if device.state is not None else 0
+        return certstore.connect(host, port, device.store, device.board, timeout_ms, floor)
+
+    return connect
+
+
+def telemetry(device):
+    """Our x-IAS-* values: anchor set version, earliest anchor expiry, last failure reason."""
+    st = device.state
+    tel = {}
+    if st is not None:
+        tel["anchors"] = st.get("anchors_version")
+        tel["last_error"] = st.get("last_error")
+    if device.store is not None:
+        try:
+            t = device.store.earliest_expiry(device.board.time())
+            if t is not None:
+                tel["anchor_expiry"] = iso_date(t)
+        except Exception:
+            pass
+    return tel
+
+
+def _target(device):
+    import net
+
+    scheme, host, port, _ = net.parse_url(device.settings["server"])
+    return scheme, host, port
+
+
+def _open(device, connect, deadline):
+    scheme, host, port = _target(device)
+    timeout = CONNECT_TIMEOUT_MS
+    if deadline is not None and deadline.left() < timeout:
+        timeout = max(deadline.left(), 1)
+    return connect(host, port, timeout), host_header(host, port, scheme)
+
+
+def call_home(
+    device,
+    connect,
+    make_installer,
+    installed=None,
+    mode="sketch",
+    feed=None,
+    deadline_ms=DEADLINE_MS,
+    buf=None,
+):
+    """One call home for a Device (board, settings, state, store). `installed` is the running
+    artifact {"size", "md5"}. Returns the outcome dict; for "updated" it holds the finished
+    installer: the caller persists x-name/x-ver, calls installer.activate() and resets.
+    Writes state only on change: last_error on a failure, dropped once a call succeeds."""
+    board = device.board
+    deadline = httpclient.Deadline(deadline_ms, board.ticks_ms)
+    tel = telemetry(device)
+    headers = ias_headers(board, device.settings, installed or {}, mode, tel)
+    stream = None
+    try:
+        stream, host = _open(device, connect, deadline)
+        out = check(stream, host, headers, make_installer, buf, deadline, feed)
+    except Exception as e:  # connect failures: NetError(reason) and friends
+        out = {"outcome": "error", "reason": _reason(e, "connect_failed"), "status": None}
+        out["detail"] = str(e)
+    finally:
+        if stream is not None:
+            stream.close()
+    if out.get("app") is None:
+        out["app"] = {
+            "name": device.settings.get("app_name", ""),
+            "version": device.settings.get("app_version", ""),
+        }
+    if device.state is not None:
+        if out["outcome"] == "error":
+            device.state.set("last_error", out["reason"])
+        elif tel.get("last_error") is not None:
+            device.state.drop("last_error")  # reported in this request; the server has it
+    return out
+
+
+def announce(device, connect, msg, installed=None, deadline_ms=15000):
+    """IAS's iasLog(msg): msg=1 entering config mode, msg=0 leaving it. Returns the HTTP status
+    or None; never raises."""
+    board = device.board
+    deadline = httpclient.Deadline(deadline_ms, board.ticks_ms)
+    headers = ias_headers(board, device.settings, installed or {}, "log", telemetry(device))
+    stream = None
+    try:
+        stream, host = _open(device, connect, deadline)
+        return announce_on(stream, host, headers, msg, None, deadline)
+    except Exception:
+        return None
+    finally:
+        if stream is not None:
+            stream.close()

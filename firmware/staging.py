@@ -1,0 +1,98 @@
+# A staging-file installer: the Installer interface (docs/architecture.md) writing an update
+# body to /staging/update.bin and recording its size and hashes in /staging/update.json.
+# It only stages: activation (unpacking a bundle into a slot, or writing a firmware image)
+# belongs to ota.py, so activate() refuses.
+import json
+import os
+
+import fsutil
+
+DIR = "/staging"
+MARGIN = 8192  # keep some free blocks for littlefs metadata and the state files
+
+
+class InstallError(Exception):
+    def __init__(self, reason, detail=""):
+        Exception.__init__(self, reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self):
+        return self.reason + (": " + self.detail if self.detail else "")
+
+
+def free_bytes(path):
+    st = os.statvfs(path)
+    return st[0] * st[4]  # f_bsize * f_bavail
+
+
+class StagingInstaller:
+    def __init__(self, folder=DIR):
+        self.folder = folder
+        self.path = folder + "/update.bin"
+        self.meta_path = folder + "/update.json"
+        self._part = self.path + ".part"  # renamed to update.bin only when complete
+        self._f = None
+        self.size = None
+        self.written = 0
+        self.info = None
+
+    def begin(self, size, name, version):
+        fsutil.makedirs(self.folder)
+        self._discard()
+        if size + MARGIN > free_bytes(self.folder):
+            raise InstallError("too_large", "%d bytes, %d free" % (size, free_bytes(self.folder)))
+        self.size = size
+        self.info = {"name": name, "version": version, "size": size}
+        self.written = 0
+        self._f = open(self._part, "wb")
+
+    def write(self, chunk):
+        if self._f is None:
+            raise InstallError("not_started")
+        if self.written + len(chunk) > self.size:
+            raise InstallError("too_long", "more than the announced %d bytes" % self.size)
+        n = self._f.write(chunk)
+        if n is not None and n != len(chunk):
+            raise InstallError("io_error", "short write")
+        self.written += len(chunk)
+
+    def finish(self, md5_hex, sha256_hex):
+        if self._f is None:
+            raise InstallError("not_started")
+        self._f.close()
+        self._f = None
+        if self.written != self.size:
+            raise InstallError("wrong_length", "%d of %d bytes" % (self.written, self.size))
+        os.rename(self._part, self.path)
+        self.info["md5"] = md5_hex
+        self.info["sha256"] = sha256_hex
+        fsutil.write_atomic(self.meta_path, json.dumps(self.info))
+
+    def abort(self):
+        if self._f is not None:
+            try:
+                self._f.close()
+            except OSError:
+                pass
+            self._f = None
+        self._discard()
+
+    def activate(self):
+        raise InstallError("not_supported", "staging only: ota.py activates an update")
+
+    def _discard(self):
+        for p in (self._part, self.path, self.meta_path):
+            fsutil.remove(p)
+
+
+def staged(folder=DIR):
+    """The record of a completely staged update, or None."""
+    try:
+        with open(folder + "/update.json") as f:
+            info = json.load(f)
+        if os.stat(folder + "/update.bin")[6] == info["size"]:
+            return info
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
