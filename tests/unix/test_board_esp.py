@@ -69,8 +69,14 @@ from board_esp8266 import Esp8266Board  # noqa: E402
 
 def test_esp32_reset_causes():
     b = Esp32Board()
-    for raw, want in ((1, board.POWER_ON), (3, board.WATCHDOG), (4, board.DEEPSLEEP),
-                      (5, board.SOFT), (2, board.CRASH), (0, board.UNKNOWN)):
+    for raw, want in (
+        (1, board.POWER_ON),
+        (3, board.WATCHDOG),
+        (4, board.DEEPSLEEP),
+        (5, board.SOFT),
+        (2, board.CRASH),
+        (0, board.UNKNOWN),
+    ):
         _Machine.cause = raw
         assert b.reset_cause() == want, (raw, want)
 
@@ -85,8 +91,14 @@ def test_esp32_intended_reset_is_told_from_a_crash():
 
 def test_esp8266_raw_reasons():
     b = Esp8266Board()
-    for raw, want in ((0, board.POWER_ON), (1, board.WATCHDOG), (2, board.CRASH),
-                      (3, board.WATCHDOG), (5, board.DEEPSLEEP), (6, board.HARD)):
+    for raw, want in (
+        (0, board.POWER_ON),
+        (1, board.WATCHDOG),
+        (2, board.CRASH),
+        (3, board.WATCHDOG),
+        (5, board.DEEPSLEEP),
+        (6, board.HARD),
+    ):
         _Machine.cause = raw
         assert b.reset_cause() == want, (raw, want)
     b.reset()

@@ -1,4 +1,4 @@
-# Settings: validation, defaults on a corrupt file, write-temp-then-rename, no write when unchanged.
+# Settings: validation, defaults on a bad file, write-temp-then-rename, no write when unchanged.
 import os
 
 import settings
