@@ -92,35 +92,165 @@ class Device:
                 return None
 
     # -- call home and config mode ------------------------------------------------------------
+    def _connector(self):
+        import callhome
+
+        base = callhome.tls_connector(self)
+
+        def connect(host, port, timeout_ms, scheme="https"):
+            stream = base(host, port, timeout_ms, scheme)
+            self.verified = scheme == "https" and getattr(stream, "verified", False)
+            return stream
+
+        return connect
+
     def call_home(self, force=False):
-        return {"outcome": "error", "reason": "not_built", "app": None}
+        """One call home; an update is staged and left for apply(). Returns the outcome."""
+        import callhome
+
+        self.verified = False
+        if self.app is not None:
+            self.app.emit("update_check")
+        installed = self._installed()
+        out = callhome.call_home(self, self._connector(), self._make_installer(), installed)
+        if out["outcome"] == "error" and out["reason"] in ("untrusted", "expired"):
+            if self._recover(force):
+                out = callhome.call_home(
+                    self, self._connector(), self._make_installer(), installed
+                )
+        self._after_call(out)
+        return out
+
+    def _installed(self):
+        try:
+            import ota
+
+            return ota.installed_artifact()
+        except ImportError:
+            return {}
+
+    def _make_installer(self):
+        def make(first):
+            try:
+                import ota
+            except ImportError:
+                import staging
+
+                return staging.StagingInstaller()
+            return ota.installer_for(first, self)
+
+        return make
+
+    def _recover(self, force):
+        try:
+            import anchors
+        except ImportError:
+            return False
+        return anchors.recover(self, force=force)
+
+    def _after_call(self, out):
+        outcome = out["outcome"]
+        app = self.app
+        if outcome == "error":
+            log.warn("callhome", "failed: %s %s" % (out["reason"], out.get("detail", "")))
+            if app is not None:
+                app.emit("update_error", out["reason"])
+            return
+        if outcome == "updated":
+            log.info(
+                "callhome", "update %s %s staged" % (out["app"]["name"], out["app"]["version"])
+            )
+            return
+        log.info("callhome", "%s (%s)" % (outcome, out["reason"]))
+        if app is not None:
+            app.emit("no_update", out["reason"])
+        if self.verified or not self.board.tls_verifies:
+            self._healthy()
+
+    def _healthy(self):
+        """A call home completed: the version on trial, and a new anchor set, have proven
+        themselves."""
+        try:
+            import ota
+
+            ota.commit(self.board, self.state)
+        except ImportError:
+            pass
+        try:
+            import anchors
+
+            anchors.confirm(self)
+        except ImportError:
+            pass
+
+    def apply(self, out):
+        """Switch to a staged update and reset into it (the new version then gets its trial)."""
+        installer = out["installer"]
+        if self.app is not None:
+            self.app.emit("update_success")
+        installer.activate()
+        log.info(
+            "ota", "switched to %s %s, resetting" % (out["app"]["name"], out["app"]["version"])
+        )
+        self.board.reset()
 
     def config_mode(self, port=None):
-        log.warn("config", "config mode is not built yet")
+        import configmode
+
+        configmode.run(self, port=port)
 
     # -- the loop -----------------------------------------------------------------------------
-    def run(self):
+    def run(self, mode="normal"):
+        import button
+        import schedule
+
         board = self.board
-        ip = self.start_network()
-        if ip is None:
+        if mode == "config" or self.start_network() is None:
+            self.state.drop("mode")
             self.config_mode()
             board.reset()
         self.start_app()
+        plan = schedule.Schedule(self.settings["interval"], clock=board.ticks_ms)
+        if mode == "callhome":
+            plan.press()
+        btn = button.Button(
+            board.button_pressed, board.ticks_ms, board.ticks_diff, board.led_pattern
+        )
         log.info("main", "main loop")
         idle = getattr(board, "loop_ms", LOOP_MS)
         while True:
             board.feed_watchdog()
+            action = btn.poll()
+            if action == "callhome":
+                plan.press()
+            elif action == "config":
+                self.state.set("mode", "config")  # IAS restarts into config mode
+                board.reset()
+            why = plan.poll()
+            if why is not None:
+                log.info("callhome", "calling home (%s)" % why)
+                out = self.call_home(force=why == "button")
+                if out["outcome"] == "updated":
+                    self.apply(out)
+                plan.done(out["outcome"], out.get("retry_after"))
             if self.app is not None:
                 self.app.tick()
             board.cycle_done()
-            board.sleep_ms(idle)
+            wait = plan.next_in_ms()
+            board.sleep_ms(idle if btn.held or wait is None or wait > idle else max(wait, 1))
 
 
 def main():
     dev = None
     try:
         dev = Device.open()
-        dev.run()
+        try:
+            import bootflow
+
+            mode = bootflow.decision.get("mode", "normal")
+        except ImportError:
+            mode = "normal"
+        dev.run(mode)
     except Exception as e:  # on hardware an uncaught error would leave the board at the REPL
         log.exc("main", "fatal error, resetting", e)
         board = dev.board if dev is not None else None

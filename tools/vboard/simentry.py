@@ -15,8 +15,12 @@ def run(mode, arg):
     dev = device.Device.open()
     if mode == "callhome":
         dev.start_network()
+        dev.start_app()
         result = dev.call_home(force=True)
-        _result(result)
+        shown = {k: result.get(k) for k in ("outcome", "reason", "app", "status")}
+        _result(shown)
+        if result["outcome"] == "updated":
+            dev.apply(result)  # switches and resets, as the device does
         sys.exit(0 if result.get("outcome") != "error" else 3)
     elif mode == "config":
         port = int(arg) if arg else None
