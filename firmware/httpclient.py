@@ -34,7 +34,7 @@ class HttpError(Exception):
     line_too_long, closed, reset, timeout, deadline, io_error, bad_request."""
 
     def __init__(self, reason, detail=""):
-        Exception.__init__(self, reason, detail)
+        super().__init__(reason, detail)
         self.reason = reason
         self.detail = detail
 

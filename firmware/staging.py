@@ -13,7 +13,7 @@ MARGIN = 8192  # keep some free blocks for littlefs metadata and the state files
 
 class InstallError(Exception):
     def __init__(self, reason, detail=""):
-        Exception.__init__(self, reason, detail)
+        super().__init__(reason, detail)
         self.reason = reason
         self.detail = detail
 
@@ -27,8 +27,9 @@ def free_bytes(path):
 
 
 class StagingInstaller:
-    def __init__(self, folder=DIR):
+    def __init__(self, folder=DIR, free=None):
         self.folder = folder
+        self.free = free or free_bytes  # free(folder) -> bytes; injectable for tests
         self.path = folder + "/update.bin"
         self.meta_path = folder + "/update.json"
         self._part = self.path + ".part"  # renamed to update.bin only when complete
@@ -40,8 +41,9 @@ class StagingInstaller:
     def begin(self, size, name, version):
         fsutil.makedirs(self.folder)
         self._discard()
-        if size + MARGIN > free_bytes(self.folder):
-            raise InstallError("too_large", "%d bytes, %d free" % (size, free_bytes(self.folder)))
+        free = self.free(self.folder)
+        if size + MARGIN > free:
+            raise InstallError("too_large", "%d bytes, %d free" % (size, free))
         self.size = size
         self.info = {"name": name, "version": version, "size": size}
         self.written = 0
