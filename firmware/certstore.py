@@ -11,6 +11,7 @@ import net
 
 PRIMARY = "iasRootCa.cer"
 _PENDING = "replace.pending"  # names of a set being installed by replace_set()
+_STAGE = "staged"  # folder in the store where replace_set() writes the new set first
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
 MAX_NAME = 40
 MAX_ANCHORS = 16  # each costs ~1-2 KiB of TLS heap; see docs/trust-store.md
@@ -175,10 +176,15 @@ class CertStore:
         log.info("cert", "removed %s" % name)
 
     def replace_set(self, named_ders, now):
-        """Install exactly the anchors [(name, pem_or_der)], atomically as far as trust goes:
-        new files are written first (each atomically), then the intended name list, then the
-        old files are removed; recover() finishes a cut removal. At every instant the store
-        holds the old set, the new set or their union, so a power cut never leaves it empty."""
+        """Install exactly the anchors [(name, pem_or_der)] (expired ones are left out).
+
+        Power-safe in three steps: (1) every new file is written into the staging folder
+        /cert/staged/; (2) the intent file replace.pending (the new names) is written
+        atomically: the commit point; (3) staged files are renamed over /cert/, then anchors
+        not in the new set are removed, then the intent goes. recover() redoes step 3 after a
+        cut (each part is idempotent) or, without an intent, drops the staging folder. So the
+        live set is the old one until the commit, old and new anchors (each whole) while step 3
+        runs, and exactly the new one after; it is never empty and never holds a torn file."""
         self.recover()
         if not named_ders:
             raise CertError("no_anchors", "empty set")
@@ -200,23 +206,16 @@ class CertStore:
             staged.append((name, cert))
         if not any(usable(c, now) for _, c in staged):
             raise CertError("no_anchors", "no anchor of the new set is usable now")
-        fsutil.makedirs(self.root)
-        # Usable anchors first: after the first rename the store already trusts the new set.
-        staged.sort(key=lambda nc: 0 if usable(nc[1], now) else 1)
+        stage = self._path(_STAGE)
+        fsutil.makedirs(stage)
         for name, cert in staged:
-            fsutil.write_atomic(self._path(name), der.der_to_pem(cert.der))
+            fsutil.write_atomic(stage + "/" + name, der.der_to_pem(cert.der))
         fsutil.write_atomic(self._path(_PENDING), "\n".join(n for n, _ in staged))
-        self._finish(staged_names=[n for n, _ in staged])
+        self.recover()
         log.info("cert", "anchor set replaced: %s" % ", ".join(n for n, _ in staged))
 
-    def _finish(self, staged_names):
-        for name in self.names():
-            if name not in staged_names:
-                os.remove(self._path(name))
-        fsutil.remove(self._path(_PENDING))
-
     def recover(self):
-        """Finish a replace_set() cut by a power loss, and drop temp files of cut writes.
+        """Finish or undo a replace_set() cut by a power loss; drop temp files of cut writes.
         Call at boot; every store operation calls it too."""
         try:
             entries = [e[0] for e in os.ilistdir(self.root)]
@@ -225,23 +224,36 @@ class CertStore:
         for e in entries:
             if e.endswith(".tmp"):
                 fsutil.remove(self._path(e))
+        stage = self._path(_STAGE)
         if _PENDING not in entries:
+            fsutil.rmtree(stage)  # cut before the commit point: the old set stays
             return
         try:
             keep = fsutil.read_bytes(self._path(_PENDING)).decode().split("\n")
         except (OSError, UnicodeError, ValueError):
             keep = []
-        # Only roll forward when every file of the new set is present and parses.
-        good = bool(keep)
+        for name in keep:
+            try:
+                check_name(name)
+            except CertError:
+                keep = []
+        for name in keep:
+            if fsutil.exists(stage + "/" + name):
+                os.rename(stage + "/" + name, self._path(name))
+        complete = bool(keep)
         for name in keep:
             try:
                 self.load(name)
             except CertError:
-                good = False
-        if good:
-            self._finish(keep)
+                complete = False
+        if complete:  # only then may the old anchors go
+            for name in self.names():
+                if name not in keep:
+                    os.remove(self._path(name))
         else:
-            fsutil.remove(self._path(_PENDING))
+            log.warn("cert", "anchor set incomplete; old anchors kept")
+        fsutil.rmtree(stage)
+        fsutil.remove(self._path(_PENDING))
 
     def context(self):
         """A verifying client context holding every readable CA anchor, one DER per call

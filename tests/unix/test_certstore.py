@@ -235,6 +235,20 @@ def test_recover_rolls_a_cut_replace_forward_only_when_complete():
         f.write("isrgRootX2.cer\nisrgRootX1.cer")
     store.recover()
     assert sorted(os.listdir(ROOT)) == ["isrgRootX1.cer", "isrgRootX2.cer"]
+    # Staged files without the intent (cut before the commit point) are dropped.
+    os.mkdir(ROOT + "/staged")
+    with open(ROOT + "/staged/new.cer", "w") as f:
+        f.write(pem("sectigoE46.cer"))
+    store.recover()
+    assert sorted(os.listdir(ROOT)) == ["isrgRootX1.cer", "isrgRootX2.cer"]
+    # With the intent, they are moved in.
+    os.mkdir(ROOT + "/staged")
+    with open(ROOT + "/staged/new.cer", "w") as f:
+        f.write(pem("sectigoE46.cer"))
+    with open(ROOT + "/replace.pending", "w") as f:
+        f.write("new.cer\nisrgRootX1.cer")
+    store.recover()
+    assert sorted(os.listdir(ROOT)) == ["isrgRootX1.cer", "new.cer"]
 
 
 # -- connect() before TLS, through the fake socket module ------------------------------------
