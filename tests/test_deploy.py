@@ -218,3 +218,15 @@ def test_progress_prints_one_line_when_not_a_tty():
     bar = Progress(10, "x", stream=live, unit="files", live=True)
     bar.update(5)
     assert live.getvalue().startswith("\rx [###############---------------]  50% 5/10 files")
+
+
+def test_board_error_is_the_last_line(tmp_path):
+    with PtyDevice(tmp_path / "flash.img") as dev:
+        board = deploy.Board(dev.port)
+        try:
+            with pytest.raises(deploy.DeployError) as e:
+                board.exec("open('/no/such/file')")
+            assert str(e.value).startswith("board error: OSError")
+            assert board.platform() == "linux"  # the REPL still answers afterwards
+        finally:
+            board.close()

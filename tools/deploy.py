@@ -374,7 +374,8 @@ class Board:
         try:
             return self.t.exec(code).decode()
         except TransportError as e:
-            raise DeployError("board error: %s" % str(e).strip().splitlines()[-1:])
+            lines = str(e).strip().splitlines() or [type(e).__name__]
+            raise DeployError("board error: %s" % lines[-1])
 
     def platform(self):
         return self.exec("import sys\nprint(sys.platform)").strip()
