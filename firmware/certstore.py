@@ -83,20 +83,23 @@ class CertStore:
             raise CertError("missing", name)
         return parse_anchor(data)
 
-    def _loaded(self):
-        """[(name, Cert or None)] for every anchor file; unparsable files give None."""
-        out = []
+    def _each(self):
+        """(name, Cert or None) for every anchor file, one at a time (bounded memory);
+        unparsable files give None."""
         for name in self.names():
             try:
-                out.append((name, self.load(name)))
+                cert = self.load(name)
             except CertError as e:
                 log.warn("cert", "%s skipped: %s" % (name, e))
-                out.append((name, None))
-        return out
+                cert = None
+            yield name, cert
+
+    def _loaded(self):
+        return list(self._each())
 
     def report(self, now):
         rows = []
-        for name, c in self._loaded():
+        for name, c in self._each():
             if c is None:
                 rows.append({"name": name, "usable": False, "error": "unreadable"})
                 continue
@@ -119,7 +122,7 @@ class CertStore:
     def earliest_expiry(self, now):
         """not_after of the anchor that expires next (expired ones no longer count), or None."""
         best = None
-        for _, c in self._loaded():
+        for _, c in self._each():
             if c is not None and c.is_ca and c.not_after >= now:
                 if best is None or c.not_after < best:
                     best = c.not_after
@@ -263,7 +266,7 @@ class CertStore:
         ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = tls.CERT_REQUIRED
         loaded = 0
-        for name, c in self._loaded():
+        for name, c in self._each():
             if c is None or not c.is_ca:
                 continue
             try:

@@ -23,9 +23,8 @@ _OID_CN = b"\x55\x04\x03"
 _OID_O = b"\x55\x04\x0a"
 _OID_BASIC = b"\x55\x1d\x13"  # basicConstraints
 
-_BEGIN = "-----BEGIN CERTIFICATE-----"
-_END = "-----END CERTIFICATE-----"
-_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_BEGIN = b"-----BEGIN CERTIFICATE-----"
+_END = b"-----END CERTIFICATE-----"
 
 
 class DerError(ValueError):
@@ -212,7 +211,7 @@ def parse(der):
     _, pos = _expect(buf, stop, t_stop, _SEQ, "signature algorithm")
     i_start, i_stop = _expect(buf, pos, t_stop, _SEQ, "issuer")
     v_start, v_stop = _expect(buf, i_stop, t_stop, _SEQ, "validity")
-    cert = Cert(bytes(der))
+    cert = Cert(der if isinstance(der, bytes) else bytes(der))
     cert.not_before, p = _time(buf, v_start, v_stop)
     cert.not_after, p = _time(buf, p, v_stop)
     if p != v_stop:
@@ -240,14 +239,51 @@ def name_text(name):
     return ", ".join(parts)
 
 
+def _b64_table():
+    # 1: base64 letter, 2: '=' padding, 3: white space, 0: anything else
+    t = bytearray(256)
+    for c in b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/":
+        t[c] = 1
+    t[0x3D] = 2
+    for c in b" \t\r\n":
+        t[c] = 3
+    return t
+
+
+_B64_TABLE = _b64_table()
+
+
+def _b64_body(data, start, stop):
+    """Check data[start:stop] is base64 text and return the DER it decodes to."""
+    table = _B64_TABLE
+    count = pad = 0
+    for i in range(start, stop):
+        k = table[data[i]]
+        if k == 1:
+            if pad:
+                raise DerError("garbage", "base64 after padding")
+            count += 1
+        elif k == 2:
+            pad += 1
+        elif k == 0:
+            raise DerError("garbage", "not base64")
+    if (count + pad) % 4 or pad > 2:
+        raise DerError("truncated", "base64 body")
+    if count > (MAX_CERT * 4) // 3 + 4:
+        raise DerError("oversized", "base64 body")
+    try:
+        return binascii.a2b_base64(memoryview(data)[start:stop])
+    except (ValueError, TypeError):
+        raise DerError("garbage", "base64")
+
+
 def pem_blocks(text):
     """The DER of every CERTIFICATE block in PEM text (str or bytes). Text outside the blocks
     (labels, comments) is ignored; a broken block raises DerError."""
-    if isinstance(text, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(text).decode()
-        except (UnicodeError, ValueError):
-            raise DerError("garbage", "PEM is not text")
+    if isinstance(text, str):
+        text = text.encode()
+    elif not isinstance(text, bytes):
+        text = bytes(text)
     if len(text) > MAX_PEM:
         raise DerError("oversized", "PEM text of %d characters" % len(text))
     out = []
@@ -259,18 +295,7 @@ def pem_blocks(text):
         e = text.find(_END, b)
         if e < 0:
             raise DerError("truncated", "no END line")
-        body = text[b + len(_BEGIN) : e].encode()
-        clean = bytes(c for c in body if c not in b" \t\r\n")
-        for c in clean:
-            if c not in _B64:
-                raise DerError("garbage", "not base64")
-        if len(clean) % 4 or len(clean) > (MAX_CERT * 4) // 3 + 4:
-            raise DerError("truncated" if len(clean) % 4 else "oversized", "base64 body")
-        try:
-            der = binascii.a2b_base64(clean)
-        except (ValueError, TypeError):
-            raise DerError("garbage", "base64")
-        out.append(der)
+        out.append(_b64_body(text, b + len(_BEGIN), e))
         pos = e + len(_END)
 
 
@@ -279,9 +304,9 @@ def der_to_pem(der):
     b64 = binascii.b2a_base64(bytes(der)).replace(b"\n", b"")
     lines = [_BEGIN]
     for i in range(0, len(b64), 64):
-        lines.append(b64[i : i + 64].decode())
+        lines.append(b64[i : i + 64])
     lines.append(_END)
-    return "\n".join(lines) + "\n"
+    return (b"\n".join(lines) + b"\n").decode()
 
 
 def load(data):

@@ -257,6 +257,8 @@ def test_broken_pem():
         "-----BEGIN CERTIFICATE-----\nMIIB\n",  # no END
         "-----BEGIN CERTIFICATE-----\nMI*B\n-----END CERTIFICATE-----\n",  # not base64
         "-----BEGIN CERTIFICATE-----\nMIIBx\n-----END CERTIFICATE-----\n",  # bad length
+        "-----BEGIN CERTIFICATE-----\nMI==MIIB\n-----END CERTIFICATE-----\n",  # data after =
+        "-----BEGIN CERTIFICATE-----\nM===\n-----END CERTIFICATE-----\n",  # too much padding
     ):
         try:
             der.load(text)
