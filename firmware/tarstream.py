@@ -34,6 +34,8 @@ def _read_full(stream, view):
             n = stream.readinto(view[got:])
         except OSError as e:  # DeflateIO reports corrupt data as OSError
             raise TarError("bad_gzip", str(e))
+        except EOFError:  # ... and a cut-short stream as EOFError
+            raise TarError("bad_gzip", "compressed stream ends early")
         if not n:
             break
         got += n

@@ -1,0 +1,168 @@
+# tarstream on MicroPython: archives made by CPython's tarfile (plain and gzip) stream through a
+# small buffer; hostile archives (paths, types, checksums, sizes, truncation, bad gzip) raise
+# TarError with the right reason.
+import hashlib
+import io
+
+import ota_fixtures as fx
+import tarstream
+from ota_tar import archive, header, member
+from tarstream import TarError, TarReader
+
+FIX = fx.make("bundles")
+
+
+def listing(data, bufsize=100):
+    """[(name, kind, size, sha256)] read through a buffer of bufsize bytes."""
+    out = []
+    buf = bytearray(bufsize)
+    for m in TarReader(io.BytesIO(data)):
+        h = hashlib.sha256()
+        total = 0
+        while True:
+            n = m.readinto(buf)
+            if not n:
+                break
+            h.update(memoryview(buf)[:n])
+            total += n
+        assert total == m.size
+        out.append((m.name, m.kind, m.size, h.digest()))
+    return out
+
+
+def refuse(data, reason):
+    try:
+        listing(data)
+    except TarError as e:
+        assert e.reason == reason, "want %s, got %r" % (reason, e)
+        return str(e)
+    raise AssertionError("accepted an archive that should fail with %s" % reason)
+
+
+def test_bundle_made_by_tarfile_streams():
+    plain = listing(fx.read(FIX + "/v2.tar"))
+    names = [x[0] for x in plain]
+    assert names[:2] == ["manifest.json", "manifest.sig"]
+    assert "lib/extra.py" in names and "data/blob.bin" in names
+    blob = [x for x in plain if x[0] == "data/blob.bin"][0]
+    assert blob[2] == 256 * 11
+    assert blob[3] == hashlib.sha256(fx.read(FIX + "/src_v2/data/blob.bin")).digest()
+
+
+def test_gzip_gives_the_same_members():
+    plain = listing(fx.read(FIX + "/v2.tar"))
+    gz_data = fx.read(FIX + "/v2gz.tar")
+    assert gz_data[:2] == b"\x1f\x8b"
+    r = TarReader(io.BytesIO(gz_data))
+    assert r.gzip
+    assert listing(gz_data, 37) == plain
+
+
+def test_reads_from_a_file_stream_and_skips_unread_data():
+    with open(FIX + "/v2.tar", "rb") as f:
+        names = [m.name for m in TarReader(f)]  # data never read: next() skips it
+    assert names == [x[0] for x in listing(fx.read(FIX + "/v2.tar"))]
+
+
+def test_folders_and_prefix_names():
+    data = archive(
+        member("lib/", kind=b"5"),
+        member("b.py", b"x" * 600, prefix=b"lib/deep"),
+        member("c.py", b"", kind=b"\x00"),
+    )
+    got = listing(data)
+    assert [(x[0], x[1], x[2]) for x in got] == [
+        ("lib", "dir", 0),
+        ("lib/deep/b.py", "file", 600),
+        ("c.py", "file", 0),
+    ]
+
+
+def test_gnu_magic_is_read():
+    got = listing(archive(member("a.py", b"abc", magic=b"ustar  \x00")))
+    assert got[0][:3] == ("a.py", "file", 3)
+
+
+def test_hostile_names():
+    for name in (
+        "/etc/passwd",
+        "../up.py",
+        "a/../../b",
+        "a//b",
+        "./a",
+        "a/./b",
+        "a\\b.py",
+        "sp ace.py",
+        "bad\x01name",
+    ):
+        refuse(archive(member(name, b"data")), "bad_name")
+    long_name = member("y" * 100, b"x", prefix=b"p" * 155)  # 256 characters in all
+    refuse(archive(long_name), "bad_name")
+    refuse(archive(member(b"caf\xc3\xa9.py", b"x")), "bad_name")
+    refuse(archive(member(b"\xff\xfe", b"x")), "bad_name")
+    refuse(archive(member("", b"x")), "bad_name")
+    refuse(archive(member("b.py", b"x", prefix=b"/abs")), "bad_name")
+
+
+def test_only_files_and_folders():
+    for kind in (b"1", b"2", b"3", b"4", b"6", b"7", b"x", b"g", b"L", b"K"):
+        refuse(archive(member("link", b"", kind=kind)), "bad_type")
+    refuse(header("d/", 10, kind=b"5") + b"\x00" * 512 + b"\x00" * 1024, "bad_header")
+
+
+def test_checksum_and_fields():
+    refuse(archive(header("a.py", 0, checksum_delta=1)), "checksum")
+    refuse(archive(header("a.py", 0, magic=b"\x00" * 8)), "bad_header")
+    refuse(archive(header("a.py", 0, size_field=b"\x80" + b"\x00" * 10 + b"\x05")), "bad_header")
+    refuse(archive(header("a.py", 0, size_field=b"12345678901x")), "bad_header")
+    refuse(archive(header("a.py", 0, size_field=b" " * 12)), "bad_header")
+    big = header("a.py", 0, size_field=b"77777777777\x00")  # 8 GiB
+    refuse(archive(big), "too_large")
+
+
+def test_truncation_everywhere():
+    whole = archive(member("a.py", b"y" * 1500), member("b.py", b"z" * 10))
+    for cut in (0, 100, 511, 512, 700, 1536 + 511, 2048, 2048 + 512):
+        refuse(whole[:cut], "truncated")
+    # missing end marker (EOF right after the last member) is also truncation
+    refuse(whole[: 2048 + 1024], "truncated")
+    listing(whole[: 2048 + 1024 + 512])  # one zero block then EOF: tolerated
+    bad_end = whole[: 2048 + 1024 + 512] + b"\x01" + b"\x00" * 511
+    refuse(bad_end, "trailing")
+
+
+def test_gzip_damage():
+    gz = fx.read(FIX + "/v2gz.tar")
+    for cut in (10, len(gz) // 2, len(gz) - 30):
+        try:
+            listing(gz[:cut])
+            raise AssertionError("truncated gzip accepted at %d" % cut)
+        except TarError as e:
+            assert e.reason in ("truncated", "bad_gzip"), e
+    bad = bytearray(gz)
+    for i in range(40, 60):
+        bad[i] ^= 0x55
+    try:
+        listing(bytes(bad))
+        raise AssertionError("corrupt gzip accepted")
+    except TarError as e:
+        assert e.reason in ("bad_gzip", "truncated", "checksum", "bad_header", "bad_name"), e
+
+
+def test_member_limits():
+    many = archive(*[member("f%d" % i, b"") for i in range(5)])
+    try:
+        list(TarReader(io.BytesIO(many), max_members=4))
+        raise AssertionError("member limit ignored")
+    except TarError as e:
+        assert e.reason == "too_large"
+    try:
+        list(TarReader(io.BytesIO(archive(member("a", b"x" * 100))), max_member=99))
+        raise AssertionError("size limit ignored")
+    except TarError as e:
+        assert e.reason == "too_large"
+    assert tarstream.check_name("lib/a-b_c.1+2.py") == "lib/a-b_c.1+2.py"
+
+
+def test_zz_cleanup():
+    fx.cleanup(FIX)
