@@ -524,7 +524,7 @@ def refresh_due(state, store, now):
     days = (t - now) // 86400
     rec = state.get("anchors_refresh") or {}
     done = rec.get("done", []) if rec.get("expiry") == t else []
-    due = [th for th in THRESHOLDS if days < th and th not in done]
+    due = [th for th in THRESHOLDS if days <= th and th not in done]
     return min(due) if due else None
 
 

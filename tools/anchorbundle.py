@@ -119,10 +119,11 @@ def build_anchor_bundle(
 ):
     """Write anchors.json and anchors.json.sig into out_dir; returns their paths."""
     data = bundle_bytes(version, pem_list, expires, hosts, issued)
+    sig = sign(private_key_pem, data)  # before any write: a bad key leaves nothing behind
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / BUNDLE).write_bytes(data)
-    (out / (BUNDLE + ".sig")).write_bytes(sign(private_key_pem, data))
+    (out / (BUNDLE + ".sig")).write_bytes(sig)
     return out / BUNDLE, out / (BUNDLE + ".sig")
 
 
@@ -148,10 +149,11 @@ def build_key_doc(signing_key_pem, version, public_pems, transition_until, out_d
         "transition_until": iso(transition_until),
     }
     data = json.dumps(doc, separators=(",", ":")).encode()
+    sig = sign(signing_key_pem, data)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / KEYS).write_bytes(data)
-    (out / (KEYS + ".sig")).write_bytes(sign(signing_key_pem, data))
+    (out / (KEYS + ".sig")).write_bytes(sig)
     return out / KEYS, out / (KEYS + ".sig")
 
 

@@ -1,0 +1,205 @@
+"""tools/anchorbundle.py on CPython, and the fixtures the MicroPython-side anchor tests use.
+
+The MicroPython tests (tests/unix/test_anchors.py, test_powercut_anchors.py) cannot run
+`cryptography`, so they call this file as a script: `python tests/test_anchorbundle.py
+--fixtures DIR` builds update keys, CA chains (relative to now) and signed bundles into DIR.
+"""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
+
+from tools import anchorbundle, pki  # noqa: E402
+
+
+def _rsa_pem():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def make_fixtures(out):
+    """Keys, anchors and bundles for the device-side tests; returns the description dict."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    now = int(time.time())
+    keys = {"a": _rsa_pem(), "b": _rsa_pem(), "c": _rsa_pem()}  # a: trusted, b: stranger
+    for name, pem in keys.items():
+        (out / (name + ".key")).write_bytes(pem)
+        (out / (name + ".pub")).write_text(anchorbundle.public_pem(pem))
+    (out / "keys").mkdir(exist_ok=True)
+    (out / "keys" / "a.pub").write_text(anchorbundle.public_pem(keys["a"]))
+    cas = {
+        "old1": pki.make_ca("Old Root 1"),
+        "old2": pki.make_ca("Old Root 2", org="Other family"),
+        "new1": pki.make_ca("New Root 1"),
+        "new2": pki.make_ca("New Root 2", org="Second family"),
+        "soon": pki.make_ca("Short Root", not_after=200),
+        "dead": pki.make_ca("Expired Root", not_before=-400, not_after=-10),
+    }
+    leaf = pki.make_leaf(cas["old1"], hosts=("ias.example",))
+    pems = {k: v.pem.decode() for k, v in cas.items()}
+    pems["leaf"] = leaf.pem.decode()
+    for name, pem in pems.items():
+        (out / (name + ".pem")).write_text(pem)
+    year = now + 365 * 86400
+
+    def bundle(folder, key, version, names, expires=year, hosts=()):
+        doc = {
+            "version": version,
+            "issued": anchorbundle.iso(now - 60),
+            "expires": anchorbundle.iso(expires),
+            "anchors": [pems[n] for n in names],
+            "hosts": list(hosts),
+        }
+        raw = json.dumps(doc, separators=(",", ":")).encode()
+        write_signed(out / folder, "anchors.json", raw, keys[key])
+
+    # Bundles the tool itself writes (the path users take).
+    anchorbundle.build_anchor_bundle(
+        keys["a"],
+        2,
+        [pems["old1"], pems["new1"], pems["new2"]],
+        year,
+        ["ias.example"],
+        out / "good2",
+    )
+    anchorbundle.build_anchor_bundle(keys["a"], 3, [pems["new2"]], year, (), out / "good3")
+    anchorbundle.build_anchor_bundle(keys["c"], 4, [pems["new1"]], year, (), out / "byc4")
+    anchorbundle.build_anchor_bundle(keys["b"], 2, [pems["new1"]], year, (), out / "otherkey")
+    anchorbundle.build_anchor_bundle(keys["a"], 1, [pems["new1"]], year, (), out / "old1")
+    # Hand-made ones the tool refuses to build.
+    bundle("expired", "a", 5, ["new1"], expires=now - 86400)
+    bundle("notca", "a", 5, ["new1", "leaf"])
+    bundle("alldead", "a", 5, ["dead"])
+    bundle("wronghost", "a", 5, ["new1"], hosts=["elsewhere.example"])
+    bundle("soon", "a", 2, ["soon"])
+    write_signed(out / "garbage", "anchors.json", b"\x00not json{{", keys["a"])
+    (out / "garbage_unsigned").mkdir(exist_ok=True)
+    (out / "garbage_unsigned" / "anchors.json").write_bytes(os.urandom(300))
+    (out / "garbage_unsigned" / "anchors.json.sig").write_bytes(os.urandom(256))
+    # Key rotation: keys.json naming key c, signed by a (accepted) and by b (refused).
+    anchorbundle.build_key_doc(keys["a"], 1, [keys["c"]], now + 30 * 86400, out / "rot_a")
+    anchorbundle.build_key_doc(keys["b"], 1, [keys["c"]], now + 30 * 86400, out / "rot_b")
+    desc = {"now": now, "dir": str(out)}
+    (out / "fixtures.json").write_text(json.dumps(desc))
+    return desc
+
+
+def write_signed(folder, name, raw, key_pem):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_bytes(raw)
+    (folder / (name + ".sig")).write_bytes(anchorbundle.sign(key_pem, raw))
+
+
+def _clean_stale(parent, prefix="ias-anchors-", age=3600):
+    # The MicroPython side makes one folder a run; drop those older than an hour.
+    for entry in Path(parent).glob(prefix + "*"):
+        try:
+            if time.time() - entry.stat().st_mtime > age:
+                shutil.rmtree(entry, ignore_errors=True)
+        except OSError:
+            pass
+
+
+# -- CPython tests of the tool --------------------------------------------------------------------
+def _verify(pub_pem, data, sig):
+    pub = serialization.load_pem_public_key(pub_pem.encode())
+    pub.verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def test_build_anchor_bundle_signs_exact_bytes(tmp_path):
+    key = _rsa_pem()
+    ca1, ca2 = pki.make_ca("R1"), pki.make_ca("R2")
+    j, s = anchorbundle.build_anchor_bundle(
+        key, 7, [ca1.pem, ca2.der], "2031-01-01", ["iotappstory.com"], tmp_path
+    )
+    data = j.read_bytes()
+    doc = json.loads(data)
+    assert doc["version"] == 7
+    assert doc["expires"] == "2031-01-01T00:00:00Z"
+    assert doc["hosts"] == ["iotappstory.com"]
+    assert [p.encode() for p in doc["anchors"]] == [ca1.pem, ca2.pem]  # DER came out as PEM
+    _verify(anchorbundle.public_pem(key), data, s.read_bytes())
+    assert len(s.read_bytes()) == 256
+
+
+def test_refuses_leaf_empty_and_bad_version(tmp_path):
+    key = _rsa_pem()
+    ca = pki.make_ca("R")
+    leaf = pki.make_leaf(ca)
+    import pytest
+
+    with pytest.raises(ValueError, match="not a CA"):
+        anchorbundle.build_anchor_bundle(key, 1, [leaf.pem], out_dir=tmp_path)
+    with pytest.raises(ValueError, match="at least one"):
+        anchorbundle.build_anchor_bundle(key, 1, [], out_dir=tmp_path)
+    with pytest.raises(ValueError, match="version"):
+        anchorbundle.build_anchor_bundle(key, 0, [ca.pem], out_dir=tmp_path)
+    ec_key = pki.new_key().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    with pytest.raises(ValueError, match="RSA"):
+        anchorbundle.build_anchor_bundle(ec_key, 1, [ca.pem], out_dir=tmp_path)
+    assert not (tmp_path / "anchors.json").exists()
+
+
+def test_cli_run_writes_both_files(tmp_path):
+    key = tmp_path / "update.key"
+    key.write_bytes(_rsa_pem())
+    ca = tmp_path / "root.pem"
+    ca.write_bytes(pki.make_ca("R").pem + pki.make_ca("S").pem)  # two anchors in one file
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "anchorbundle.py"), "--key", str(key),
+         "--version", "3", "--anchor", str(ca), "--host", "h.example", "--expires",
+         "1900000000", "-o", str(out)],
+        capture_output=True, text=True, cwd=str(REPO),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((out / "anchors.json").read_bytes())
+    assert doc["version"] == 3 and len(doc["anchors"]) == 2 and doc["hosts"] == ["h.example"]
+    assert doc["expires"] == "2030-03-17T17:46:40Z"
+    _verify(
+        anchorbundle.public_pem(key.read_bytes()),
+        (out / "anchors.json").read_bytes(),
+        (out / "anchors.json.sig").read_bytes(),
+    )
+
+
+def test_key_doc_signed_by_current_key(tmp_path):
+    old, new = _rsa_pem(), _rsa_pem()
+    j, s = anchorbundle.build_key_doc(old, 2, [new], 1900000000, tmp_path)
+    doc = json.loads(j.read_bytes())
+    assert doc["keys"] == [anchorbundle.public_pem(new)]
+    assert "PRIVATE" not in j.read_text()
+    _verify(anchorbundle.public_pem(old), j.read_bytes(), s.read_bytes())
+    sig = base64.b64encode(s.read_bytes())
+    assert len(sig) == 344
+
+
+def test_fixtures_build(tmp_path):
+    desc = make_fixtures(tmp_path)
+    assert (tmp_path / "good2" / "anchors.json.sig").stat().st_size == 256
+    assert abs(desc["now"] - time.time()) < 60
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--fixtures":
+        _clean_stale(Path(sys.argv[2]).parent)
+        make_fixtures(sys.argv[2])
+        sys.exit(0)
+    sys.exit("usage: test_anchorbundle.py --fixtures DIR")
