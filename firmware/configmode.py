@@ -1,0 +1,120 @@
+# Config mode: an access point named after the device, the config web app on it, and a way out
+# (GET /close, or 300 s without a request: ias-protocol §4.4). The caller resets afterwards.
+import asyncio
+
+import log
+import settings
+import webapp
+
+AP_IP = "192.168.4.1"
+TIMEOUT_S = 300
+_PW_CHARS = "abcdefghijkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXY346789"  # nothing that reads alike
+PW_LEN = 12
+
+
+def device_name(board, s):
+    return s["device_name"] or "ias-%d" % board.chip_id()
+
+
+def _random_bytes(n):
+    try:
+        import os
+
+        return os.urandom(n)
+    except (ImportError, AttributeError):
+        import random
+
+        return bytes(random.getrandbits(8) for _ in range(n))
+
+
+def new_password():
+    raw = _random_bytes(PW_LEN)
+    return "".join(_PW_CHARS[b % len(_PW_CHARS)] for b in raw)
+
+
+def ap_credentials(board, settings_path=settings.PATH):
+    """(ssid, password) of the access point; password None when configured open. A device
+    without a password gets a random one at first use, saved and printed on the console."""
+    s = settings.load(settings_path)
+    ssid = device_name(board, s)
+    if s["ap_open"]:
+        return ssid, None
+    if not s["ap_password"]:
+        s["ap_password"] = new_password()
+        settings.save(s, settings_path)
+        board.console("config access point %s, password %s" % (ssid, s["ap_password"]))
+    return ssid, s["ap_password"]
+
+
+def _announce(announce, msg):
+    # IAS announces only when joined to a network (it goes to the server); a failure to
+    # announce must not stop config mode.
+    if announce is None:
+        return
+    try:
+        announce(msg)
+    except Exception as e:
+        log.warn("config", "announce %s failed: %r" % (msg, e))
+
+
+async def serve(cfg, host, port, timeout_s):
+    """Serve `cfg` (a webapp.ConfigApp) until /close or `timeout_s` idle. Returns the reason."""
+    board = cfg.board
+    server = asyncio.create_task(cfg.app.start_server(host=host, port=port))
+    reason = "close"
+    while not cfg.closed:
+        await asyncio.sleep(0.1)
+        if board.ticks_diff(board.ticks_ms(), cfg.last_request) >= timeout_s * 1000:
+            reason = "timeout"
+            break
+    await asyncio.sleep(0.3)  # let the /close reply (and any reply in flight) go out
+    cfg.app.shutdown()
+    try:
+        await asyncio.wait_for(server, 5)
+    except Exception:  # the server task ends by cancellation on some ports
+        pass
+    return reason
+
+
+def run(
+    board,
+    store,
+    settings_path=settings.PATH,
+    fields=(),
+    fetch_anchors=None,
+    announce=None,
+    port=None,
+    timeout_s=TIMEOUT_S,
+    host="0.0.0.0",
+    www_dir="/www",
+    info=None,
+    start_ap=True,
+):
+    """Config mode, blocking. Raises the access point, serves the app on `port` (default
+    board.config_port), announces "1"/"0" when joined to a network. Returns "close" or
+    "timeout"; the caller resets the device afterwards, as IAS does."""
+    if port is None:
+        port = board.config_port
+    ssid = None
+    if start_ap:
+        ssid, password = ap_credentials(board, settings_path)
+        ip = board.ap_start(ssid, password) or AP_IP
+        board.console(
+            "config mode: join %s, open http://%s%s/"
+            % (ssid, ip, "" if port == 80 else ":%d" % port)
+        )
+    board.led_pattern("config")
+    joined = bool(board.wifi_ip())
+    if joined:
+        _announce(announce, "1")
+    cfg = webapp.make_app(board, store, settings_path, fields, fetch_anchors, www_dir, info)
+    try:
+        reason = asyncio.run(serve(cfg, host, port, timeout_s))
+    finally:
+        if start_ap:
+            board.ap_stop()
+        board.led_pattern("off")
+    log.info("config", "config mode ends (%s)" % reason)
+    if joined and board.wifi_ip():
+        _announce(announce, "0")
+    return reason

@@ -1,0 +1,603 @@
+# The config web app (Microdot): the IAS routes with IAS's replies (ias-protocol §4.3), so IAS's
+# own pages keep working, plus our one-page UI at / and a few JSON routes it uses.
+# Everything a browser sends is hostile until checked: bodies and heads are size-limited, every
+# value shown is escaped, settings are saved only after the whole request validated.
+import json
+
+try:
+    import asyncio
+except ImportError:  # ESP8266 builds without asyncio cannot run config mode
+    asyncio = None
+
+import settings
+from microdot import Microdot, Request, Response
+from microdot.microdot import HTTPException
+from microdot.multipart import FileUpload, FormDataIter
+
+MAX_FORM = 2048  # bytes of any request body but an upload
+MAX_UPLOAD = 12 * 1024  # a certificate upload, multipart framing included
+MAX_CERT = 8 * 1024  # one certificate file
+MAX_HEAD = 4096  # request line and headers together
+MAX_PARTS = 40  # multipart parts in one request
+MAX_CONNECTIONS = 4
+REQUEST_TIMEOUT_S = 20  # a client that sends slower than this is dropped
+DRAIN_MAX = 64 * 1024  # a refused body up to this size is read and dropped, so the client
+DRAIN_S = 1  # sees our reply rather than a reset
+
+NO_CACHE = {
+    "Cache-Control": "no-cache, no-store, must-revalidate",
+    "Pragma": "no-cache",
+    "Expires": "-1",
+}
+CERT_DIR = "/cert"
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
+_CERT_EXTS = (".cer", ".pem", ".crt", ".der")
+
+
+class BadRequest(HTTPException):
+    """Refuse the request; Microdot sends `message` as the plain-text body."""
+
+    def __init__(self, message, status=400):
+        super().__init__(status, message)
+
+
+def escape(text):
+    """Text made safe inside HTML element content and attribute values."""
+    return (
+        str(text)
+        .replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("'", "&#39;")
+    )
+
+
+def _data(obj):
+    # IAS sends its JSON as text/json; every data reply goes out uncached (hdlReturn()).
+    return Response(json.dumps(obj), headers={"Content-Type": "text/json"})
+
+
+def _text(s, status=200):
+    return Response(s, status, {"Content-Type": "text/plain; charset=UTF-8"})
+
+
+def cert_name(filename):
+    """The /cert/ file name for an uploaded file name: its base name with a .cer extension.
+    Refuses anything but plain names (no folders, no leading dot)."""
+    base = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    if filename != base:
+        raise BadRequest("file name must not contain a folder")
+    low = base.lower()
+    for ext in _CERT_EXTS:
+        if low.endswith(ext):
+            base = base[: -len(ext)]
+            break
+    if not 1 <= len(base) <= 28 or base[0] == "." or ".." in base:
+        raise BadRequest("file name must be 1 to 28 characters, not starting with a dot")
+    for ch in base:
+        if ch not in _NAME_CHARS:
+            raise BadRequest("file name may hold only letters, digits, '.', '_' and '-'")
+    return base + ".cer"
+
+
+class _Body:
+    """The request body, never read past Content-Length; running dry early is a bad request
+    (Microdot's multipart parser would otherwise spin on a truncated body)."""
+
+    def __init__(self, stream, length):
+        self._stream = stream
+        self._left = length
+
+    async def read(self, n=-1):
+        if n == 0:
+            return b""
+        if self._left <= 0:
+            raise BadRequest("malformed multipart body")
+        if n < 0 or n > self._left:
+            n = self._left
+        data = await self._stream.read(n)
+        if not data:
+            raise BadRequest("request body ended early")
+        self._left -= len(data)
+        return data
+
+
+class _Conn:
+    """The connection's reader, with a cap on the request head (Microdot caps each line but not
+    the number of header lines), and a count of the body bytes read, so a refused body can be
+    drained before closing (closing on unread data resets the connection, and the browser
+    would show that instead of our reply)."""
+
+    def __init__(self, reader):
+        self._r = reader
+        self._head = 0
+        self.head_done = False
+        self.length = 0  # Content-Length, as far as we can tell
+        self.body_read = 0
+
+    async def readline(self):
+        line = await self._r.readline()
+        self._head += len(line)
+        if self._head > MAX_HEAD:
+            raise ValueError("request head too large")
+        if line in (b"\r\n", b"\n"):
+            self.head_done = True
+        elif line[:15].lower() == b"content-length:":
+            # Checked here: Microdot would wait forever to read a negative length.
+            self.length = int(line[15:].strip())  # ValueError: a bad request
+            if self.length < 0:
+                raise ValueError("negative Content-Length")
+        return line
+
+    async def read(self, n=-1):
+        data = await self._r.read(n)
+        self.body_read += len(data)
+        return data
+
+    async def readexactly(self, n):
+        data = await self._r.readexactly(n)
+        self.body_read += len(data)
+        return data
+
+    async def drain(self):
+        """Read and drop what the client still sends of this request (bounded in size)."""
+        if self.head_done:
+            left = min(self.length - self.body_read, DRAIN_MAX)
+        else:
+            left = MAX_HEAD  # a refused head: whatever is already on its way
+        while left > 0:
+            data = await self._r.read(min(left, 512))
+            if not data:
+                break
+            left -= len(data)
+
+
+class _Writer:
+    """The connection's writer; closing drains the unread request first, for a short while."""
+
+    def __init__(self, writer, conn):
+        self._w = writer
+        self._conn = conn
+
+    async def awrite(self, data):
+        await self._w.awrite(data)
+
+    def get_extra_info(self, name):
+        return self._w.get_extra_info(name)
+
+    async def aclose(self):
+        # A refused head: only what is already on its way, not what a slow client might send.
+        wait = DRAIN_S if self._conn.head_done else 0.2
+        try:
+            await asyncio.wait_for(self._conn.drain(), wait)
+        except Exception:  # a timeout or a reset: close anyway
+            pass
+        await self._w.aclose()
+
+
+class _Server(Microdot):
+    active = 0
+
+    async def handle_request(self, reader, writer):
+        if self.active >= MAX_CONNECTIONS:
+            await writer.aclose()
+            return
+        self.active += 1
+        conn = _Conn(reader)
+        try:
+            await asyncio.wait_for(
+                Microdot.handle_request(self, conn, _Writer(writer, conn)), REQUEST_TIMEOUT_S
+            )
+        except (asyncio.TimeoutError, OSError):
+            try:
+                await writer.aclose()
+            except OSError:
+                pass
+        finally:
+            self.active -= 1
+
+
+async def read_form(req, files=False):
+    """The form fields of a urlencoded or multipart body as a dict (first value of each name).
+    With `files`, also returns the uploaded files as [(field, filename, bytes)]."""
+    ctype = (req.content_type or "").split(";")[0].strip().lower()
+    got, uploads = {}, []
+    if ctype == "application/x-www-form-urlencoded":
+        for key in req.form or {}:
+            got[key] = req.form[key]
+    elif ctype == "multipart/form-data":
+        req._stream = _Body(req.stream, req.content_length)
+        parts = 0
+        try:
+            async for name, value in FormDataIter(req):
+                parts += 1
+                if parts > MAX_PARTS:
+                    raise BadRequest("too many form fields")
+                if isinstance(value, FileUpload):
+                    if not files:
+                        raise BadRequest("no file expected here")
+                    data = await value.read(MAX_CERT + 1)
+                    if len(data) > MAX_CERT:
+                        raise BadRequest("file larger than %d bytes" % MAX_CERT, 413)
+                    uploads.append((name, value.filename, data))
+                elif name not in got:
+                    got[name] = value
+        except (IndexError, KeyError, ValueError) as e:  # UnicodeError is a ValueError
+            raise BadRequest("malformed multipart body (%s)" % e)
+    elif req.content_length:
+        raise BadRequest("send the form as urlencoded or multipart data")
+    return (got, uploads) if files else got
+
+
+class ConfigApp:
+    """The state of one config-mode session and the routes that use it.
+    `fields`: the app's declared fields (app_api: name, label, default, max, type).
+    `fetch_anchors()`: the device fetches and installs the signed anchor bundle itself;
+    returns {"ok", "message", "version"}."""
+
+    def __init__(
+        self,
+        board,
+        store,
+        settings_path=settings.PATH,
+        fields=(),
+        fetch_anchors=None,
+        www_dir="/www",
+        info=None,
+    ):
+        self.board = board
+        self.store = store
+        self.settings_path = settings_path
+        self.fields = list(fields)
+        self.fetch_anchors = fetch_anchors
+        self.www_dir = www_dir
+        self.info = info  # callable giving extra /i values, e.g. {"ss": app size}
+        self.last_request = board.ticks_ms()
+        self.closed = False
+        self._trial = None  # the /wsa test-connect attempt: [ssid, password, state, ip]
+        self.app = self._build()
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _settings(self):
+        return settings.load(self.settings_path)
+
+    def _save(self, data):
+        try:
+            settings.save(data, self.settings_path)
+        except settings.SettingsError as e:
+            raise BadRequest(str(e))
+
+    def _now(self):
+        return self.board.time()
+
+    def _cert_list(self):
+        root = getattr(self.store, "root", CERT_DIR)
+        import os
+
+        out = []
+        for name in self.store.names():
+            try:
+                size = os.stat(root + "/" + name)[6]
+            except OSError:
+                continue
+            out.append({"n": CERT_DIR + "/" + name, "s": size})
+        return out
+
+    def _field_value(self, f, values):
+        v = values.get(f["name"], f.get("default", ""))
+        return v if isinstance(v, str) else str(v)
+
+    # -- routes -----------------------------------------------------------------------------
+    def _build(self):
+        app = _Server()
+        Request.max_content_length = MAX_UPLOAD
+        Request.max_body_length = 4096  # larger bodies are streamed, not buffered
+        Request.max_readline = 1024
+
+        @app.before_request
+        def _limits(req):
+            self.last_request = self.board.ticks_ms()
+            limit = MAX_UPLOAD if req.path == "/certupl" else MAX_FORM
+            if req.content_length < 0:
+                return _text("bad Content-Length", 400)
+            if req.content_length > limit:
+                return _text("request body too large", 413)
+            if req.method == "POST":
+                origin = req.headers.get("Origin")
+                host = req.headers.get("Host", "")
+                if origin and origin != "null" and origin.split("://", 1)[-1] != host:
+                    return _text("cross-site request refused", 403)
+            return None
+
+        def _no_cache(req, res):
+            for k in NO_CACHE:
+                res.headers[k] = NO_CACHE[k]
+            return res
+
+        app.after_request(_no_cache)
+        app.after_error_request(_no_cache)
+
+        @app.errorhandler(UnicodeError)
+        def _bad_utf8(req, e):
+            return _text("invalid UTF-8", 400)
+
+        @app.get("/")
+        def index(req):
+            try:
+                return Response.send_file(
+                    self.www_dir + "/index.html", content_type="text/html; charset=UTF-8"
+                )
+            except OSError:
+                return _text("the config page is missing from %s" % self.www_dir, 404)
+
+        @app.get("/i")
+        def info(req):
+            s = self._settings()
+            b = self.board
+            ac = s["act_code"]
+            out = {
+                "cid": str(b.chip_id()),
+                "fid": str(b.flash_id()),
+                "fss": str(b.fs_free()),
+                "ss": "0",
+                "fs": str(b.flash_size()),
+                "ab": "%s-micropython" % getattr(b, "chip", b.port),
+                "ac": "1" if ac and ac != "000000" else "0",
+                "mc": b.mac(),
+                "xf": str(len(self.fields)),
+            }
+            if self.info is not None:
+                for k, v in self.info().items():
+                    out[k] = str(v)
+            # Ours, beyond IAS: what the page shows on its Info tab.
+            out["dn"] = s["device_name"]
+            out["an"] = s["app_name"]
+            out["av"] = s["app_version"]
+            out["ip"] = b.wifi_ip() or ""
+            return _data(out)
+
+        @app.get("/wsc")
+        def scan_rows(req):
+            rows = []
+            for ssid, rssi, secured in self._scan():
+                rows.append(
+                    '<tr><td onclick="c(this);">%s</td><td>%d dBm</td>'
+                    '<td data-e="%s"></td></tr>' % (escape(ssid), rssi, "3" if secured else "0")
+                )
+            return Response("".join(rows), headers={"Content-Type": "text/json"})
+
+        @app.get("/scan")
+        def scan_json(req):
+            return _data([{"s": s, "r": r, "e": 1 if sec else 0} for s, r, sec in self._scan()])
+
+        @app.get("/wc")
+        def wifi_slots(req):
+            nets = self._settings()["wifi"]
+            return _data(
+                [
+                    {"s": nets[i]["ssid"] if i < len(nets) else ""}
+                    for i in range(settings.MAX_NETWORKS)
+                ]
+            )
+
+        @app.post("/wsa")
+        async def wifi_save(req):
+            form = await read_form(req)
+            ssid = form.get("s", "")
+            password = form.get("p", "")
+            slot = form.get("i", "")
+            if slot:
+                if slot not in ("1", "2", "3"):
+                    raise BadRequest("i must be 1, 2 or 3")
+                self._store_slot(int(slot) - 1, ssid, password)
+                return _text("1")
+            return _text(self._test_connect(ssid, password))
+
+        @app.get("/app")
+        def app_fields(req):
+            values = self._settings()["fields"]
+            return _data(
+                [
+                    {
+                        "l": f.get("label", f["name"]),
+                        "v": self._field_value(f, values),
+                        "n": str(i),
+                        "m": str(f.get("max", 32)),
+                        "t": f.get("type", "L"),
+                    }
+                    for i, f in enumerate(self.fields)
+                ]
+            )
+
+        @app.post("/as")
+        async def app_save(req):
+            form = await read_form(req)
+            if not self.fields:
+                return _text("0")
+            s = self._settings()
+            values = dict(s["fields"])
+            for i, f in enumerate(self.fields):
+                if str(i) in form:
+                    values[f["name"]] = check_field(f, form[str(i)])
+            s["fields"] = values
+            self._save(s)
+            return _text("1")
+
+        @app.post("/ds")
+        async def activation(req):
+            code = (await read_form(req)).get("ac", "")[:6]
+            if not code:
+                return _text("0")
+            s = self._settings()
+            s["act_code"] = code
+            self._save(s)
+            return _text("1")
+
+        @app.get("/csr")
+        def cert_files(req):
+            path = req.args.get("d")
+            if path is not None:
+                self._delete_cert(path)
+            return _data(self._cert_list())
+
+        @app.get("/certs")
+        def cert_report(req):
+            b = self.board
+            return _data(
+                {
+                    "clock": bool(b.clock_synced),
+                    "now": self._now(),
+                    "certs": self.store.report(self._now()),
+                }
+            )
+
+        @app.post("/certupl")
+        async def cert_upload(req):
+            _form, files = await read_form(req, files=True)
+            if len(files) != 1:
+                raise BadRequest("upload exactly one certificate file")
+            _field, filename, data = files[0]
+            name = cert_name(filename)
+            self._add_cert(name, data)
+            return _text("")
+
+        @app.post("/anchors/fetch")
+        def anchors_fetch(req):
+            if self.fetch_anchors is None:
+                return _data(
+                    {"ok": False, "message": "this build cannot fetch anchors", "version": None}
+                )
+            try:
+                res = self.fetch_anchors()
+            except Exception as e:  # the page must get an answer, whatever broke
+                res = {"ok": False, "message": "fetch failed: %s" % e, "version": None}
+            return _data(
+                {
+                    "ok": bool(res.get("ok")),
+                    "message": str(res.get("message", "")),
+                    "version": res.get("version"),
+                }
+            )
+
+        @app.get("/close")
+        def close(req):
+            self.closed = True  # configmode stops the server once this reply is out
+            return _text("closing")
+
+        return app
+
+    # -- Wi-Fi ------------------------------------------------------------------------------
+    def _scan(self):
+        nets = {}
+        for ssid, rssi, secured in self.board.wifi_scan():
+            if ssid and (ssid not in nets or nets[ssid][0] < rssi):
+                nets[ssid] = (rssi, secured)
+        rows = [(ssid, v[0], v[1]) for ssid, v in nets.items()]
+        rows.sort(key=lambda r: -r[1])
+        return rows
+
+    def _store_slot(self, idx, ssid, password):
+        s = self._settings()
+        nets = list(s["wifi"])
+        if not ssid:
+            if idx < len(nets):
+                nets.pop(idx)
+        elif idx < len(nets):
+            nets[idx] = {"ssid": ssid, "password": password}
+        else:
+            nets.append({"ssid": ssid, "password": password})
+        s["wifi"] = nets
+        self._save(s)
+
+    def _test_connect(self, ssid, password):
+        """IAS's AP-form protocol: '2' while trying (the page polls), '3' failed, '1:<ip>'
+        joined (the network is stored first in the list)."""
+        if not ssid:
+            raise BadRequest("no network name")
+        # Validate before trying, so a join never leads to a save that fails.
+        probe = self._settings()
+        probe["wifi"] = [{"ssid": ssid, "password": password}]
+        try:
+            settings.validate(probe)
+        except settings.SettingsError as e:
+            raise BadRequest(str(e))
+        t = self._trial
+        if t is None or t[0] != ssid or t[1] != password or t[2] == "3 told":
+            # As IAS: a poll after a reported failure starts a new attempt.
+            self._trial = [ssid, password, "2", None]
+            asyncio.create_task(self._join(self._trial))
+            return "2"
+        if t[2] == "3":
+            t[2] = "3 told"
+            return "3"
+        return t[2] if t[2] != "1" else "1:" + t[3]
+
+    async def _join(self, trial):
+        await asyncio.sleep(0.1)  # let the "2" reply go out first: the join blocks
+        ip = self.board.wifi_connect([{"ssid": trial[0], "password": trial[1]}], 10000)
+        if not ip:
+            trial[2] = "3"
+            return
+        s = self._settings()
+        nets = [{"ssid": trial[0], "password": trial[1]}]
+        for n in s["wifi"]:
+            if n["ssid"] != trial[0] and len(nets) < settings.MAX_NETWORKS:
+                nets.append(n)
+        s["wifi"] = nets
+        settings.save(s, self.settings_path)
+        trial[3] = ip
+        trial[2] = "1"
+
+    # -- certificates -----------------------------------------------------------------------
+    def _delete_cert(self, path):
+        prefix = CERT_DIR + "/"
+        name = path[len(prefix) :] if path.startswith(prefix) else ""
+        if not name or "/" in name or "\\" in name or ".." in name:
+            raise BadRequest("refused: only files in %s can be deleted" % CERT_DIR)
+        names = self.store.names()
+        if name not in names:
+            raise BadRequest("no such certificate: %s" % name, 404)
+        report = self.store.report(self._now())
+        usable = [r["name"] for r in report if r.get("usable")]
+        if len(names) <= 1 or (name in usable and len(usable) <= 1):
+            raise BadRequest("refused: %s is the last trust anchor; add another first" % name, 409)
+        try:
+            self.store.remove(name, self._now())
+        except ValueError as e:  # certstore.CertError
+            raise BadRequest("refused: %s" % e, 409)
+
+    def _add_cert(self, name, data):
+        try:
+            self.store.add(name, data, self._now())
+        except ValueError as e:  # certstore.CertError: not a usable CA certificate
+            raise BadRequest("not stored: %s" % e)
+
+
+def check_field(field, value):
+    """A field value cut to the field's max length (as IAS does) and checked for its type."""
+    value = value[: int(field.get("max", 32))]
+    kind = field.get("type", "L")
+    if kind == "C" and value not in ("0", "1"):
+        raise BadRequest("%s: a checkbox is 0 or 1" % field["name"])
+    if kind in ("I", "S") and value and not value.isdigit():
+        raise BadRequest("%s: must be a whole number" % field["name"])
+    if kind == "N" and value:
+        try:
+            float(value)
+        except ValueError:
+            raise BadRequest("%s: must be a number" % field["name"])
+    return value
+
+
+def make_app(
+    board,
+    store,
+    settings_path=settings.PATH,
+    fields=(),
+    fetch_anchors=None,
+    www_dir="/www",
+    info=None,
+):
+    """The config app; returns the ConfigApp (its Microdot app is `.app`)."""
+    return ConfigApp(board, store, settings_path, fields, fetch_anchors, www_dir, info)
