@@ -14,6 +14,7 @@ _PENDING = "replace.pending"  # names of a set being installed by replace_set()
 _STAGE = "staged"  # folder in the store where replace_set() writes the new set first
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
 MAX_NAME = 40
+MAX_FILE = 12288  # bytes of one anchor file (PEM of an 8 KiB DER, with labels)
 MAX_ANCHORS = 16  # each costs ~1-2 KiB of TLS heap; see docs/trust-store.md
 
 
@@ -39,10 +40,10 @@ def check_name(name):
             raise CertError("bad_name", "%r: letters, digits, '_', '-', '.' only" % name)
 
 
-def parse_anchor(data):
+def parse_anchor(data, n=None):
     """One certificate (PEM or DER) as a der.Cert, or CertError with DerError's reason."""
     try:
-        return der.load(data)
+        return der.load(data, n)
     except der.DerError as e:
         reason = e.reason if e.reason in ("truncated", "oversized") else "garbage"
         raise CertError(reason, str(e))
@@ -75,20 +76,36 @@ class CertStore:
         found.sort()
         return found
 
-    def load(self, name):
-        """The parsed anchor `name` (CertError when missing or unparsable)."""
+    def load(self, name, buf=None):
+        """The parsed anchor `name` (CertError when missing or unparsable). `buf`: a
+        bytearray to read the file into, reused across anchors to spare the heap."""
         try:
-            data = fsutil.read_bytes(self._path(name))
+            with open(self._path(name), "rb") as f:
+                size = f.seek(0, 2)
+                if size > MAX_FILE:
+                    raise CertError("oversized", "%s: %d bytes" % (name, size))
+                f.seek(0)
+                if buf is None or len(buf) < size:
+                    buf = bytearray(size)
+                got = f.readinto(memoryview(buf)[:size])
         except OSError:
             raise CertError("missing", name)
-        return parse_anchor(data)
+        return parse_anchor(buf, got)
 
     def _each(self):
-        """(name, Cert or None) for every anchor file, one at a time (bounded memory);
-        unparsable files give None."""
-        for name in self.names():
+        """(name, Cert or None) for every anchor file, one at a time through one read buffer
+        (bounded memory); unparsable files give None."""
+        names = self.names()
+        size = 0
+        for name in names:
             try:
-                cert = self.load(name)
+                size = max(size, os.stat(self._path(name))[6])
+            except OSError:
+                pass
+        buf = bytearray(min(size, MAX_FILE))
+        for name in names:
+            try:
+                cert = self.load(name, buf)
             except CertError as e:
                 log.warn("cert", "%s skipped: %s" % (name, e))
                 cert = None

@@ -277,22 +277,24 @@ def _b64_body(data, start, stop):
         raise DerError("garbage", "base64")
 
 
-def pem_blocks(text):
-    """The DER of every CERTIFICATE block in PEM text (str or bytes). Text outside the blocks
-    (labels, comments) is ignored; a broken block raises DerError."""
+def pem_blocks(text, n=None):
+    """The DER of every CERTIFICATE block in PEM text (str, bytes, or the first n bytes of a
+    bytearray: a reused read buffer). Text outside the blocks (labels, comments) is ignored;
+    a broken block raises DerError."""
     if isinstance(text, str):
         text = text.encode()
-    elif not isinstance(text, bytes):
+    elif not isinstance(text, (bytes, bytearray)):
         text = bytes(text)
-    if len(text) > MAX_PEM:
-        raise DerError("oversized", "PEM text of %d characters" % len(text))
+    n = len(text) if n is None else min(n, len(text))
+    if n > MAX_PEM:
+        raise DerError("oversized", "PEM text of %d characters" % n)
     out = []
     pos = 0
     while True:
-        b = text.find(_BEGIN, pos)
+        b = text.find(_BEGIN, pos, n)
         if b < 0:
             return out
-        e = text.find(_END, b)
+        e = text.find(_END, b, n)
         if e < 0:
             raise DerError("truncated", "no END line")
         out.append(_b64_body(text, b + len(_BEGIN), e))
@@ -309,13 +311,15 @@ def der_to_pem(der):
     return (b"\n".join(lines) + b"\n").decode()
 
 
-def load(data):
-    """One certificate from PEM or DER bytes: the Cert. More than one PEM block is refused."""
+def load(data, n=None):
+    """One certificate from PEM or DER (bytes, str, or the first n bytes of a bytearray): the
+    Cert. More than one PEM block is refused."""
     if isinstance(data, str):
         data = data.encode()
-    if len(data) > 0 and data[0] == _SEQ:
-        return parse(data)
-    blocks = pem_blocks(data)
+    n = len(data) if n is None else min(n, len(data))
+    if n > 0 and data[0] == _SEQ:
+        return parse(memoryview(data)[:n] if n < len(data) else data)
+    blocks = pem_blocks(data, n)
     if not blocks:
         raise DerError("garbage", "neither DER nor a PEM certificate")
     if len(blocks) > 1:
