@@ -1,0 +1,273 @@
+# App bundles on a real littlefs (NOR model mounted at /pc): v1 -> v2 into the slots, each
+# refusal (tampered file, bad or foreign signature, lower counter, extra/missing/resized files,
+# hostile names, unsigned by policy) leaves the device exactly as it was; the trial rules
+# (3 boots, 10 minutes, crash or watchdog) roll back by themselves; commit keeps the new version.
+import json
+
+import ota
+import ota_fixtures as fx
+import state as state_mod
+from ota_fixtures import Ctx, FakeBoard, Reset
+
+FIX = fx.make("bundles")
+MD5 = json.loads(fx.read(FIX + "/md5.json"))
+ROOT = "/pc"
+V1 = fx.tree(FIX + "/src_v1")
+V2 = fx.tree(FIX + "/src_v2")
+
+
+def device(keys=("update",)):
+    """A fresh flash with the update key; returns (board, state, slots, ctx)."""
+    fx.unmount(ROOT)
+    fx.fresh_flash(ROOT)
+    if keys:
+        fx.copy_keys(FIX, keys, ROOT)
+    board = FakeBoard()
+    st = state_mod.State(ROOT + "/state.json")
+    slots = ota.Slots(ROOT)
+    return board, st, slots, Ctx(board, st, slots)
+
+
+def bundle(name):
+    return FIX + "/" + name + ".tar"
+
+
+def installed(ctx, name):
+    fx.install(ctx, bundle(name))
+    assert ota.boot_check(ctx.board, ctx.state, ctx.slots) == "trial"
+    assert ota.commit(ctx.board, ctx.state, None, ctx.slots) is not None
+
+
+def snapshot():
+    return fx.tree(ROOT)
+
+
+def refused(ctx, name, reason):
+    before = snapshot()
+    try:
+        fx.install(ctx, bundle(name))
+    except ota.InstallError as e:
+        assert e.reason == reason, "%s: want %s, got %r" % (name, reason, e)
+        after = snapshot()
+        assert after == before, "%s changed the device: %r" % (
+            name,
+            sorted(set(after) ^ set(before)),
+        )
+        return e
+    raise AssertionError("%s was installed; want %s" % (name, reason))
+
+
+def test_v1_then_v2_into_the_slots():
+    board, st, slots, ctx = device()
+    assert slots.active_app_dir() == "/pc/slot_a"
+    assert slots.installed_artifact() == {
+        "size": 0,
+        "md5": "",
+        "name": "",
+        "version": "",
+        "counter": 0,
+    }
+    installed(ctx, "v1")
+    assert slots.active() == "slot_b" and fx.tree("/pc/slot_b") == V1
+    art = slots.installed_artifact()
+    assert art["size"] == len(fx.read(bundle("v1")))
+    assert art["md5"] == MD5["v1"] and art["name"] == "blink" and art["version"] == "1.0"
+    fx.install(ctx, bundle("v2"))
+    info = json.loads(fx.read("/pc/app.json"))
+    assert info["active"] == "slot_a" and info["trial"]["kind"] == "bundle"
+    assert info["prev"]["active"] == "slot_b" and info["prev"]["md5"] == MD5["v1"]
+    assert fx.tree("/pc/slot_a") == V2 and fx.tree("/pc/slot_b") == V1
+    assert "ota.part" not in snapshot()
+    assert ota.boot_check(board, st, slots) == "trial"
+    done = ota.commit(board, st, None, slots)
+    assert done["md5"] == MD5["v2"] and done["version"] == "2.0" and done["counter"] == 2
+    s = json.loads(fx.read("/pc/settings.json"))
+    assert s["app_name"] == "blink" and s["app_version"] == "2.0"
+    assert st.get("counters") == {"app": 2}
+    assert "trial" not in json.loads(fx.read("/pc/app.json"))
+    assert ota.rollback(board, st, "late", slots) is False  # nothing on trial any more
+    assert ota.commit(board, st, None, slots) is None
+
+
+def test_gzip_bundle_installs():
+    board, st, slots, ctx = device()
+    installed(ctx, "v2gz")
+    assert fx.tree(slots.active_app_dir()) == V2
+    assert slots.installed_artifact()["md5"] == MD5["v2gz"]
+
+
+def test_refusals_leave_the_device_unchanged():
+    board, st, slots, ctx = device()
+    installed(ctx, "v2")
+    refused(ctx, "tampered", "hash_mismatch")
+    refused(ctx, "badsig", "bad_signature")
+    refused(ctx, "other", "bad_signature")
+    refused(ctx, "v0", "old_counter")
+    refused(ctx, "extra", "extra_file")
+    refused(ctx, "missing", "missing_file")
+    refused(ctx, "resized", "size_mismatch")
+    refused(ctx, "no_manifest", "bad_manifest")
+    refused(ctx, "traversal", "bad_archive")
+    refused(ctx, "bad_manifest", "bad_manifest")
+    refused(ctx, "sig_last", "unsigned")  # a signature that is not second is no signature
+    refused(ctx, "unsigned", "unsigned")
+    assert fx.tree(slots.active_app_dir()) == V2
+    installed(ctx, "v3")  # the same counter is fine
+    assert slots.installed_artifact()["version"] == "3.0"
+
+
+def test_signature_is_checked_before_any_file_is_written():
+    board, st, slots, ctx = device()
+    calls = []
+    orig = ota.BundleInstaller._write_files
+
+    def spy(self, tar, m, man):
+        calls.append(man["version"])
+        return orig(self, tar, m, man)
+
+    ota.BundleInstaller._write_files = spy
+    try:
+        for name in ("badsig", "other", "unsigned", "bad_manifest"):
+            try:
+                fx.install(ctx, bundle(name))
+            except ota.InstallError:
+                pass
+        assert calls == [], calls
+        installed(ctx, "v2")
+        assert calls == ["2.0"]
+    finally:
+        ota.BundleInstaller._write_files = orig
+
+
+def test_unsigned_policy():
+    board, st, slots, ctx = device()
+    allow = {"allow_unsigned": True}
+    esp8266 = Ctx(FakeBoard(tls_verifies=False), st, slots, allow, verified=True)
+    e = refused(esp8266, "unsigned", "unsigned")
+    assert "cannot verify" in str(e)
+    refused(Ctx(board, st, slots, allow, verified=False), "unsigned", "unsigned")
+    off = {"allow_unsigned": False}
+    refused(Ctx(board, st, slots, off, verified=True), "unsigned", "unsigned")
+    # a bad signature is refused even where unsigned bundles would be allowed
+    refused(Ctx(board, st, slots, allow, verified=True), "other", "bad_signature")
+    # ESP8266 with a good signature over an unverified connection: fine
+    installed(Ctx(FakeBoard(tls_verifies=False), st, slots, {}, verified=False), "v1")
+    installed(Ctx(board, st, slots, allow, verified=True), "unsigned")
+    assert slots.installed_artifact()["md5"] == MD5["unsigned"]
+    assert fx.tree(slots.active_app_dir()) == V2
+
+
+def test_no_keys_means_signed_bundles_cannot_install():
+    board, st, slots, ctx = device(keys=())
+    refused(ctx, "v2", "unsigned")
+
+
+def test_space_and_size_limits():
+    board, st, slots, ctx = device()
+    inst = ota.BundleInstaller(ctx)
+    try:
+        inst.begin(10 * 1024 * 1024, "blink", "9")
+        raise AssertionError("10 MiB staged on a 512 KiB flash")
+    except ota.InstallError as e:
+        assert e.reason == "no_space"
+    inst = ota.BundleInstaller(ctx)
+    inst.begin(100, "blink", "9")
+    try:
+        inst.write(memoryview(bytearray(101)))
+        raise AssertionError("more than announced accepted")
+    except ota.InstallError as e:
+        assert e.reason == "too_large"
+    inst.abort()
+    assert "ota.part" not in snapshot()
+
+
+def test_installer_choice():
+    board, st, slots, ctx = device()
+    assert isinstance(ota.installer_for(fx.read(bundle("v2"))[:512], ctx), ota.BundleInstaller)
+    assert isinstance(ota.installer_for(fx.read(bundle("v2gz"))[:16], ctx), ota.BundleInstaller)
+    fw = ota.installer_for(b"\xe9\x03" + bytes(600), ctx)
+    assert isinstance(fw, ota.FirmwareInstaller)
+    try:
+        ota.installer_for(b"<html>" + bytes(600), ctx)
+        raise AssertionError("HTML taken for an update")
+    except ota.InstallError as e:
+        assert e.reason == "unknown_format"
+
+
+def trial_device():
+    board, st, slots, ctx = device()
+    installed(ctx, "v1")
+    fx.install(ctx, bundle("v2"))
+    return board, st, slots, ctx
+
+
+def test_trial_three_boots_then_rollback():
+    board, st, slots, ctx = trial_device()
+    board.cause = "intended"
+    assert ota.boot_check(board, st, slots) == "trial"
+    board.cause = "power_on"
+    assert ota.boot_check(board, st, slots) == "trial"
+    assert ota.boot_check(board, st, slots) == "trial"
+    assert slots.active() == "slot_a"
+    assert ota.boot_check(board, st, slots) == "rolled_back"
+    assert slots.active() == "slot_b" and fx.tree(ota.active_app_dir(slots)) == V1
+    assert slots.installed_artifact()["md5"] == MD5["v1"]
+    assert "3 boots" in ota.last_error(st)
+    assert ota.boot_check(board, st, slots) is None
+    ota.clear_error(st)
+    assert ota.last_error(st) is None
+    assert json.loads(fx.read("/pc/settings.json"))["app_version"] == "1.0"
+
+
+def test_trial_crash_or_watchdog_rolls_back():
+    for cause in ("crash", "watchdog"):
+        board, st, slots, ctx = trial_device()
+        board.cause = "intended"
+        assert ota.boot_check(board, st, slots) == "trial"
+        board.cause = cause
+        assert ota.boot_check(board, st, slots) == "rolled_back"
+        assert slots.active() == "slot_b"
+        assert cause in ota.last_error(st) and "2.0" in ota.last_error(st)
+        assert board.resets == 0  # before the app starts: no reset needed
+
+
+def test_trial_ten_minutes():
+    board, st, slots, ctx = trial_device()
+    assert ota.boot_check(board, st, slots) == "trial"
+    board.uptime = 599000
+    assert ota.trial_tick(board, st, slots) is False
+    board.uptime = 600001
+    try:
+        ota.trial_tick(board, st, slots)
+        raise AssertionError("no reset after the deadline")
+    except Reset:
+        pass
+    assert slots.active() == "slot_b" and "10 minutes" in ota.last_error(st)
+    # wall clock: a later boot more than 10 minutes after the switch rolls back at once
+    board, st, slots, ctx = trial_device()
+    assert ota.boot_check(board, st, slots) == "trial"
+    board.now += 601
+    board.uptime = 1000
+    assert ota.boot_check(board, st, slots) == "rolled_back"
+    assert "in time" in ota.last_error(st)
+
+
+def test_app_error_rollback_from_the_main_loop():
+    board, st, slots, ctx = trial_device()
+    assert ota.boot_check(board, st, slots) == "trial"
+    try:
+        ota.rollback(board, st, "app.py raised ImportError", slots)
+        raise AssertionError("rollback must reset the board")
+    except Reset:
+        pass
+    assert slots.active() == "slot_b" and "ImportError" in ota.last_error(st)
+
+
+def test_no_new_install_during_a_trial():
+    board, st, slots, ctx = trial_device()
+    refused(ctx, "v3", "trial_pending")
+
+
+def test_zz_cleanup():
+    fx.unmount(ROOT)
+    fx.cleanup(FIX)

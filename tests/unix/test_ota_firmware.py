@@ -1,0 +1,238 @@
+# ESP32 firmware images on the virtual partitions (vpartition.py): a valid image is written to
+# the next slot, read back, set to boot and gets exactly one trial boot; a commit marks it
+# valid; a reset during the trial makes the bootloader go back, and ota.boot_check records it.
+# A combined firmware.bin, a corrupt or truncated image and unsigned-policy cases are refused.
+import json
+import os
+import time
+
+import ota
+import ota_fixtures as fx
+import state as state_mod
+import vpartition
+from ota_fixtures import Ctx, FakeBoard, Reset
+from vpartition import VirtualPartition
+
+FIX = fx.make("firmware")
+SLOT = 256 * 1024
+
+
+def host():
+    """A virtual board folder: ota_0 holds v1 (valid, running), ota_1 is erased."""
+    h = "/tmp/ias-vp-%d" % time.time_ns()
+    os.mkdir(h)
+    os.mkdir(h + "/root")
+    v1 = fx.read(FIX + "/fw_v1.bin")
+    with open(h + "/ota_0.bin", "wb") as f:
+        f.write(v1 + b"\xff" * (SLOT - len(v1)))
+    with open(h + "/otadata.json", "w") as f:
+        json.dump({"boot": "ota_0", "states": {"ota_0": "valid"}, "slot_size": SLOT}, f)
+    return h
+
+
+def device(allow=True, verified=True):
+    h = host()
+    board = FakeBoard(host=h)
+    st = state_mod.State(h + "/root/state.json")
+    slots = ota.Slots(h + "/root")
+    return h, board, st, slots, Ctx(board, st, slots, {"allow_unsigned": allow}, verified)
+
+
+def otadata(h):
+    return json.loads(fx.read(h + "/otadata.json"))
+
+
+def image(name):
+    return FIX + "/fw_" + name + ".bin"
+
+
+def md5_of(path):
+    import binascii
+    import hashlib
+
+    return binascii.hexlify(hashlib.md5(fx.read(path)).digest()).decode()
+
+
+def test_valid_image_boots_once_and_commits():
+    h, board, st, slots, ctx = device()
+    assert vpartition.bootloader_select(h)["slot"] == "ota_0"
+    fx.install(ctx, image("v2"), chunk=1000)
+    d = otadata(h)
+    assert d["states"]["ota_1"] == "new" and d["boot"] == "ota_0"
+    v2 = fx.read(image("v2"))
+    got = bytearray(len(v2))
+    VirtualPartition(h, "ota_1").readblocks(0, got)
+    assert got == v2
+    info = vpartition.bootloader_select(h)
+    assert info["slot"] == "ota_1" and info["state"] == "pending_verify"
+    assert info["version"] == "v2.0"
+    assert ota.boot_check(board, st, slots) == "trial"
+    art = ota.commit(board, st, None, slots)
+    assert art["md5"] == md5_of(image("v2")) and art["size"] == len(v2)
+    assert otadata(h)["states"]["ota_1"] == "valid"
+    assert vpartition.bootloader_select(h)["slot"] == "ota_1"  # stays after more resets
+    assert vpartition.bootloader_select(h)["slot"] == "ota_1"
+    assert ota.boot_check(board, st, slots) is None
+    fx.cleanup(h)
+
+
+def test_reset_during_trial_goes_back_and_is_reported():
+    h, board, st, slots, ctx = device()
+    vpartition.bootloader_select(h)
+    before = slots.installed_artifact()
+    fx.install(ctx, image("v2"))
+    assert vpartition.bootloader_select(h)["slot"] == "ota_1"
+    assert ota.boot_check(board, st, slots) == "trial"
+    # the new firmware never confirms: the next hard reset aborts it
+    info = vpartition.bootloader_select(h)
+    assert info["slot"] == "ota_0" and info["version"] == "v1.0"
+    assert otadata(h)["states"]["ota_1"] == "aborted"
+    assert ota.boot_check(board, st, slots) == "rolled_back"
+    assert "failed its trial boot" in ota.last_error(st)
+    assert slots.installed_artifact() == before
+    assert vpartition.bootloader_select(h)["slot"] == "ota_0"  # never again
+    fx.cleanup(h)
+
+
+def test_rollback_during_firmware_trial_resets():
+    h, board, st, slots, ctx = device()
+    vpartition.bootloader_select(h)
+    fx.install(ctx, image("v2"))
+    vpartition.bootloader_select(h)
+    assert ota.boot_check(board, st, slots) == "trial"
+    try:
+        ota.rollback(board, st, "no verified call home", slots, reset=False)
+        raise AssertionError("a firmware rollback must reset")
+    except Reset:
+        pass
+    assert vpartition.bootloader_select(h)["slot"] == "ota_0"
+    assert ota.boot_check(board, st, slots) is None
+    assert "no verified call home" in ota.last_error(st)
+    fx.cleanup(h)
+
+
+def test_interrupted_switch_is_recorded():
+    h, board, st, slots, ctx = device()
+    vpartition.bootloader_select(h)
+    inst = fx.install(ctx, image("v2"), activate=False)
+    inst.target.set_boot = lambda: None  # power lost between the pointer and set_boot()
+    inst.activate()
+    vpartition.bootloader_select(h)
+    assert ota.boot_check(board, st, slots) == "rolled_back"
+    assert "did not happen" in ota.last_error(st)
+    fx.cleanup(h)
+
+
+def refused(ctx, h, name, reason):
+    before = otadata(h)
+    try:
+        fx.install(ctx, image(name))
+    except ota.InstallError as e:
+        assert e.reason == reason, "%s: want %s, got %r" % (name, reason, e)
+        assert otadata(h) == before
+        assert ctx.slots.trial() is None
+        return e
+    raise AssertionError("%s installed; want %s" % (name, reason))
+
+
+def test_bad_images_are_refused():
+    h, board, st, slots, ctx = device()
+    vpartition.bootloader_select(h)
+    e = refused(ctx, h, "combined", "combined_image")
+    assert "micropython.bin" in str(e)
+    refused(ctx, h, "nodesc", "not_app_image")
+    refused(ctx, h, "corrupt", "not_app_image")
+    refused(ctx, h, "truncated", "not_app_image")
+    inst = ota.installer_for(b"\xe9", ctx)
+    try:
+        inst.begin(SLOT + 1, "fw", "9")
+        raise AssertionError("image larger than the slot accepted")
+    except ota.InstallError as e:
+        assert e.reason == "too_large"
+    fx.cleanup(h)
+
+
+def test_set_boot_validates_independently():
+    h, board, st, slots, ctx = device()
+    part = VirtualPartition(h, "ota_1")
+    for name in ("corrupt", "truncated", "nodesc"):
+        data = fx.read(image(name))
+        buf = bytearray(((len(data) + 4095) // 4096) * 4096)
+        buf[:] = b"\xff" * len(buf)
+        buf[: len(data)] = data
+        part.writeblocks(0, buf)
+        try:
+            part.set_boot()
+            raise AssertionError("set_boot accepted %s" % name)
+        except OSError as e:
+            assert e.args[0] == -5379, e
+    assert "ota_1" not in otadata(h)["states"]
+    fx.cleanup(h)
+
+
+def test_unsigned_policy_for_firmware():
+    for allow, verified, tls in ((False, True, True), (True, False, True), (True, True, False)):
+        h, board, st, slots, ctx = device(allow, verified)
+        board.tls_verifies = tls
+        refused(ctx, h, "v2", "unsigned")
+        fx.cleanup(h)
+    ctx = Ctx(FakeBoard(), None, ota.Slots("/tmp"), {"allow_unsigned": True})
+    try:
+        ota.installer_for(b"\xe9", ctx).begin(1000, "fw", "1")
+        raise AssertionError("firmware on a board without OTA slots")
+    except ota.InstallError as e:
+        assert e.reason == "no_firmware_ota"
+
+
+class _Flaky(VirtualPartition):
+    def writeblocks(self, n, buf, off=None):
+        if n == 2:
+            buf = bytearray(buf)
+            buf[7] ^= 0x10  # a bit that did not program
+        VirtualPartition.writeblocks(self, n, buf, off)
+
+
+def test_read_back_catches_bad_flash():
+    h, board, st, slots, ctx = device()
+    vpartition.bootloader_select(h)
+    running = board.running_partition
+    board.running_partition = lambda: _wrap(running())
+    try:
+        fx.install(ctx, image("v2"))
+        raise AssertionError("a flash write error went unnoticed")
+    except ota.InstallError as e:
+        assert e.reason == "verify_failed", e
+    assert "ota_1" not in otadata(h)["states"]
+    fx.cleanup(h)
+
+
+def _wrap(part):
+    part.get_next_update = lambda: _Flaky(part.host, "ota_1")
+    return part
+
+
+def test_bootloader_blank_otadata_and_erase_semantics():
+    h = host()
+    os.remove(h + "/otadata.json")
+    info = vpartition.bootloader_select(h)
+    assert info["slot"] == "ota_0" and otadata(h)["states"]["ota_0"] == "valid"
+    p = VirtualPartition(h, VirtualPartition.RUNNING).get_next_update()
+    assert p.info()[4] == "ota_1" and p.ioctl(5, 0) == 4096
+    p.writeblocks(0, b"\x0f" * 4096)
+    p.writeblocks(0, b"\xf1" * 16, 0)  # no erase: bits only clear
+    got = bytearray(16)
+    p.readblocks(0, got)
+    assert got == b"\x01" * 16
+    p.ioctl(6, 0)
+    p.readblocks(0, got)
+    assert got == b"\xff" * 16
+    try:
+        p.writeblocks(0, b"\x00" * 100)
+        raise AssertionError("a partial-block erase write was accepted")
+    except OSError:
+        pass
+    fx.cleanup(h)
+
+
+def test_zz_cleanup():
+    fx.cleanup(FIX)
