@@ -33,7 +33,16 @@ MIN_POLL = 60
 MAX_POLL = 7 * 86400
 REDIRECTS = (301, 302, 303, 307, 308)
 # Failures of the installer that say nothing about the release itself: retry the same file.
-_TRANSIENT = ("too_large", "no_space", "io_error", "no_memory", "timeout", "deadline")
+_TRANSIENT = (
+    "too_large",
+    "no_space",
+    "io_error",
+    "no_memory",
+    "timeout",
+    "deadline",
+    "trial_pending",
+    "verify_failed",
+)
 
 
 class ChannelError(Exception):
@@ -437,11 +446,11 @@ def install(part, info, make_installer, buf, feed=None):
                 done += n
                 if feed is not None:
                     feed()
-            sha_hex = binascii.hexlify(sha.digest()).decode()
-            if sha_hex != info["sha256"]:  # the flash changed under us: trust nothing
-                raise ChannelError("hash_mismatch", "on the second read")
+            digest = sha.digest()
+            if binascii.hexlify(digest).decode() != info["sha256"]:
+                raise ChannelError("hash_mismatch", "on the second read")  # flash changed
             md5_hex = "" if md5 is None else binascii.hexlify(md5.digest()).decode()
-            installer.finish(md5_hex, sha_hex)
+            installer.finish(md5_hex, digest)  # ota.py takes the raw SHA-256 digest
         except BaseException:
             try:
                 installer.abort()
