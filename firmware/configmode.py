@@ -76,11 +76,52 @@ async def serve(cfg, host, port, timeout_s):
     return reason
 
 
+def device_fetch_anchors(device):
+    """The device fetches and installs the signed anchor bundle itself (the recovery ladder,
+    forced), as {"ok", "message", "version"} for the page."""
+    fn = getattr(device, "fetch_anchors", None)
+    if fn is not None:
+        return fn
+    try:
+        import anchors
+    except ImportError:
+        return None
+
+    def fetch():
+        fetcher = anchors.http_fetcher(device._connector(), device.board.ticks_ms)
+        res = anchors.recover(device, fetcher, force=True, why="config")
+        out = res.get("outcome")
+        v = res.get("version")
+        if out == "installed":
+            msg = "installed anchor bundle v%s" % v
+        elif out == "nothing_new":
+            msg = "the device already has the newest anchor bundle"
+        elif out == "skipped":
+            msg = "the clock is not set: join a Wi-Fi network first"
+        else:
+            msg = "no anchor bundle could be fetched: " + "; ".join(res.get("report") or [])
+        return {"ok": out in ("installed", "nothing_new"), "message": msg, "version": v}
+
+    return fetch
+
+
+def device_announce(device):
+    """IAS's iasLog(msg) to the server through the device's connection, or None."""
+    fn = getattr(device, "announce", None)
+    if fn is not None:
+        return fn
+    try:
+        import callhome
+    except ImportError:
+        return None
+    return lambda msg: callhome.announce(device, device._connector(), msg)
+
+
 def run(
-    board,
-    store,
+    dev,
+    store=None,
     settings_path=settings.PATH,
-    fields=(),
+    fields=None,
     fetch_anchors=None,
     announce=None,
     port=None,
@@ -90,12 +131,22 @@ def run(
     info=None,
     start_ap=True,
 ):
-    """Config mode, blocking. Raises the access point, serves the app on `port` (default
-    board.config_port), announces "1"/"0" when joined to a network. Returns "close" or
-    "timeout"; the caller resets the device afterwards, as IAS does."""
+    """Config mode, blocking. `dev` is a device.Device (its board, store, app fields, anchor
+    fetch and announce are used) or a bare board with the parts passed in. Raises the access
+    point, serves the app on `port` (default board.config_port), announces "1"/"0" when
+    joined to a network. Returns "close" or "timeout"; the caller resets afterwards, as IAS."""
+    board = getattr(dev, "board", None)
+    if board is None:
+        board = dev
+    else:
+        store = store if store is not None else dev.store
+        if fields is None and getattr(dev, "app", None) is not None:
+            fields = dev.app.fields
+        fetch_anchors = fetch_anchors or device_fetch_anchors(dev)
+        announce = announce or device_announce(dev)
+    fields = fields or ()
     if port is None:
         port = board.config_port
-    ssid = None
     if start_ap:
         ssid, password = ap_credentials(board, settings_path)
         ip = board.ap_start(ssid, password) or AP_IP

@@ -9,6 +9,7 @@ try:
 except ImportError:  # ESP8266 builds without asyncio cannot run config mode
     asyncio = None
 
+import board as board_mod
 import settings
 from microdot import Microdot, Request, Response
 from microdot.microdot import HTTPException
@@ -269,7 +270,12 @@ class ConfigApp:
             raise BadRequest(str(e))
 
     def _now(self):
-        return self.board.time()
+        # Before NTP answered, the build time is the best lower bound of "now" (the RTC starts
+        # at 2000, when no certificate is valid yet).
+        t = self.board.time()
+        if not self.board.clock_synced and t < board_mod.BUILD_TIME:
+            t = board_mod.BUILD_TIME
+        return t
 
     def _cert_list(self):
         root = getattr(self.store, "root", CERT_DIR)
@@ -569,7 +575,8 @@ class ConfigApp:
 
     def _add_cert(self, name, data):
         try:
-            self.store.add(name, data, self._now())
+            # An upload under an existing name renews it, as IAS's "get root cert" does.
+            self.store.add(name, data, self._now(), replace=True)
         except ValueError as e:  # certstore.CertError: not a usable CA certificate
             raise BadRequest("not stored: %s" % e)
 

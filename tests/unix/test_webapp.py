@@ -95,7 +95,7 @@ class FakeStore:
             )
         return out
 
-    def add(self, name, data, now):
+    def add(self, name, data, now, replace=False):
         m = self._meta(data)
         if not m["ca"]:
             raise ValueError("not a CA certificate")
