@@ -310,9 +310,14 @@ def unverified_context():
 class Stream:
     """A connected (TLS) socket: read, readinto, write, close; failures raise net.NetError."""
 
-    def __init__(self, sock, verified):
-        self.sock = sock
+    def __init__(self, sock, verified, raw=None):
+        self.sock = sock  # the TLS socket
+        self.raw = raw or sock  # the TCP socket under it: its timeout governs TLS reads too
         self.verified = verified
+
+    def settimeout(self, seconds):
+        """Timeout of every later read and write (e.g. what is left of a deadline)."""
+        self.raw.settimeout(seconds)
 
     def read(self, n):
         try:
@@ -375,4 +380,4 @@ def connect(host, port, store, board, timeout_ms=10000, floor=0):
     except (OSError, ValueError) as e:
         sock.close()
         raise net.from_exception(e, "handshake with %s" % host)
-    return Stream(tls_sock, board.tls_verifies)
+    return Stream(tls_sock, board.tls_verifies, sock)

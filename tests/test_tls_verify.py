@@ -43,6 +43,8 @@ try:
         store.add(name, pem, board.time())
     if p.get("host"):
         s = certstore.connect(p["host"], p["port"], store, board, p.get("timeout_ms", 5000))
+        if p.get("read_timeout"):
+            s.settimeout(p["read_timeout"])
         s.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         buf = bytearray(64)
         n = s.readinto(buf)
@@ -306,6 +308,24 @@ def test_stalled_reply_times_out(client_script, tmp_path, pkix):
     )
     assert peer.handshakes == 1 and len(peer.requests) == 1
     assert out["ok"] is False and out["reason"] == "timeout", out
+
+
+def test_stream_settimeout_bounds_later_reads(client_script, tmp_path, pkix):
+    import time
+
+    t = time.monotonic()
+    out, _ = connect_case(
+        client_script,
+        tmp_path,
+        [("iasRootCa.cer", pkix["root"])],
+        pkix["leaf"],
+        [pkix["inter"]],
+        reply=None,
+        timeout_ms=20000,
+        read_timeout=0.3,
+    )
+    assert out["ok"] is False and out["reason"] == "timeout", out
+    assert time.monotonic() - t < 5
 
 
 def test_unverifying_port_says_so(client_script, tmp_path, pkix):
