@@ -228,12 +228,28 @@ def install_bundle(bundle, store, state, now):
 
 
 def resume(state, store, now):
-    """At boot: finish a cut store operation and make sure a pending set is complete in the
-    store (a cut between the intent and the union leaves the new anchors missing)."""
-    store.recover()
+    """At boot: finish a cut store operation, finish a cut confirm(), and make sure a pending
+    set is complete in the store (a cut between the intent and the union leaves the new
+    anchors missing). True when the union had to be completed."""
+    try:
+        store.recover()
+    except OSError as e:
+        # littlefs finishes a cross-folder rename cut by power at its next write; the first
+        # recover() may then see the staged file twice (ENOTEMPTY). The second one succeeds.
+        log.warn("anchors", "store recovery retried: %r" % e)
+        store.recover()
     p = state.get("anchors_pending")
-    if not p:
+    if not p:  # files of an install cut before its intent was recorded
+        fsutil.remove(store.root + "/" + _PENDING_FILE)
+        fsutil.remove(store.root + "/" + _PENDING_SIG)
         return False
+    if p.get("confirming"):
+        _finish_confirm(state, store, now, p)
+        return False
+    return _complete_union(state, store, now, p)
+
+
+def _complete_union(state, store, now, p):
     names = store.names()
     if all(n in names for n in p["new"]):
         return False
@@ -269,13 +285,24 @@ def _drop_pending(state, store):
 
 def confirm(state, store, now):
     """After a verified call home with the pending set in place: keep only the new anchors,
-    keep the bundle as bundle.json/.sig and record its version (x-IAS-ANCHORS). Idempotent,
-    so a cut confirm is finished by the next one. True when something was confirmed."""
+    keep the bundle as bundle.json/.sig and record its version (x-IAS-ANCHORS). The decision
+    is written first ("confirming"), so resume() at boot finishes a cut confirm and the old
+    set never comes back half-removed. True when something was confirmed."""
     p = state.get("anchors_pending")
     if not p:
         return False
-    if resume(state, store, now):
-        return False  # the new set was incomplete: it has not been tried yet
+    if not p.get("confirming"):
+        if resume(state, store, now):
+            return False  # the new set was incomplete: it has not been tried yet
+        p = dict(p)
+        p["confirming"] = True
+        state.set("anchors_pending", p)
+    _finish_confirm(state, store, now, p)
+    return True
+
+
+def _finish_confirm(state, store, now, p):
+    # Idempotent: every step may be cut and redone.
     store.replace_set(_store_ders(store, p["new"]), now)
     root = store.root + "/"
     for src, dst in ((_PENDING_SIG, _SIG_FILE), (_PENDING_FILE, _BUNDLE_FILE)):
@@ -285,14 +312,13 @@ def confirm(state, store, now):
     del state.data["anchors_pending"]
     state.save()
     log.info("anchors", "bundle v%d confirmed" % p["version"])
-    return True
 
 
 def revert(state, store, now):
     """Back to the last confirmed anchor set (the new bundle never produced a verified call
     home). The reverted version is remembered so scheduled walks do not reinstall it."""
     p = state.get("anchors_pending")
-    if not p:
+    if not p or p.get("confirming"):  # a confirm already decided wins; resume() finishes it
         return False
     old = _store_ders(store, p["old"])
     try:
