@@ -230,19 +230,33 @@ def announce_on(stream, host, headers, msg, buf=None, deadline=None):
 # -- the device layer: settings, state, trust store -------------------------------------------
 
 
+def polled(stream):
+    """Wrap a connected stream so reads return what has arrived (httpclient.PolledStream):
+    a certstore stream through its TLS socket (`.sock`), a plain socket directly."""
+    import net
+
+    sock = getattr(stream, "sock", stream)
+    if not hasattr(sock, "setblocking"):
+        return stream  # cannot poll: blocking reads, the deadline is checked between them
+    close = getattr(stream, "close", sock.close)
+    wrapped = httpclient.PolledStream(sock, net.from_exception, close)
+    wrapped.verified = getattr(stream, "verified", False)
+    return wrapped
+
+
 def tls_connector(device):
     """connect(host, port, timeout_ms) for the device's server: certstore.connect (verified TLS)
-    for https, plain TCP for an http:// server."""
+    for https, plain TCP for an http:// server; both polled."""
 
     def connect(host, port, timeout_ms):
         if device.settings["server"].startswith("http://"):
             import net
 
-            return net.tcp_connect(host, port, timeout_ms)
+            return polled(net.tcp_connect(host, port, timeout_ms))
         import certstore
 
         floor = device.state.get("time_floor", 0) if device.state is not None else 0
-        return certstore.connect(host, port, device.store, device.board, timeout_ms, floor)
+        return polled(certstore.connect(host, port, device.store, device.board, timeout_ms, floor))
 
     return connect
 

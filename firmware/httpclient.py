@@ -84,20 +84,81 @@ def _readinto(stream, view, deadline, timeout_ms):
         settimeout(wait / 1000)
     try:
         n = stream.readinto(view)
-    except OSError as e:
-        raise _classify(e)
-    except Exception as e:  # a stream wrapper's own error (net.NetError) with a reason code
-        reason = getattr(e, "reason", None)
-        if reason in ("timeout", "closed", "reset"):
-            raise HttpError(reason, str(e))
-        if isinstance(reason, str):
-            raise HttpError(reason, str(e))
-        raise
+    except Exception as e:
+        if isinstance(e, OSError):
+            err = _classify(e)
+        elif isinstance(getattr(e, "reason", None), str):  # a wrapper's error (net.NetError)
+            err = HttpError(e.reason, str(e))
+        else:
+            raise
+        if err.reason == "timeout" and deadline is not None and deadline.left() <= 0:
+            err = HttpError("deadline")  # the wait was cut short by the deadline
+        raise err
     if n is None:  # non-blocking stream with nothing to give
         raise HttpError("timeout")
     if n == 0:
         raise HttpError("closed")
     return n
+
+
+class PolledStream:
+    """A socket (plain or TLS) read with poll: readinto() returns what has arrived, waiting at
+    most the timeout for the first byte. MicroPython's blocking readinto() waits until the buffer
+    is full, so without this a server trickling a byte a second could hold the device for ever.
+    `errors` maps a socket exception to the one to raise (net.from_exception)."""
+
+    def __init__(self, sock, errors=None, close=None, timeout_ms=READ_TIMEOUT_MS):
+        import select
+
+        self.sock = sock
+        self.errors = errors
+        self._close = close or sock.close
+        self.timeout_ms = timeout_ms
+        self._in = select.POLLIN
+        self._out = select.POLLOUT
+        self._poll = select.poll()
+        self._poll.register(sock, self._in)
+        sock.setblocking(False)
+
+    def settimeout(self, seconds):
+        self.timeout_ms = int(seconds * 1000)
+
+    def _wait(self, event, end):
+        left = ticks_diff(end, ticks_ms())
+        if left <= 0:
+            raise OSError(110)  # ETIMEDOUT
+        self._poll.modify(self.sock, event)
+        self._poll.poll(left)
+
+    def _io(self, fn, arg):
+        end = ticks_add(ticks_ms(), self.timeout_ms)
+        while True:
+            try:
+                n = fn(arg)
+            except (OSError, ValueError) as e:
+                if self.errors is None:
+                    raise
+                raise self.errors(e)
+            if n is not None:
+                return n
+            self._wait(self._in if fn == self.sock.readinto else self._out, end)
+
+    def readinto(self, buf):
+        return self._io(self.sock.readinto, buf)
+
+    def write(self, data):
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += self._io(self.sock.write, view[done:])
+        return done
+
+    def close(self):
+        try:
+            self._poll.unregister(self.sock)
+        except (OSError, ValueError, KeyError):
+            pass
+        self._close()
 
 
 def _text(raw):

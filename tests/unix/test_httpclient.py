@@ -246,3 +246,51 @@ def test_partial_writes_completed():
     s.write = lambda data: orig(bytes(data)[:3])
     httpclient.request(s, "GET", "h", "/", [])
     assert bytes(s.out) == b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+def test_polled_stream_returns_partial_and_times_out():
+    # a real loopback socket: blocking readinto() would wait for the whole buffer
+    import os
+    import sys
+    import time
+
+    fake = sys.modules.pop("socket", None)  # fakesock may have replaced it
+    try:
+        real = __import__("socket")
+    finally:
+        if fake is not None:
+            sys.modules["socket"] = fake
+    srv = real.socket()
+    srv.setsockopt(real.SOL_SOCKET, real.SO_REUSEADDR, 1)
+    for _ in range(20):  # no getsockname() on the unix port: try random ports
+        port = 20000 + int.from_bytes(os.urandom(2), "little") % 40000
+        try:
+            srv.bind(real.getaddrinfo("127.0.0.1", port)[0][-1])
+            break
+        except OSError:
+            continue
+    srv.listen(1)
+    cli = real.socket()
+    cli.connect(real.getaddrinfo("127.0.0.1", port)[0][-1])
+    peer, _ = srv.accept()
+    s = httpclient.PolledStream(cli, timeout_ms=200)
+    peer.write(b"abc")
+    buf = bytearray(100)
+    assert s.readinto(buf) == 3 and buf[:3] == b"abc"
+    t0 = time.ticks_ms()
+    try:
+        s.readinto(buf)
+        raise AssertionError("no timeout")
+    except OSError as e:
+        assert e.errno == 110
+    waited = time.ticks_diff(time.ticks_ms(), t0)
+    assert 150 <= waited < 1000, waited
+    # through read_head: the deadline turns the cut-short wait into "deadline"
+    peer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12")
+    r = httpclient.read_head(s, bytearray(1024))
+    dl = httpclient.Deadline(300)
+    fails("deadline", r.read_body, lambda mv: None, None, dl, 5000)
+    peer.close()
+    fails("closed", r.read_body, lambda mv: None, 10)
+    s.close()
+    srv.close()
