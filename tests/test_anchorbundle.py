@@ -197,6 +197,113 @@ def test_fixtures_build(tmp_path):
     assert abs(desc["now"] - time.time()) < 60
 
 
+# -- the IAS incident end to end: real TLS, real plain HTTP, the real micropython binary -------
+CLIENT = r"""
+import sys, json, time
+import anchors, certstore, net, state
+
+class Board:
+    clock_synced = True
+    tls_verifies = True
+    def time(self):
+        return int(time.time())
+
+class Device:
+    pass
+
+with open(sys.argv[1]) as f:
+    p = json.load(f)
+dev = Device()
+dev.board = Board()
+dev.settings = p["settings"]
+dev.state = state.State(p["root"] + "/state.json")
+dev.store = certstore.CertStore(p["root"] + "/cert")
+
+def connect(host, port, timeout_ms, scheme="https"):
+    if scheme == "http":
+        return net.tcp_connect(host, port, timeout_ms)
+    return certstore.connect(host, port, dev.store, dev.board, timeout_ms)
+
+def call_home():
+    try:
+        s = connect("127.0.0.1", p["tls_port"], 5000)
+    except net.NetError as e:
+        return e.reason
+    s.write(b"GET /ota/updates? HTTP/1.1\r\nHost: x\r\n\r\n")
+    buf = bytearray(80)
+    n = s.readinto(buf)
+    s.close()
+    return bytes(buf[:n]).decode()
+
+out = {"first": call_home()}
+r = anchors.recover(dev, anchors.http_fetcher(connect), keys_dir=p["root"] + "/keys")
+out["ladder"] = r["report"]
+out["second"] = call_home()
+out["after"] = anchors.after_call_home(dev.state, dev.store, dev.board.time(), True)
+out["names"] = dev.store.names()
+out["version"] = dev.state.get("anchors_version")
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_incident_recovered_over_plain_http(tmp_path):
+    """The server's chain moves to a root the device does not trust; the ladder fetches the
+    signed bundle over plain HTTP, installs it, and the same cycle's retry succeeds."""
+    import functools
+    import http.server
+    import threading
+
+    from mprunner import micropython_binary
+    from tlspeer import TlsPeer
+
+    key = _rsa_pem()
+    old, new = pki.make_ca("Old IAS Root"), pki.make_ca("New Sectigo Root")
+    leaf = pki.make_leaf(new, hosts=("127.0.0.1",))
+    web = tmp_path / "web"
+    anchorbundle.build_anchor_bundle(
+        key, 2, [new.pem, old.pem], "2040-01-01", ["127.0.0.1"], web / "ota" / "anchors"
+    )
+    root = tmp_path / "dev"
+    (root / "cert").mkdir(parents=True)
+    (root / "keys").mkdir()
+    (root / "cert" / "iasRootCa.cer").write_bytes(old.pem)
+    (root / "keys" / "update.pub").write_text(anchorbundle.public_pem(key))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(web))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        with TlsPeer(leaf, reply=b"HTTP/1.1 304 Not Modified\r\n\r\n") as peer:
+            tls = "https://127.0.0.1:%d" % peer.port
+            params = {
+                "root": str(root),
+                "tls_port": peer.port,
+                "settings": {
+                    "server": tls,
+                    "recovery": [
+                        tls + "/ota/anchors/",
+                        "http://127.0.0.1:%d/ota/anchors/" % httpd.server_address[1],
+                    ],
+                },
+            }
+            (tmp_path / "p.json").write_text(json.dumps(params))
+            (tmp_path / "client.py").write_text(CLIENT)
+            proc = subprocess.run(
+                [micropython_binary(), str(tmp_path / "client.py"), str(tmp_path / "p.json")],
+                capture_output=True, text=True, timeout=60,
+                env=dict(os.environ, MICROPYPATH=str(REPO / "firmware")),
+            )  # fmt: skip
+    finally:
+        httpd.shutdown()
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    assert lines, proc.stdout + proc.stderr
+    out = json.loads(lines[0][7:])
+    assert out["first"] == "untrusted"
+    assert out["ladder"][0].endswith("untrusted") and out["ladder"][1].endswith("installed v2")
+    assert out["second"].startswith("HTTP/1.1 304")
+    assert out["after"] == "confirmed" and out["version"] == 2
+    assert len(out["names"]) == 2 and "iasRootCa.cer" in out["names"]
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--fixtures":
         _clean_stale(Path(sys.argv[2]).parent)
