@@ -199,6 +199,19 @@ class _Server(Microdot):
             self.active -= 1
 
 
+async def _read_file(upload):
+    # In steps of the parser's buffer size: a bigger step lets Microdot's parser swallow a
+    # boundary split across two reads.
+    data = b""
+    while True:
+        chunk = await upload.read(FormDataIter.buffer_size)
+        if not chunk:
+            return data
+        data += chunk
+        if len(data) > MAX_CERT:
+            raise BadRequest("file larger than %d bytes" % MAX_CERT, 413)
+
+
 async def read_form(req, files=False):
     """The form fields of a urlencoded or multipart body as a dict (first value of each name).
     With `files`, also returns the uploaded files as [(field, filename, bytes)]."""
@@ -218,9 +231,7 @@ async def read_form(req, files=False):
                 if isinstance(value, FileUpload):
                     if not files:
                         raise BadRequest("no file expected here")
-                    data = await value.read(MAX_CERT + 1)
-                    if len(data) > MAX_CERT:
-                        raise BadRequest("file larger than %d bytes" % MAX_CERT, 413)
+                    data = await _read_file(value)
                     uploads.append((name, value.filename, data))
                 elif name not in got:
                     got[name] = value

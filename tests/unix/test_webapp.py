@@ -454,6 +454,25 @@ def test_certupl_stores_a_ca():
     assert rep["clock"] is False
 
 
+def test_certupl_large_file_in_many_reads():
+    # bigger than the multipart parser's buffer, so the closing boundary arrives split
+    board, store = setup()
+    for pad in (200, 700, 1500, 4000, 7000):
+        data = fake_cert("Big", pad=pad)
+        r = call(
+            board,
+            store,
+            request(
+                "POST",
+                "/certupl",
+                *multipart(fields=[("note", "x" * 300)], files=[("f", "big%d.cer" % pad, data)]),
+            ),
+        )
+        assert r[0][0] == 200, (pad, r[0][2])
+        with open(CERT + "/big%d.cer" % pad, "rb") as f:
+            assert f.read() == data
+
+
 def test_certupl_rejects_non_ca_and_garbage_storing_nothing():
     board, store = setup()
     before = store.names()

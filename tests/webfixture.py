@@ -1,0 +1,152 @@
+"""Config mode served by the MicroPython unix port, for tests that drive it from CPython (the
+browser test). The firmware's configmode.run() runs in a micropython subprocess with: the
+virtual board (board_unix) on a temporary host folder, the real CertStore on a temporary /cert
+folder of PEM anchors, a temporary settings file, and a stand-in fetch_anchors() that installs a
+given PEM through the store (the anchors machinery is tested on its own).
+"""
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from mprunner import micropython_binary
+
+from tools import mplib
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMWARE = REPO / "firmware"
+
+_SCRIPT = r"""
+import json, sys
+cfg = json.load(open(sys.argv[1]))
+sys.path[:0] = cfg["path"]
+import certstore
+import configmode
+from board_unix import VirtualBoard
+
+board = VirtualBoard(cfg["host"])
+board.sync_clock()  # the host's clock stands in for NTP
+store = certstore.CertStore(cfg["cert"])
+said = []
+
+
+def fetch_anchors():
+    with open(cfg["fetch_pem"], "rb") as f:
+        data = f.read()
+    try:
+        store.add(cfg["fetch_name"], data, board.time(), replace=True)
+    except certstore.CertError as e:
+        return {"ok": False, "message": str(e), "version": None}
+    return {"ok": True, "message": "installed anchor bundle v%d" % cfg["version"],
+            "version": cfg["version"]}
+
+
+reason = configmode.run(board, store=store, settings_path=cfg["settings"], fields=cfg["fields"],
+                        fetch_anchors=fetch_anchors, announce=said.append, port=cfg["port"],
+                        host="127.0.0.1", timeout_s=cfg["timeout_s"], www_dir=cfg["www"])
+print("@@RESULT " + json.dumps({"reason": reason, "announced": said}))
+"""
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ConfigServer:
+    """`anchors`: [(file name, PEM bytes)] put in /cert; `fetch`: (name, PEM) that
+    "Get IAS root cert" installs; `networks`: the virtual board's Wi-Fi networks in range."""
+
+    def __init__(
+        self, folder, anchors, fetch, fields=(), networks=(), timeout_s=120, settings=None
+    ):
+        self.dir = Path(folder)
+        self.cert = self.dir / "cert"
+        self.host = self.dir / "host"
+        self.settings = self.dir / "settings.json"
+        for d in (self.cert, self.host):
+            d.mkdir(parents=True, exist_ok=True)
+        for name, pem in anchors:
+            (self.cert / name).write_bytes(pem)
+        (self.dir / "fetch.pem").write_bytes(fetch[1])
+        if settings is not None:
+            self.settings.write_text(json.dumps(settings))
+        (self.host / "board.json").write_text(
+            json.dumps(
+                {
+                    "chip": "esp32",
+                    "mac": "24:0A:C4:AB:CD:EF",
+                    "rtc_set": True,
+                    "networks": list(networks),
+                }
+            )
+        )
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        cfg = {
+            "path": [str(FIRMWARE), str(REPO / "tools" / "vboard"), mplib.lib_path()],
+            "host": str(self.host),
+            "cert": str(self.cert),
+            "settings": str(self.settings),
+            "fields": list(fields),
+            "port": self.port,
+            "timeout_s": timeout_s,
+            "www": str(FIRMWARE / "www"),
+            "fetch_pem": str(self.dir / "fetch.pem"),
+            "fetch_name": fetch[0],
+            "version": 3,
+        }
+        (self.dir / "config.json").write_text(json.dumps(cfg))
+        (self.dir / "run.py").write_text(_SCRIPT)
+        self.proc = None
+        self.output = ""
+
+    def start(self, wait_s=10):
+        self.proc = subprocess.Popen(
+            [micropython_binary(), str(self.dir / "run.py"), str(self.dir / "config.json")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=str(self.dir),
+        )
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError("config mode exited early:\n" + self.proc.stdout.read())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("config mode did not listen on port %d" % self.port)
+
+    def wait_exit(self, timeout=10):
+        """Wait for config mode to end; returns its @@RESULT dict (None if it printed none)."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.output = out
+        for line in out.splitlines():
+            if line.startswith("@@RESULT "):
+                return json.loads(line[9:])
+        return None
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.output = self.proc.communicate()[0]
+
+    def saved_settings(self):
+        return json.loads(self.settings.read_text())
+
+    def cert_names(self):
+        return sorted(n for n in os.listdir(self.cert) if n.endswith(".cer"))
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
