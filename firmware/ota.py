@@ -479,7 +479,7 @@ class BundleInstaller(_Base):
             try:
                 self.signed_by = trust.check(raw, sig, keys)
             except trust.TrustError as e:
-                raise InstallError("bad_signature", str(e))
+                raise InstallError("bad_signature", e.detail)
             return
         what = "unsigned bundle" if sig is None else "bundle signed by no key on this device"
         _unsigned_policy(self.board, self.settings, self.verified, what)
