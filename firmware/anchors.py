@@ -230,7 +230,8 @@ def install_bundle(bundle, store, state, now):
 def resume(state, store, now):
     """At boot: finish a cut store operation, finish a cut confirm(), and make sure a pending
     set is complete in the store (a cut between the intent and the union leaves the new
-    anchors missing). True when the union had to be completed."""
+    anchors missing). `now`: the sane time, or None before NTP (then only the store's own
+    recovery runs). True when the union had to be completed."""
     try:
         store.recover()
     except OSError as e:
@@ -239,6 +240,8 @@ def resume(state, store, now):
         log.warn("anchors", "store recovery retried: %r" % e)
         store.recover()
     p = state.get("anchors_pending")
+    if p and now is None:
+        return False  # anchor validity needs the time: finished on the next call with one
     if not p:  # files of an install cut before its intent was recorded
         fsutil.remove(store.root + "/" + _PENDING_FILE)
         fsutil.remove(store.root + "/" + _PENDING_SIG)

@@ -583,3 +583,14 @@ def test_http_fetcher_bounded_and_plain():
         raise AssertionError("404 accepted")
     except anchors.AnchorError as e:
         assert e.reason == "http_404"
+
+
+def test_resume_without_time_only_recovers_the_store():
+    dev = new_device()
+    now = fixtures()["now"]
+    _install(dev)
+    names = dev.store.names()
+    assert not anchors.resume(dev.state, dev.store, None)
+    assert dev.store.names() == names and dev.state.get("anchors_pending")["version"] == 2
+    assert not anchors.resume(dev.state, dev.store, now)  # union already complete
+    assert anchors.confirm(dev.state, dev.store, now)
