@@ -8,7 +8,9 @@ import argparse
 import importlib
 import sys
 
-# (module, what it does), in the order a newcomer meets them.
+# (command, what it does), in the order a newcomer meets them; the module is tools/<command>.py
+# unless MODULES names another.
+MODULES = {"serve": "server"}
 COMMANDS = [
     ("demo", "run the whole story on a virtual board: update, CA change, recovery, rollback"),
     ("sim", "virtual boards: the firmware on the MicroPython unix port"),
@@ -29,10 +31,11 @@ def build_parser():
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     subs.required = True
     for name, summary in COMMANDS:
+        modname = "tools." + MODULES.get(name, name)
         try:
-            module = importlib.import_module("tools." + name)
+            module = importlib.import_module(modname)
         except ModuleNotFoundError as e:
-            if e.name != "tools." + name:
+            if e.name != modname:
                 raise
             continue
         if hasattr(module, "add_parser"):
