@@ -23,7 +23,7 @@ MAX_SIG = 512
 MAX_FILES = 200
 BUF = 1024  # the one copy buffer of a bundle install
 FLASH_BLOCK = 4096
-ERROR_KEY = "ota_error"  # state key: the last install/trial failure, for x-IAS-LAST-ERROR
+ERROR_KEY = "last_error"  # state key callhome reports as x-IAS-LAST-ERROR, then drops
 _ART = ("kind", "name", "version", "counter", "md5", "size")
 _APP_DESC_MAGIC = b"\x32\x54\xcd\xab"  # esp_app_desc_t magic 0xABCD5432, little-endian
 
@@ -332,6 +332,21 @@ def installer_for(first_bytes, ctx):
     raise InstallError("unknown_format", "neither an app bundle nor an ESP32 app image")
 
 
+def _get_settings(settings):
+    return settings if isinstance(settings, dict) and "app_name" in settings else None
+
+
+def _digest(sha256):
+    """The raw SHA-256 from raw bytes or 64 hex digits (callers hand either)."""
+    if sha256 is None:
+        return None
+    if isinstance(sha256, str):
+        import binascii
+
+        return binascii.unhexlify(sha256)
+    return bytes(sha256)
+
+
 def _unsigned_policy(board, settings, verified, what):
     """An unsigned payload needs TLS that verifies, a verified connection and allow_unsigned."""
     if not board.tls_verifies:
@@ -356,7 +371,11 @@ class _Base:
 
     def _start(self, size, name, version):
         if self.slots.trial():
-            raise InstallError("trial_pending", "the version on trial is not committed yet")
+            if not (self.verified or not self.board.tls_verifies) or self.state is None:
+                raise InstallError("trial_pending", "the version on trial is not committed yet")
+            # The server answered the version on trial over verified TLS (or the only kind this
+            # board has): that is the call home its trial waits for. Keep it, then go on.
+            commit(self.board, self.state, _get_settings(self.settings), self.slots)
         self.size = size
         self.name = name
         self.version = version
@@ -397,7 +416,7 @@ class BundleInstaller(_Base):
         self.f = None
         if self.got != self.size:
             raise InstallError("bad_archive", "%d of %d bytes" % (self.got, self.size))
-        if sha256 is not None and self._staged_sha() != bytes(sha256):
+        if sha256 is not None and self._staged_sha() != _digest(sha256):
             raise InstallError("verify_failed", "staged bundle reads back differently")
         self.md5 = md5_hex
         try:
@@ -746,7 +765,7 @@ class FirmwareInstaller(_Base):
             raise InstallError("not_app_image", "%d of %d bytes" % (self.got, self.size))
         self.scan.done()
         digest = self.sha.digest()
-        if sha256 is not None and bytes(sha256) != digest:
+        if sha256 is not None and _digest(sha256) != digest:
             raise InstallError("hash_mismatch", "image SHA-256")
         h = hashlib.sha256()  # read back what the flash holds now
         left = self.size

@@ -123,7 +123,7 @@ class Ctx:
         self.keys = keys
 
 
-def install(ctx, path, chunk=700, activate=True):
+def install(ctx, path, chunk=700, activate=True, hex_sha=False):
     """Feed the file at `path` to the installer ota picks, as callhome does. Aborts and
     re-raises on any error."""
     import ota
@@ -144,7 +144,8 @@ def install(ctx, path, chunk=700, activate=True):
                 sha.update(view)
                 inst.write(view)
                 n = f.readinto(buf)
-            inst.finish(_hex(md5.digest()), sha.digest())
+            digest = sha.digest()
+            inst.finish(_hex(md5.digest()), _hex(digest) if hex_sha else digest)
             if activate:
                 inst.activate()
         except Exception:

@@ -265,9 +265,19 @@ def test_app_error_rollback_from_the_main_loop():
     assert slots.active() == "slot_b" and "ImportError" in ota.last_error(st)
 
 
-def test_no_new_install_during_a_trial():
+def test_install_during_a_trial():
     board, st, slots, ctx = trial_device()
-    refused(ctx, "v3", "trial_pending")
+    assert ota.boot_check(board, st, slots) == "trial"
+    # over a connection that was not verified, the trial cannot count as confirmed
+    refused(Ctx(board, st, slots, {}, verified=False), "v3", "trial_pending")
+    # a verified answer carrying the next update is the call home the trial waited for
+    settings = {"app_name": "blink", "app_version": "1.0"}
+    fx.install(Ctx(board, st, slots, settings, verified=True), bundle("v3"), hex_sha=True)
+    assert settings["app_version"] == "2.0"  # v2 was committed first, in the caller's dict
+    assert st.get("counters") == {"app": 2}
+    info = json.loads(fx.read("/pc/app.json"))
+    assert info["version"] == "3.0" and info["prev"]["version"] == "2.0"
+    assert fx.tree("/pc/" + info["prev"]["active"]) == V2
 
 
 def _heap_run(fix, name, heap):
