@@ -6,6 +6,7 @@
 # checks size and SHA-256, then feeds the file to the same installer IAS updates use.
 # Signatures decide what is installed, never the host or the TLS chain: see docs/channel.md.
 import binascii
+import gc
 import hashlib
 import json
 import os
@@ -159,6 +160,7 @@ class Fetcher:
                 secure = True
             elif secure and not signed:
                 raise ChannelError("downgrade", "https redirected to %s" % url[:80])
+            gc.collect()  # before a TLS handshake: its buffers want contiguous heap
             stream = self.connect(scheme, host, port, self._timeout(CONNECT_TIMEOUT_MS))
             try:
                 self.requests += 1

@@ -612,3 +612,59 @@ def test_poll_reads_keys_and_settings():
 
 def test_cleanup():
     fsutil.rmtree(TMP)
+
+
+# -- power cuts during the download ----------------------------------------------------------
+def test_power_cut_anywhere_in_the_download_resumes_to_the_right_file():
+    import powercut
+
+    small = BUNDLE[:9000]
+    sha = binascii.hexlify(hashlib.sha256(small).digest()).decode()
+    data = doc(size=len(small), sha256=sha)
+    sig = sign(data)
+    old_flush = channel.FLUSH_EVERY
+    channel.FLUSH_EVERY = 2048  # several syncs in a small file
+
+    def device(root):
+        dev = Device(root)
+        return dev, root + "/staging"
+
+    def serve_all(offset):
+        global NET
+        NET = fakesock.install()
+        if offset:
+            cr = "bytes %d-%d/%d" % (offset, len(small) - 1, len(small))
+            body = http(206, small[offset:], [("Content-Range", cr)])
+        else:
+            body = http(200, small)
+        serve(HOST, [http(200, data)], [http(200, sig)], [body])
+
+    def operation(root):
+        serve_all(0)
+        dev, folder = device(root)
+        out = run(dev, folder, Maker())
+        assert out["outcome"] == "updated"
+
+    def check(root, completed):
+        dev, folder = device(root)
+        if completed:
+            assert listing(folder) == []
+            return "complete"
+        offset = max(channel._size(folder + "/channel.part"), 0)
+        assert powercut.read(folder + "/channel.part") in (None, small[:offset])
+        serve_all(offset)
+        maker = Maker()
+        out = run(dev, folder, maker)
+        assert out["outcome"] == "updated", out
+        assert bytes(out["installer"].data) == small
+        if 0 < offset < len(small):
+            assert ("Range: bytes=%d-" % offset).encode() in requests()[2]
+        return "resumed" if offset else "from_zero"
+
+    try:
+        image = powercut.fresh_image(lambda root: fsutil.makedirs(root + "/staging"))
+        tried, outcomes = powercut.sweep(image, operation, check)
+    finally:
+        channel.FLUSH_EVERY = old_flush
+    powercut.report("channel download", tried, outcomes)
+    assert outcomes.get("resumed", 0) > 0 and outcomes.get("from_zero", 0) > 0
