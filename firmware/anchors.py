@@ -121,8 +121,8 @@ def verify_bundle(json_bytes, sig, keys, installed_version, now, host=None):
     except trust.TrustError as e:
         raise AnchorError(e.reason, e.detail)
     try:
-        doc = json.loads(bytes(json_bytes).decode())
-    except (ValueError, UnicodeError) as e:
+        doc = json.loads(json_bytes)  # bytes or bytearray: no decoded copy of 16 KiB
+    except (ValueError, UnicodeError, TypeError) as e:
         raise AnchorError("malformed", "json: %s" % e)
     if not isinstance(doc, dict):
         raise AnchorError("malformed", "not an object")
@@ -163,7 +163,7 @@ def verify_bundle(json_bytes, sig, keys, installed_version, now, host=None):
         "expires": expires,
         "hosts": hosts,
         "certs": certs,
-        "raw": bytes(json_bytes),
+        "raw": json_bytes,
         "sig": sig,
     }
 
