@@ -93,14 +93,24 @@ class Device:
 
     # -- call home and config mode ------------------------------------------------------------
     def _connector(self):
+        """connect(host, port, timeout_ms, scheme=None): verified TLS for https (the default
+        follows the server setting), plain TCP for http; remembers whether it was verified."""
         import callhome
 
-        base = callhome.tls_connector(self)
+        def connect(host, port, timeout_ms, scheme=None):
+            if scheme is None:
+                scheme = "http" if self.settings["server"].startswith("http://") else "https"
+            self.verified = False
+            if scheme == "http":
+                import net
 
-        def connect(host, port, timeout_ms, scheme="https"):
-            stream = base(host, port, timeout_ms, scheme)
-            self.verified = scheme == "https" and getattr(stream, "verified", False)
-            return stream
+                return callhome.polled(net.tcp_connect(host, port, timeout_ms))
+            import certstore
+
+            floor = self.state.get("time_floor", 0)
+            stream = certstore.connect(host, port, self.store, self.board, timeout_ms, floor)
+            self.verified = getattr(stream, "verified", False)
+            return callhome.polled(stream)
 
         return connect
 

@@ -1,0 +1,266 @@
+"""`ias demo`: the whole story on a virtual ESP32, with no hardware, in under a minute.
+
+1. The operator creates an update-signing key and the update server's CA chain (root A).
+2. A virtual ESP32 that trusts only root A powers on, calls home, installs v1.1, resets and
+   commits it after a verified call home on the new version.
+3. The IAS incident: the server's certificate moves to a chain under root B. The device's TLS
+   fails, it walks its recovery ladder, installs the signed anchor bundle (plain HTTP is fine:
+   the signature authorises it), calls home again in the same cycle and takes v1.2. No button.
+4. A bad v1.3 (it raises at import) is installed, fails its trial and rolls back by itself; the
+   device reports the failure and does not take the same artifact again.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools import REPO, anchorbundle, bundle, keys, pki, sim
+from tools.server import UpdateServer
+
+APP = "IASBlink"
+
+
+class Story:
+    def __init__(self, quiet=False):
+        self.rows = []
+        self.quiet = quiet
+        self.t0 = time.monotonic()
+
+    def say(self, text):
+        print("\n== %s" % text, flush=True)
+
+    def note(self, text):
+        print("   " + text, flush=True)
+
+    def check(self, step, expected, observed, ok):
+        self.rows.append((step, expected, observed, ok))
+        print("   %s %s: %s" % ("ok  " if ok else "FAIL", step, observed), flush=True)
+        return ok
+
+    def table(self):
+        width = [
+            max(len(str(r[i])) for r in self.rows + [("step", "expected", "observed")])
+            for i in range(3)
+        ]
+        line = "  ".join("%-*s" for _ in width)
+        print(
+            "\n"
+            + line % (width[0], "step", width[1], "expected", width[2], "observed")
+            + "  result"
+        )
+        for step, exp, obs, ok in self.rows:
+            print(
+                line % (width[0], step, width[1], exp, width[2], obs)
+                + ("  ok" if ok else "  FAIL")
+            )
+        took = time.monotonic() - self.t0
+        passed = sum(1 for r in self.rows if r[3])
+        print("\n%d of %d steps as expected, in %.1f s" % (passed, len(self.rows), took))
+        return passed == len(self.rows)
+
+
+def _app_source(work, version, broken=False):
+    src = work / ("app-%s" % version)
+    shutil.copytree(REPO / "examples" / "blink", src, dirs_exist_ok=True)
+    if broken:
+        code = (src / "app.py").read_text()
+        (src / "app.py").write_text('raise RuntimeError("v%s is broken")\n' % version + code)
+    return src
+
+
+def publish(work, key, version, counter, broken=False):
+    """Build a signed bundle and make it the server's current artifact for the app."""
+    folder = work / "artifacts" / APP
+    folder.mkdir(parents=True, exist_ok=True)
+    data = bundle.build(_app_source(work, version, broken), key, APP, version, counter, True)
+    name = "%s-%s.tar.gz" % (APP, version)
+    (folder / name).write_bytes(data)
+    (folder / "current.json").write_text(
+        json.dumps({"name": APP, "version": version, "file": name})
+    )
+    return len(data)
+
+
+def device_file(board, path):
+    run = sim.run_board(board, "cat", path, echo=False)
+    return run.output if run.code == 0 else None
+
+
+def app_pointer(board):
+    text = device_file(board, "/app.json")
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+
+
+def boot(board, cycles, quiet):
+    args = argparse.Namespace(
+        dir=str(board),
+        cycles=cycles,
+        hold_button=0,
+        max_boots=8,
+        boot_timeout=120,
+        power_cut_at=None,
+        quiet=quiet,
+    )
+    return sim.boot(args)
+
+
+def run_demo(work, quiet=False):
+    story = Story(quiet)
+    work = Path(work)
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+
+    story.say("The operator creates an update-signing key and two certificate authorities")
+    key_path, pub_path = keys.write_pair(work / "keys", bits=2048)
+    key = keys.load_private(key_path)
+    root_a = pki.make_ca("Demo Root A", org="CA family A")
+    inter_a = pki.make_ca("Demo Intermediate A", org="CA family A", issuer=root_a)
+    leaf_a = pki.make_leaf(inter_a)
+    root_b = pki.make_ca("Demo Root B", org="CA family B")
+    inter_b = pki.make_ca("Demo Intermediate B", org="CA family B", issuer=root_b)
+    leaf_b = pki.make_leaf(inter_b)
+    (work / "rootA.pem").write_bytes(root_a.pem)
+    (work / "rootB.pem").write_bytes(root_b.pem)
+    story.note("update key: %s; server chain: leaf <- Intermediate A <- Root A" % key_path)
+
+    story.say("The operator signs an anchor bundle (roots A and B) and publishes v1.1")
+    anchorbundle.build_anchor_bundle(
+        key_path.read_bytes(),
+        2,
+        [root_a.pem, root_b.pem],
+        hosts=["127.0.0.1"],
+        out_dir=work / "anchors",
+    )
+    size = publish(work, key, "1.1", 1)
+    story.note("v1.1: a signed, gzipped bundle of %d bytes" % size)
+
+    server = UpdateServer(
+        artifacts=work / "artifacts",
+        anchors=work / "anchors",
+        plain_port=0,
+        record=work / "requests.jsonl",
+    )
+    server.use_chain(leaf_a, [inter_a])
+    port = server.start()
+    story.note(
+        "ias serve: https://127.0.0.1:%d (and plain http on %d)" % (port, server.plain_port)
+    )
+    try:
+        return _story(story, work, server, pub_path, key, (leaf_b, [inter_b]), quiet)
+    finally:
+        server.stop()
+
+
+def _story(story, work, server, pub_path, key, chain_b, quiet):
+    board = work / "esp32"
+    https = "https://127.0.0.1:%d" % server.port
+    story.say("A virtual ESP32 that trusts only root A, running IASBlink 1.0")
+    init = argparse.Namespace(
+        dir=str(board),
+        chip="esp32",
+        server=https,
+        anchor=[str(work / "rootA.pem")],
+        app_name=APP,
+        app_version="1.0",
+        app=None,
+        update_key=str(pub_path),
+        recovery=[
+            "%s/ota/anchors/" % https,
+            "http://127.0.0.1:%d/ota/anchors/" % server.plain_port,
+        ],
+        channel=None,
+        interval=7200,
+        mac=None,
+        no_wifi=False,
+        flash_kib=2048,
+        config_port=8080,
+        force=True,
+    )
+    sim.init(init)
+
+    story.say("Power on: the device calls home, installs v1.1, resets and commits it")
+    boot(board, 3, quiet)
+    ptr = app_pointer(board)
+    story.check(
+        "update to v1.1",
+        "1.1 committed",
+        "%s %s" % (ptr.get("version"), "on trial" if ptr.get("trial") else "committed"),
+        ptr.get("version") == "1.1" and not ptr.get("trial"),
+    )
+
+    story.say("The IAS incident: the server's certificate moves to a chain under root B")
+    server.use_chain(*chain_b)
+    publish(work, key, "1.2", 2)
+    story.note("v1.2 published; the device trusts only root A; nobody presses a button")
+    boot(board, 3, quiet)
+    ptr = app_pointer(board)
+    anchors_now = sim.run_board(board, "ls", "/cert", echo=False).output
+    story.check(
+        "recover from the CA change",
+        "root B trusted",
+        "anchor bundle v%s" % (_state(board).get("anchors_version")),
+        "rootB" in anchors_now or _state(board).get("anchors_version") == 2,
+    )
+    story.check(
+        "update to v1.2 after recovery",
+        "1.2 committed",
+        "%s %s" % (ptr.get("version"), "on trial" if ptr.get("trial") else "committed"),
+        ptr.get("version") == "1.2" and not ptr.get("trial"),
+    )
+
+    story.say("A bad v1.3 (it raises at import) is published")
+    publish(work, key, "1.3", 3, broken=True)
+    boot(board, 3, quiet)
+    ptr = app_pointer(board)
+    story.check(
+        "bad v1.3 rolls back",
+        "back on 1.2",
+        "running %s" % ptr.get("version"),
+        ptr.get("version") == "1.2" and not ptr.get("trial"),
+    )
+    return story.table()
+
+
+def _state(board):
+    try:
+        return json.loads(device_file(board, "/state.json") or "{}")
+    except ValueError:
+        return {}
+
+
+def demo(args):
+    ok = run_demo(args.work, args.quiet)
+    return 0 if ok else 1
+
+
+def add_parser(subparsers, summary):
+    p = subparsers.add_parser(
+        "demo",
+        help=summary,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--work",
+        default=str(REPO / "build" / "demo"),
+        help="folder for keys, artifacts and the virtual board (replaced)",
+    )
+    p.add_argument("--quiet", action="store_true", help="hide the device's console")
+    p.set_defaults(func=demo)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(prog="demo")
+    add_parser(parser.add_subparsers(dest="command"), "run the demo")
+    args = parser.parse_args(["demo"] + sys.argv[1:])
+    sys.exit(args.func(args))
