@@ -455,22 +455,22 @@ def test_certupl_stores_a_ca():
 
 
 def test_certupl_large_file_in_many_reads():
-    # bigger than the multipart parser's buffer, so the closing boundary arrives split
+    # Bigger than the multipart parser's buffer; every alignment of the closing boundary
+    # against the parser's reads (one byte more each time) must still find it.
     board, store = setup()
-    for pad in (200, 700, 1500, 4000, 7000):
-        data = fake_cert("Big", pad=pad)
-        r = call(
-            board,
-            store,
-            request(
-                "POST",
-                "/certupl",
-                *multipart(fields=[("note", "x" * 300)], files=[("f", "big%d.cer" % pad, data)]),
-            ),
-        )
-        assert r[0][0] == 200, (pad, r[0][2])
-        with open(CERT + "/big%d.cer" % pad, "rb") as f:
-            assert f.read() == data
+    pads = list(range(600, 600 + 320)) + [7000]
+
+    async def script(port):
+        codes = []
+        for pad in pads:
+            body = multipart(files=[("f", "b%d.cer" % pad, fake_cert("Big", pad=pad))])
+            codes.append((await _send(port, request("POST", "/certupl", *body)))[0])
+        return codes
+
+    assert run_app(board, store, script)[0] == [200] * len(pads)
+    for pad in (600, 777, 919, 7000):
+        with open(CERT + "/b%d.cer" % pad, "rb") as f:
+            assert f.read() == fake_cert("Big", pad=pad)
 
 
 def test_certupl_rejects_non_ca_and_garbage_storing_nothing():
@@ -772,3 +772,48 @@ def test_new_passwords_differ():
     assert len(pws) == 20
     for pw in pws:
         assert len(pw) == 12
+
+
+def test_configmode_run_with_a_device():
+    # device.Device passes itself: its board, store, app fields, anchor fetch and announce
+    board, store = setup()
+    board._sta_ip = "10.0.0.7"
+    said = []
+
+    class App:
+        fields = FIELDS
+
+    class Dev:
+        pass
+
+    dev = Dev()
+    dev.board, dev.store, dev.app = board, store, App()
+    dev.announce = said.append
+    dev.fetch_anchors = lambda: {"ok": True, "message": "fetched", "version": 9}
+    port = _port()
+    got = {}
+    orig_serve = configmode.serve
+
+    async def serve_and_use(cfg, host, p, t):
+        async def client():
+            await asyncio.sleep(0.2)
+            got["app"] = await _send(port, request("GET", "/app"))
+            got["fetch"] = await _send(port, request("POST", "/anchors/fetch"))
+            await _send(port, request("GET", "/close"))
+
+        task = asyncio.create_task(client())
+        reason = await orig_serve(cfg, host, p, t)
+        await task
+        return reason
+
+    configmode.serve = serve_and_use
+    try:
+        reason = configmode.run(
+            dev, settings_path=SETTINGS, port=port, host="127.0.0.1", www_dir=WWW
+        )
+    finally:
+        configmode.serve = orig_serve
+    assert reason == "close"
+    assert [f["l"] for f in json.loads(got["app"][2])] == ["Colour", "Count", "Enabled"]
+    assert json.loads(got["fetch"][2])["version"] == 9
+    assert said == ["1", "0"]
