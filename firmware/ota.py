@@ -12,8 +12,9 @@ import os
 
 import fsutil
 import log
-import trust
-from tarstream import DIR, FILE, TarError, TarReader, check_name
+
+# trust and tarstream are imported where an install needs them: boot.py imports this module at
+# every boot, and RAM is scarce (ESP8266).
 
 SLOTS = ("slot_a", "slot_b")
 TRIAL_BOOTS = 3  # boots a new version gets to complete one verified call home
@@ -243,6 +244,8 @@ def _commit_pointer(s, state, info, settings):
     new.pop("trial", None)
     new.pop("prev", None)
     s.write(new)
+    import trust
+
     kind = "firmware" if new.get("kind") == "firmware" else "app"
     trust.raise_counter(state, kind, new.get("counter", 0))
     _set_app(s, settings, new.get("name", ""), new.get("version", ""))
@@ -412,6 +415,8 @@ class BundleInstaller(_Base):
         self.f.write(chunk)
 
     def finish(self, md5_hex, sha256=None):
+        from tarstream import TarError
+
         self.f.close()
         self.f = None
         if self.got != self.size:
@@ -463,7 +468,7 @@ class BundleInstaller(_Base):
         return h.digest()
 
     def _read_member(self, m, limit, what):
-        if m is None or m.kind != FILE or m.size > limit:
+        if m is None or m.kind != "file" or m.size > limit:
             raise InstallError("bad_manifest", "%s missing or too large" % what)
         data = bytearray(m.size)
         got = 0
@@ -473,6 +478,8 @@ class BundleInstaller(_Base):
         return data
 
     def _unpack(self):
+        from tarstream import TarReader
+
         s = self.slots
         with open(s.staging, "rb") as f:
             tar = TarReader(f)
@@ -493,6 +500,8 @@ class BundleInstaller(_Base):
             self._write_files(tar, m, man)
 
     def _check_signature(self, raw, sig):
+        import trust
+
         keys = self.keys if self.keys is not None else trust.load_keys(self.slots.keys_dir)
         if sig is not None and keys:
             try:
@@ -506,6 +515,8 @@ class BundleInstaller(_Base):
         log.warn("ota", "installing an %s (verified TLS, allow_unsigned)" % what)
 
     def _check_policy(self, man):
+        import trust
+
         installed = self.slots.installed_artifact()["counter"]
         floor = trust.counter_floor(self.state, "app") if self.state is not None else 0
         if man["counter"] < max(floor, installed):
@@ -531,7 +542,7 @@ class BundleInstaller(_Base):
         seen = {}
         fsutil.makedirs(base)
         while m is not None:
-            if m.kind == DIR:
+            if m.kind == "dir":
                 prefix = m.name + "/"
                 if not any(p.startswith(prefix) for p in files):
                     raise InstallError("extra_file", "folder %s is not in the manifest" % m.name)
@@ -586,6 +597,8 @@ def _count(value):
 
 def parse_manifest(raw):
     """Check a manifest.json; returns it with files as {path: (size, sha256 hex)}."""
+    from tarstream import TarError, check_name
+
     try:
         man = json.loads(bytes(raw))
     except (ValueError, UnicodeError) as e:
