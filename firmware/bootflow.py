@@ -17,12 +17,9 @@ def run():
 
     st = state.State()
     decision["state"] = st
-    try:
-        import ota
-    except ImportError:
-        ota = None
-    if ota is not None:
-        ota.boot_check(b, st)
+    import ota
+
+    ota.boot_check(b, st)
     if st.get("mode") == "config":
         decision["mode"] = "config"
     elif b.button_pressed():

@@ -18,6 +18,7 @@ HEAD_TIMEOUT_MS = 5000  # as IAS: first response byte within 5 s
 READ_TIMEOUT_MS = 10000  # every later read
 DEADLINE_MS = 300000  # the whole call home, download included
 MAX_RETRY_AFTER = 7 * 86400
+REFUSED_KEY = "refused_md5"  # state: MD5s of artifacts that failed their trial (ota.py)
 
 
 def _clean(value):
@@ -54,6 +55,7 @@ def ias_headers(board, settings, installed, mode="sketch", telemetry=None):
         ("anchors", "x-IAS-ANCHORS"),
         ("anchor_expiry", "x-IAS-ANCHOR-EXPIRY"),
         ("last_error", "x-IAS-LAST-ERROR"),
+        ("recovery", "x-IAS-RECOVERY"),
     ):
         if tel.get(key) is not None:
             heads.append((name, tel[key]))
@@ -185,6 +187,7 @@ def check(
     feed=None,
     head_timeout_ms=HEAD_TIMEOUT_MS,
     read_timeout_ms=READ_TIMEOUT_MS,
+    refused=(),
 ):
     """Send the update request on a connected stream, read the answer, and install an update
     if one comes. Returns the outcome dict (never raises for network or server faults)."""
@@ -200,6 +203,11 @@ def check(
         outcome, reason, update = decide(resp)
         out["outcome"], out["reason"] = outcome, reason
         if update is None:
+            return out
+        if update["md5"] in refused:
+            # This artifact failed its trial here before: do not take it again.
+            out["outcome"], out["reason"] = "no-update", "refused: failed its trial before"
+            out["app"] = {"name": update["name"], "version": update["version"]}
             return out
         out["outcome"] = "error"
         out["app"] = {"name": update["name"], "version": update["version"]}
@@ -262,12 +270,14 @@ def tls_connector(device):
 
 
 def telemetry(device):
-    """Our x-IAS-* values: anchor set version, earliest anchor expiry, last failure reason."""
+    """Our x-IAS-* values: anchor set version, earliest anchor expiry, last failure reason
+    (a call-home error, or an install or trial that failed), and the recovery-ladder report."""
     st = device.state
     tel = {}
     if st is not None:
         tel["anchors"] = st.get("anchors_version")
-        tel["last_error"] = st.get("last_error")
+        tel["last_error"] = st.get("last_error") or st.get("ota_error")
+        tel["recovery"] = _recovery_report(st)
     if device.store is not None:
         try:
             t = device.store.earliest_expiry(device.board.time())
@@ -276,6 +286,14 @@ def telemetry(device):
         except Exception:
             pass
     return tel
+
+
+def _recovery_report(state):
+    try:
+        import anchors
+    except ImportError:
+        return None
+    return anchors.report_header(state) or None
 
 
 def _target(device):
@@ -314,7 +332,8 @@ def call_home(
     stream = None
     try:
         stream, host = _open(device, connect, deadline)
-        out = check(stream, host, headers, make_installer, buf, deadline, feed)
+        refused = device.state.get(REFUSED_KEY, ()) if device.state is not None else ()
+        out = check(stream, host, headers, make_installer, buf, deadline, feed, refused=refused)
     except Exception as e:  # connect failures: NetError(reason) and friends
         out = {"outcome": "error", "reason": _reason(e, "connect_failed"), "status": None}
         out["detail"] = str(e)

@@ -9,21 +9,21 @@ LOOP_MS = 100  # how often the loop wakes on hardware: button and app get this r
 
 
 class Device:
-    def __init__(self, board, settings, state, store=None):
+    def __init__(self, board, settings, state, store):
         self.board = board
         self.settings = settings
         self.state = state
         self.store = store
         self.app = None
+        self.verified = False  # whether the last connection was verified TLS
 
     @classmethod
     def open(cls):
-        try:
-            import bootflow
+        """The device as boot.py left it (board and state are reused), or a fresh one."""
+        import bootflow
+        import certstore
 
-            board, st = bootflow.decision.get("board"), bootflow.decision.get("state")
-        except ImportError:
-            board = st = None
+        board, st = bootflow.decision.get("board"), bootflow.decision.get("state")
         if board is None:
             import board as hw
 
@@ -32,14 +32,7 @@ class Device:
             import state
 
             st = state.State()
-        store = None
-        try:
-            import certstore
-
-            store = certstore.CertStore()
-        except ImportError:
-            pass
-        return cls(board, settings_mod.load(), st, store)
+        return cls(board, settings_mod.load(), st, certstore.CertStore())
 
     # -- network and clock ------------------------------------------------------------------
     def start_network(self):
@@ -53,6 +46,10 @@ class Device:
             self._raise_time_floor()
         else:
             log.warn("clock", "no sane time: verified TLS refused until NTP answers")
+        import anchors
+
+        # Finish an anchor-set change a power cut interrupted (needs the clock for expiry).
+        anchors.resume(self.state, self.store, anchors.sane_time(self.board, self.state))
         return ip
 
     def _raise_time_floor(self):
@@ -63,33 +60,34 @@ class Device:
 
     # -- the user's app ---------------------------------------------------------------------
     def start_app(self):
+        """Import and set up the app of the active slot. A version on trial that fails here is
+        rolled back at once (the board resets); a committed one is logged and left out, so
+        the client keeps calling home for a fix."""
         import app_api
+        import ota
 
         self.app = app_api.App(self.board, self.settings)
-        folder = self._app_folder()
+        folder = ota.active_app_dir()
         if folder is None:
             log.info("app", "no app installed")
             return
         sys.path.insert(0, folder)
         try:
             import app
+
+            self.app.start(app)
+        except Exception as e:
+            self._app_failed("app failed to start", e)
         finally:
             sys.path.pop(0)
-        self.app.start(app)
 
-    def _app_folder(self):
-        try:
-            import ota
+    def _app_failed(self, what, e):
+        import ota
 
-            return ota.active_app_dir()
-        except ImportError:
-            import json
-
-            try:
-                with open("/app.json") as f:
-                    return "/" + json.load(f)["active"]
-            except (OSError, ValueError, KeyError):
-                return None
+        log.exc("app", what, e)
+        if ota.trial_pending():
+            ota.rollback(self.board, self.state, "%s: %r" % (what, e))  # resets
+        self.app.module = None  # a committed app that fails stays off until an update
 
     # -- call home and config mode ------------------------------------------------------------
     def _connector(self):
@@ -115,57 +113,57 @@ class Device:
         return connect
 
     def call_home(self, force=False):
-        """One call home; an update is staged and left for apply(). Returns the outcome."""
+        """One call home; an update is staged and left for apply(). When TLS verification fails
+        with every anchor, the recovery ladder runs and the call is retried in the same cycle.
+        Returns the outcome."""
         import callhome
 
-        self.verified = False
         if self.app is not None:
             self.app.emit("update_check")
         installed = self._installed()
-        out = callhome.call_home(self, self._connector(), self._make_installer(), installed)
+        connect = self._connector()
+        out = callhome.call_home(self, connect, self._make_installer(), installed)
         if out["outcome"] == "error" and out["reason"] in ("untrusted", "expired"):
-            if self._recover(force):
-                out = callhome.call_home(
-                    self, self._connector(), self._make_installer(), installed
-                )
-        self._after_call(out)
+            if self._recover(connect, force, out["reason"]):
+                out = callhome.call_home(self, connect, self._make_installer(), installed)
+        self._after_call(out, connect)
         return out
 
     def _installed(self):
-        try:
-            import ota
+        import ota
 
-            return ota.installed_artifact()
-        except ImportError:
-            return {}
+        return ota.installed_artifact()
 
     def _make_installer(self):
-        def make(first):
-            try:
-                import ota
-            except ImportError:
-                import staging
+        import ota
 
-                return staging.StagingInstaller()
-            return ota.installer_for(first, self)
+        return lambda first: ota.installer_for(first, self)
 
-        return make
+    def _recover(self, connect, force, why):
+        import anchors
 
-    def _recover(self, force):
-        try:
-            import anchors
-        except ImportError:
-            return False
-        return anchors.recover(self, force=force)
+        fetch = anchors.http_fetcher(connect, self.board.ticks_ms)
+        result = anchors.recover(self, fetch, force=force, why=why)
+        log.info("anchors", "recovery ladder: %s" % result["outcome"])
+        return result["outcome"] == "installed"
 
-    def _after_call(self, out):
+    def _after_call(self, out, connect):
+        import anchors
+
         outcome = out["outcome"]
+        now = anchors.sane_time(self.board, self.state)
+        verified_ok = outcome != "error" and (self.verified or not self.board.tls_verifies)
+        anchors.after_call_home(self.state, self.store, now, verified_ok, out.get("reason"))
         app = self.app
         if outcome == "error":
             log.warn("callhome", "failed: %s %s" % (out["reason"], out.get("detail", "")))
             if app is not None:
                 app.emit("update_error", out["reason"])
             return
+        anchors.report_sent(self.state)
+        if now is not None:
+            anchors.retire_keys(self.state, now)
+            anchors.refresh(self, anchors.http_fetcher(connect, self.board.ticks_ms))
         if outcome == "updated":
             log.info(
                 "callhome", "update %s %s staged" % (out["app"]["name"], out["app"]["version"])
@@ -174,24 +172,16 @@ class Device:
         log.info("callhome", "%s (%s)" % (outcome, out["reason"]))
         if app is not None:
             app.emit("no_update", out["reason"])
-        if self.verified or not self.board.tls_verifies:
+        if verified_ok:
             self._healthy()
 
     def _healthy(self):
-        """A call home completed: the version on trial, and a new anchor set, have proven
-        themselves."""
-        try:
-            import ota
+        """A verified call home completed on this version: the version on trial has proven
+        itself, and a failure it reported is delivered."""
+        import ota
 
-            ota.commit(self.board, self.state)
-        except ImportError:
-            pass
-        try:
-            import anchors
-
-            anchors.confirm(self)
-        except ImportError:
-            pass
+        ota.commit(self.board, self.state, self.settings)
+        ota.clear_error(self.state)
 
     def apply(self, out):
         """Switch to a staged update and reset into it (the new version then gets its trial)."""
@@ -212,6 +202,7 @@ class Device:
     # -- the loop -----------------------------------------------------------------------------
     def run(self, mode="normal"):
         import button
+        import ota
         import schedule
 
         board = self.board
@@ -243,24 +234,28 @@ class Device:
                 if out["outcome"] == "updated":
                     self.apply(out)
                 plan.done(out["outcome"], out.get("retry_after"))
-            if self.app is not None:
-                self.app.tick()
+            self._tick_app()
+            ota.trial_tick(board, self.state)
             board.cycle_done()
             wait = plan.next_in_ms()
             board.sleep_ms(idle if btn.held or wait is None or wait > idle else max(wait, 1))
+
+    def _tick_app(self):
+        if self.app is None or self.app.module is None:
+            return
+        try:
+            self.app.tick()
+        except Exception as e:
+            self._app_failed("app loop raised", e)
 
 
 def main():
     dev = None
     try:
         dev = Device.open()
-        try:
-            import bootflow
+        import bootflow
 
-            mode = bootflow.decision.get("mode", "normal")
-        except ImportError:
-            mode = "normal"
-        dev.run(mode)
+        dev.run(bootflow.decision.get("mode", "normal"))
     except Exception as e:  # on hardware an uncaught error would leave the board at the REPL
         log.exc("main", "fatal error, resetting", e)
         board = dev.board if dev is not None else None

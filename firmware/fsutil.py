@@ -78,6 +78,17 @@ def rmtree(path):
     if not is_dir(path):
         os.remove(path)
         return
-    for entry in os.ilistdir(path):
-        rmtree(path + "/" + entry[0])
+    # After a power cut littlefs can list an entry twice until its next commit; a second pass
+    # clears what the first could not.
+    for _ in range(3):
+        for name in [e[0] for e in os.ilistdir(path)]:
+            try:
+                rmtree(path + "/" + name)
+            except OSError:
+                pass
+        try:
+            os.rmdir(path)
+            return
+        except OSError:
+            pass
     os.rmdir(path)

@@ -291,6 +291,18 @@ def _restore(s, state, text):
         new["active"] = info.get("active")  # the app slot did not change
     s.write(new)
     _record(state, text)
+    _refuse(state, info.get("md5"))
+
+
+REFUSED_KEY = "refused_md5"  # artifacts that failed their trial here: not taken again
+MAX_REFUSED = 4
+
+
+def _refuse(state, md5):
+    if not md5:
+        return
+    seen = [m for m in state.get(REFUSED_KEY, []) if m != md5]
+    state.set(REFUSED_KEY, (seen + [md5])[-MAX_REFUSED:])
 
 
 def _artifact(kind, name, version, counter, md5, size):

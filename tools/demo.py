@@ -204,12 +204,23 @@ def _story(story, work, server, pub_path, key, chain_b, quiet):
     story.note("v1.2 published; the device trusts only root A; nobody presses a button")
     boot(board, 3, quiet)
     ptr = app_pointer(board)
-    anchors_now = sim.run_board(board, "ls", "/cert", echo=False).output
+    state = _state(board)
     story.check(
         "recover from the CA change",
-        "root B trusted",
-        "anchor bundle v%s" % (_state(board).get("anchors_version")),
-        "rootB" in anchors_now or _state(board).get("anchors_version") == 2,
+        "anchor bundle v2",
+        "anchor bundle v%s, %s"
+        % (
+            state.get("anchors_version"),
+            "pending" if state.get("anchors_pending") else "confirmed",
+        ),
+        state.get("anchors_version") == 2 and not state.get("anchors_pending"),
+    )
+    reported = _header_seen(server, "x-IAS-RECOVERY")
+    story.check(
+        "recovery reported home",
+        "x-IAS-RECOVERY sent",
+        (reported or "none")[:60],
+        reported is not None,
     )
     story.check(
         "update to v1.2 after recovery",
@@ -228,7 +239,32 @@ def _story(story, work, server, pub_path, key, chain_b, quiet):
         "running %s" % ptr.get("version"),
         ptr.get("version") == "1.2" and not ptr.get("trial"),
     )
+    error = _header_seen(server, "x-IAS-LAST-ERROR")
+    story.check(
+        "failure reported home",
+        "x-IAS-LAST-ERROR sent",
+        (error or "none")[:60],
+        error is not None and "1.3" in error,
+    )
+    story.say("The server still offers v1.3: a forced call home (like a short button press)")
+    run = sim.run_board(board, "callhome", echo=False)
+    res = run.result or {}
+    story.check(
+        "bad v1.3 not taken again",
+        "no-update refused",
+        "%s %s" % (res.get("outcome"), res.get("reason")),
+        res.get("outcome") == "no-update" and "refused" in (res.get("reason") or ""),
+    )
     return story.table()
+
+
+def _header_seen(server, name):
+    """The last value the device sent in header `name`, or None."""
+    for rec in reversed(server.requests):
+        for key, value in rec["headers"]:
+            if key.lower() == name.lower():
+                return value
+    return None
 
 
 def _state(board):
