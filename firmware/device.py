@@ -113,21 +113,33 @@ class Device:
         return connect
 
     def call_home(self, force=False):
-        """One call home; an update is staged and left for apply(). When TLS verification fails
-        with every anchor, the recovery ladder runs and the call is retried in the same cycle.
-        Returns the outcome."""
-        import callhome
-
+        """One call home over IAS, or a poll of the signed static channel when one is set; an
+        update is staged and left for apply(). When TLS verification fails with every anchor,
+        the recovery ladder runs and the call is retried in the same cycle. Returns the
+        outcome."""
         if self.app is not None:
             self.app.emit("update_check")
-        installed = self._installed()
         connect = self._connector()
-        out = callhome.call_home(self, connect, self._make_installer(), installed)
+        out = self._ask(connect, force)
         if out["outcome"] == "error" and out["reason"] in ("untrusted", "expired"):
             if self._recover(connect, force, out["reason"]):
-                out = callhome.call_home(self, connect, self._make_installer(), installed)
+                out = self._ask(connect, force)
         self._after_call(out, connect)
         return out
+
+    def _ask(self, connect, force):
+        if self.settings["channel"]:
+            import channel
+
+            return channel.poll(
+                self, force, connect, self._make_installer(), self.board.feed_watchdog
+            )
+        import callhome
+
+        installed = self._installed()
+        return callhome.call_home(
+            self, connect, self._make_installer(), installed, feed=self.board.feed_watchdog
+        )
 
     def _installed(self):
         import ota
@@ -195,9 +207,11 @@ class Device:
         self.board.reset()
 
     def config_mode(self, port=None):
+        import app_api
         import configmode
 
-        configmode.run(self, port=port)
+        fields = self.app.fields if self.app is not None else app_api.load_fields()
+        configmode.run(self, fields=fields, port=port)
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, mode="normal"):
@@ -233,6 +247,8 @@ class Device:
                 out = self.call_home(force=why == "button")
                 if out["outcome"] == "updated":
                     self.apply(out)
+                if out.get("poll"):
+                    plan.interval_s = out["poll"]  # the channel suggests how often to look
                 plan.done(out["outcome"], out.get("retry_after"))
             self._tick_app()
             ota.trial_tick(board, self.state)

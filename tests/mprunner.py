@@ -39,7 +39,9 @@ def micropython_binary():
 
 def mp_path(test_dir):
     """sys.path for MicroPython-side tests: the test folder, firmware/, the vboard modules."""
-    return [str(test_dir), str(REPO / "firmware"), str(REPO / "tools" / "vboard")]
+    from tools.mplib import lib_path
+
+    return [str(test_dir), str(REPO / "firmware"), str(REPO / "tools" / "vboard"), lib_path()]
 
 
 def module_options(source):
@@ -56,11 +58,10 @@ def run_module(path, extra_env=None):
     cmd = [micropython_binary()]
     if "heapsize" in opts:
         cmd += ["-X", "heapsize=" + opts["heapsize"]]
-    boot = "import sys\nsys.path[:0] = %r\nimport _harness\n_harness.run(%r)\n" % (
-        mp_path(path.parent) + [str(HARNESS.parent)],
-        str(path),
-    )
-    env = dict(os.environ, MICROPYPATH=":".join(mp_path(path.parent) + [".frozen"]))
+    # sys.path comes through MICROPYPATH; the command line stays short.
+    boot = "import _harness\n_harness.run(%r)\n" % path.name
+    paths = mp_path(path.parent) + [str(HARNESS.parent), ".frozen"]
+    env = dict(os.environ, MICROPYPATH=":".join(paths))
     env.update(extra_env or {})
     try:
         proc = subprocess.run(

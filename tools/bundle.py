@@ -173,7 +173,15 @@ def add_parser(subparsers, summary="build and sign app bundles and anchor bundle
     subs = p.add_subparsers(dest="bundle_command", metavar="ACTION")
     subs.required = True
     add_build_parser(subs)
-    # `bundle anchors` (signed anchor bundles) is added here by its own add_*_parser(subs).
+    from tools import anchorbundle
+
+    a = subs.add_parser(
+        "anchors",
+        help="sign an anchor bundle (anchors.json + .sig) devices install to trust new roots",
+        description=anchorbundle.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    anchorbundle.add_arguments(a)
     return p
 
 
