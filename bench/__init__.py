@@ -1,0 +1,1 @@
+"""Benchmarks of the client against baselines measured in the same run (`make bench`)."""

@@ -1,0 +1,55 @@
+# Our client, one complete call home plus install, as the device runs it: Device pieces built as
+# Device.open() builds them (VirtualBoard, settings from /settings.json, State, CertStore on
+# /cert), then Device.call_home() (verified TLS, x-MD5, SHA-256, signature, unpack into the
+# inactive slot) and the installer's activate() (the slot switch). The flash is littlefs on the
+# NOR model mounted at /.
+#   micropython [-X heapsize=N] -m client HOST IMAGE BOARD_DIR MODE [REPEAT]
+# MODE "update": one call home that must install; "noupdate": REPEAT call homes that must be 304.
+import gc
+import sys
+import time
+
+import benv
+
+host, image, board_dir, mode = sys.argv[1:5]
+repeat = int(sys.argv[5]) if len(sys.argv) > 5 else 1
+dev_flash = benv.mount(host, image)
+
+import board_unix  # noqa: E402
+import certstore  # noqa: E402
+import device  # noqa: E402
+import settings as settings_mod  # noqa: E402
+import state  # noqa: E402
+
+board = board_unix.VirtualBoard(board_dir)
+board.sync_clock(0)
+board.wifi_connect(settings_mod.load()["wifi"])
+dev = device.Device(board, settings_mod.load(), state.State(), certstore.CertStore())
+gc.collect()
+heap_ready = gc.mem_alloc()
+
+if mode == "update":
+    t0 = time.ticks_us()
+    out = dev.call_home()
+    if out["outcome"] != "updated":
+        raise SystemExit("outcome %s %s %s" % (out["outcome"], out["reason"], out.get("detail")))
+    out["installer"].activate()
+    us = time.ticks_diff(time.ticks_us(), t0)
+    import ota  # noqa: E402
+
+    ota.default_slots()._info = None
+    info = ota.default_slots().read()
+    assert info["active"] == "slot_b" and info["md5"] == out["md5"], info
+    benv.emit(kind="update", us=us, size=out["size"], heap_ready=heap_ready,
+              programs=dev_flash.programs, erases=dev_flash.erases)
+else:
+    for i in range(repeat):
+        p0, e0 = dev_flash.programs, dev_flash.erases
+        t0 = time.ticks_us()
+        out = dev.call_home()
+        us = time.ticks_diff(time.ticks_us(), t0)
+        if out["outcome"] != "up-to-date":
+            raise SystemExit("outcome %s %s" % (out["outcome"], out["reason"]))
+        benv.emit(kind="noupdate", i=i, us=us, programs=dev_flash.programs - p0,
+                  erases=dev_flash.erases - e0)
+print("OK")
