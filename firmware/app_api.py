@@ -1,12 +1,7 @@
 # The user's application runs beside the client. Its module (app.py in the active app slot)
 # may define setup(ias) and loop(ias); `ias` is an App, with hooks mirroring the IAS library's
 # callbacks and fields declared like IAS's addField.
-import json
-
-import fsutil
 import log
-
-FIELDS_PATH = "/fields.json"  # the app's declared fields, for config mode before the app runs
 
 EVENTS = (
     "update_check",  # before each call home
@@ -70,24 +65,13 @@ class App:
                 return f["default"]
         raise KeyError(name)
 
-    def start(self, module, fields_path=FIELDS_PATH):
-        """Run the app's setup(); raises what the app raised (the caller decides on rollback).
-        The declared fields are kept on flash (written only when they change)."""
+    def start(self, module):
+        """Run the app's setup(); raises what the app raised (the caller decides on rollback)."""
         self.module = module
         if hasattr(module, "setup"):
             module.setup(self)
-        fsutil.write_atomic(fields_path, json.dumps(self.fields))
 
     def tick(self):
         if self.module is not None and hasattr(self.module, "loop"):
             self.module.loop(self)
 
-
-def load_fields(path=FIELDS_PATH):
-    """The fields the installed app declared when it last ran ([] when unknown)."""
-    try:
-        with open(path) as f:
-            fields = json.load(f)
-    except (OSError, ValueError):
-        return []
-    return fields if isinstance(fields, list) else []

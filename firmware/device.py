@@ -207,11 +207,11 @@ class Device:
         self.board.reset()
 
     def config_mode(self, port=None):
-        import app_api
         import configmode
 
-        fields = self.app.fields if self.app is not None else app_api.load_fields()
-        configmode.run(self, fields=fields, port=port)
+        if self.app is None:
+            self.start_app()  # as in IAS, the app's setup declares its fields first
+        configmode.run(self, fields=self.app.fields, port=port)
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, mode="normal"):
