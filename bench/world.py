@@ -89,8 +89,8 @@ class World:
             src = self.work / ("src-%d" % payload)
             src.mkdir()
             (src / "app.py").write_text("def setup(app):\n    pass\n")
-            # tar overhead: three 512-byte headers, manifest, signature, the end blocks
-            (src / "data.bin").write_bytes(os.urandom(max(payload - 4096, 1)))
+            # tar overhead (4608 bytes): three headers, manifest, signature, end blocks
+            (src / "data.bin").write_bytes(os.urandom(max(payload - 4608, 1)))
             data = bundle_mod.build(src, self.key, APP, "2.0", counter=1)
             path = self.work / "art" / APP / ("bundle-%d.tar" % payload)
             path.write_bytes(data)

@@ -4,7 +4,8 @@
 # inactive slot) and the installer's activate() (the slot switch). The flash is littlefs on the
 # NOR model mounted at /.
 #   micropython [-X heapsize=N] -m client HOST IMAGE BOARD_DIR MODE [REPEAT]
-# MODE "update": one call home that must install; "noupdate": REPEAT call homes that must be 304.
+# MODE "update": one call home that must install; "timed": the same with the phases timed (a thin
+# wrapper around the real installer); "noupdate": REPEAT call homes that must be answered 304.
 import gc
 import sys
 import time
@@ -28,7 +29,36 @@ dev = device.Device(board, settings_mod.load(), state.State(), certstore.CertSto
 gc.collect()
 heap_ready = gc.mem_alloc()
 
-if mode == "update":
+phases = {}
+if mode == "timed":
+    make = dev._make_installer
+
+    class Timed:
+        # Delegates to the real installer; notes when the body starts and when finish() runs.
+        def __init__(self, inner):
+            self.inner = inner
+
+        def begin(self, size, name, version):
+            self.inner.begin(size, name, version)
+            phases["body"] = time.ticks_us()
+
+        def write(self, chunk):
+            self.inner.write(chunk)
+
+        def finish(self, md5, sha):
+            phases["finish"] = time.ticks_us()
+            self.inner.finish(md5, sha)
+            phases["done"] = time.ticks_us()
+
+        def abort(self):
+            self.inner.abort()
+
+        def activate(self):
+            self.inner.activate()
+
+    dev._make_installer = lambda: (lambda first: Timed(make()(first)))
+
+if mode in ("update", "timed"):
     t0 = time.ticks_us()
     out = dev.call_home()
     if out["outcome"] != "updated":
@@ -40,7 +70,9 @@ if mode == "update":
     ota.default_slots()._info = None
     info = ota.default_slots().read()
     assert info["active"] == "slot_b" and info["md5"] == out["md5"], info
-    benv.emit(kind="update", us=us, size=out["size"], heap_ready=heap_ready,
+    for k in phases:
+        phases[k] = time.ticks_diff(phases[k], t0)
+    benv.emit(kind="update", us=us, phases=phases, size=out["size"], heap_ready=heap_ready,
               programs=dev_flash.programs, erases=dev_flash.erases)
 else:
     for i in range(repeat):

@@ -1,0 +1,249 @@
+"""The figures of `make bench`, each beside a baseline measured in the same run. Every function
+returns a dict of raw values (and the runs behind them); bench/run.py formats them."""
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from bench.world import REPO, World, floor_search, stats
+from tools import keys as keys_mod
+from tools.bundle import sign
+from tools.deploy import compile_firmware
+
+KIB = 1024
+
+
+# -- 1. heap floor ----------------------------------------------------------------------------
+def _client_ok(world, img):
+    def ok(heap):
+        run = world.fresh(img)
+        args = [world.work, run, "/host/" + img.name, "update"]
+        return world.run_mp("client", args, heap=heap)[0]
+
+    return ok
+
+
+def _naive_ok(world, img):
+    def ok(heap):
+        run = world.fresh(img)
+        url = "https://localhost:%d" % world.port
+        return world.run_mp("naive", [world.work, run, url, "0" * 32], heap=heap)[0]
+
+    return ok
+
+
+def _bare_ok(world):
+    def ok(heap):
+        args = [world.work / "root.der", world.port, "0" * 32, "body"]
+        return world.run_mp("bare", args, heap=heap)[0]
+
+    return ok
+
+
+def heap_floor(world, payloads, confirm=2):
+    """The smallest -X heapsize (1 KiB steps) at which each client completes, per payload.
+    After the search, the floor is run `confirm` more times (must pass) and floor - 1 KiB
+    `confirm` more times (must fail): the spread of the figure."""
+    rows = []
+    hint = {"client": 96 * KIB, "bare": 16 * KIB}
+    for payload in payloads:
+        world.bundle(payload)
+        img = world.image("heap-%d" % payload, payload)
+        row = {"payload": payload, "bundle": world.bundles[payload][0].stat().st_size}
+        checks = {
+            "client": _client_ok(world, img),
+            "naive": _naive_ok(world, img),
+            "bare": _bare_ok(world),
+        }
+        hint["naive"] = payload + 96 * KIB
+        for name, ok in checks.items():
+            floor, tries = floor_search(ok, hint[name])
+            hint[name] = floor
+            passes = sum(1 for _ in range(confirm) if ok(floor))
+            below = sum(1 for _ in range(confirm) if not ok(floor - KIB))
+            row[name] = {
+                "floor": floor,
+                "tries": len(tries),
+                "runs": len(tries) + 2 * confirm,
+                "confirm": confirm,
+                "floor_passes": passes,
+                "below_fails": below,
+            }
+        rows.append(row)
+    return {"rows": rows}
+
+
+# -- 2. throughput ----------------------------------------------------------------------------
+def throughput(world, payload, runs=3):
+    """MB/s of one update (call home, download, read-back, signature, unpack, switch) against
+    the bare verified TLS stream writing the same body to a littlefs file on the same flash."""
+    world.bundle(payload)
+    img = world.image("tp-%d" % payload, payload)
+    ours, phases, bare = [], [], []
+    for _ in range(runs):
+        ok, recs, text = world.run_mp("client", [world.work, world.fresh(img),
+                                                 "/host/" + img.name, "timed"])
+        if not ok:
+            raise RuntimeError("client update failed:\n" + text)
+        ours.append(recs[-1]["us"])
+        phases.append(recs[-1]["phases"])
+        args = [world.work / "root.der", world.port, "0" * 32, "sink", world.work,
+                world.fresh(img)]
+        ok, recs, text = world.run_mp("bare", args)
+        if not ok:
+            raise RuntimeError("bare stream failed:\n" + text)
+        bare.append(recs[-1]["us"])
+    size = world.bundles[payload][0].stat().st_size
+    down = [p["finish"] for p in phases]
+    after = [p["done"] - p["finish"] for p in phases]
+    return {
+        "payload": size,
+        "ours_us": stats(ours),
+        "bare_us": stats(bare),
+        "download_us": stats(down),
+        "finish_us": stats(after),
+        "ours_mbs": size / stats(ours)["median"],
+        "bare_mbs": size / stats(bare)["median"],
+        "download_mbs": size / stats(down)["median"],
+        "ratio": stats(bare)["median"] / stats(ours)["median"],
+        "download_ratio": stats(bare)["median"] / stats(down)["median"],
+    }
+
+
+# -- 3. the no-update call home ---------------------------------------------------------------
+def no_update(world, calls=6):
+    """`calls` call homes answered 304 in one process (the first is cold: lazy imports), through
+    a byte-counting relay; the baseline is the bare verified TLS GET answered 304."""
+    from bench.world import WireCounter
+
+    payload = 64 * KIB
+    _, md5 = world.bundle(payload)
+    wire = WireCounter(world.port)
+    try:
+        img = world.image("noupd", payload, installed_md5=md5, port=wire.port)
+        wire.reset()
+        ok, recs, text = world.run_mp("client", [world.work, world.fresh(img),
+                                                 "/host/" + img.name, "noupdate", calls])
+        if not ok:
+            raise RuntimeError("no-update call home failed:\n" + text)
+        ours = {"sent": wire.sent, "received": wire.received, "conns": wire.conns}
+        wire.reset()
+        ok, brecs, text = world.run_mp("bare", [world.work / "root.der", wire.port, md5, "get",
+                                               "-", "-", calls])
+        if not ok or any(r["status"] != 304 for r in brecs):
+            raise RuntimeError("bare GET failed:\n" + text)
+        bare = {"sent": wire.sent, "received": wire.received, "conns": wire.conns}
+    finally:
+        wire.close()
+    warm = [r["us"] for r in recs[1:]]
+    bwarm = [r["us"] for r in brecs[1:]]
+    return {
+        "calls": calls,
+        "ours_cold_us": recs[0]["us"],
+        "bare_cold_us": brecs[0]["us"],
+        "ours_us": stats(warm),
+        "bare_us": stats(bwarm),
+        "ratio": stats(warm)["median"] / stats(bwarm)["median"],
+        "programs": [r["programs"] for r in recs],
+        "erases": [r["erases"] for r in recs],
+        "ours_wire": {k: v / calls if k != "conns" else v for k, v in ours.items()},
+        "bare_wire": {k: v / calls if k != "conns" else v for k, v in bare.items()},
+    }
+
+
+# -- 4 and 5. boot overhead and footprint ------------------------------------------------------
+def _sim_board(world):
+    folder = world.work / "sim"
+    cmd = [str(REPO / ".venv" / "bin" / "python"), "-m", "tools.cli", "sim", "init", str(folder),
+           "--server", "https://localhost:%d" % world.port]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=str(REPO), timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError("ias sim init failed: %s%s" % (proc.stdout, proc.stderr))
+    return folder
+
+
+def boot(world, runs=5):
+    folder = _sim_board(world)
+    ours, ours_boot, bare = [], [], []
+    rec = brec = None
+    for _ in range(runs):
+        ok, recs, text = world.run_mp("boottime", [folder, "client"])
+        if not ok:
+            raise RuntimeError("boot failed:\n" + text)
+        rec = recs[-1]
+        ours.append(rec["total_us"])
+        ours_boot.append(rec["boot_us"])
+        ok, recs, text = world.run_mp("boottime", [folder, "bare"])
+        if not ok:
+            raise RuntimeError("bare boot failed:\n" + text)
+        brec = recs[-1]
+        bare.append(brec["total_us"])
+    return {"ours_us": stats(ours), "boot_py_us": stats(ours_boot), "bare_us": stats(bare),
+            "last": rec, "bare_last": brec, "folder": folder}
+
+
+def footprint(world, boot_result):
+    """Total .mpy bytes of the client for an ESP32, and the heap the boot path's imports hold."""
+    with tempfile.TemporaryDirectory(prefix="bench-esp32-") as tmp:
+        written = compile_firmware(tmp, target="esp32")
+        sizes = {}
+        for path in written:
+            if path.endswith(".mpy") or path in ("/boot.py", "/main.py"):
+                sizes[path] = os.path.getsize(tmp + path)
+    rec = boot_result["last"]
+    lib = set(n[:-4] for n in os.listdir(world.work / "fw" / "lib"))
+    mods = [m for m in rec["modules"] if m in lib]
+    per = {}
+    for m in mods:  # each module alone in a fresh process (its own imports included)
+        ok, recs, text = world.run_mp("boottime", [boot_result["folder"], "mods", m])
+        if ok:
+            per[m] = recs[-1]["heap_after"] - recs[-1]["heap_mounted"]
+    brec = boot_result["bare_last"]
+    return {
+        "mpy_total": sum(sizes.values()),
+        "files": len(sizes),
+        "largest": sorted(sizes.items(), key=lambda kv: -kv[1])[:6],
+        "heap_boot": rec["heap_after"] - rec["heap_mounted"],
+        "heap_bare": brec["heap_after"] - brec["heap_mounted"],
+        "boot_modules": mods,
+        "per_module": sorted(per.items(), key=lambda kv: -kv[1]),
+        "boot_flash_ops": rec["programs"] + rec["erases"],
+    }
+
+
+# -- 6. signature verification ----------------------------------------------------------------
+def signatures(world, runs=30, bits=(2048, 3072)):
+    folder = world.work / "sig"
+    folder.mkdir(exist_ok=True)
+    path, _ = world.bundle(64 * KIB)
+    import tarfile
+
+    with tarfile.open(path) as tar:
+        raw = tar.extractfile("manifest.json").read()
+    (folder / "manifest.json").write_bytes(raw)
+    for b in bits:
+        key = keys_mod.new_key(b)
+        (folder / ("pub%d.pem" % b)).write_bytes(keys_mod.public_pem(key))
+        (folder / ("sig%d" % b)).write_bytes(sign(key, raw))
+    ok, recs, text = world.run_mp("sigtime", [folder, runs] + list(bits))
+    if not ok:
+        raise RuntimeError("sigtime failed:\n" + text)
+    return {
+        "runs": runs,
+        "manifest_bytes": len(raw),
+        "rows": [
+            {"bits": r["bits"], "check": stats(r["check"]), "pow": stats(r["pow"]),
+             "sha": stats(r["sha"])}
+            for r in recs
+        ],
+    }
+
+
+def new_world(tmp):
+    return World(Path(tmp)).setup()
+
+
+def dump(obj):
+    return json.dumps(obj, default=str, indent=1)

@@ -1,0 +1,37 @@
+# Signature verification time with firmware/trust.py (as .mpy): trust.check() of a manifest
+# signed by an RSA key, N times, beside two baselines in the same process: the bare modular
+# exponentiation pow(s, 65537, n) of the same size, and hashlib.sha256 of the manifest.
+#   micropython -m sigtime DIR N BITS...      (DIR/manifest.json, DIR/pubBITS.pem, DIR/sigBITS)
+import hashlib
+import sys
+import time
+
+import trust
+
+folder, n = sys.argv[1], int(sys.argv[2])
+with open(folder + "/manifest.json", "rb") as f:
+    raw = f.read()
+
+
+def timed(fn):
+    out = []
+    for _ in range(n):
+        t0 = time.ticks_us()
+        fn()
+        out.append(time.ticks_diff(time.ticks_us(), t0))
+    return out
+
+
+for bits in sys.argv[3:]:
+    with open("%s/pub%s.pem" % (folder, bits)) as f:
+        key = trust.key_from_pem(f.read(), "k")
+    with open("%s/sig%s" % (folder, bits), "rb") as f:
+        sig = f.read()
+    assert trust.check(raw, sig, [key]) == "k"
+    s = int.from_bytes(sig, "big")
+    check = timed(lambda: trust.check(raw, sig, [key]))
+    bare = timed(lambda: pow(s, 65537, key.n))
+    sha = timed(lambda: hashlib.sha256(raw).digest())
+    print('@@ {"kind": "sig", "bits": %s, "check": %s, "pow": %s, "sha": %s, "bytes": %d}'
+          % (bits, check, bare, sha, len(raw)))
+print("OK")

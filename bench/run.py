@@ -1,0 +1,341 @@
+"""`make bench`: every figure beside a baseline measured in the same run, printed as a table and
+written to bench/results.md (docs/benchmarks.md says what each figure means).
+
+    python -m bench.run                 the full run (a few minutes)
+    python -m bench.run --quick         tiny sizes and one run each (the smoke test uses it)
+    python -m bench.run --out FILE      write the report elsewhere
+"""
+
+import argparse
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import channel_resume, figures
+from bench.world import micropython
+
+KIB = 1024
+MIB = 1024 * 1024
+OUT = Path(__file__).resolve().parent / "results.md"
+TARGETS = {
+    "floor": 64 * KIB,
+    "throughput": 0.7,
+    "noupdate": 1.2,
+    "boot_ms": 50,
+    "sig_ms": 5,
+}
+ISSUE_NAIVE = {64 * KIB: 75, MIB: 1046, 4 * MIB: 4154}  # KiB, as reported in issue 9
+
+
+def _ms(us):
+    return us / 1000.0
+
+
+def _spread(s, scale=_ms, fmt="%.1f"):
+    return (fmt + " (" + fmt + "-" + fmt + ", n=%d)") % (
+        scale(s["median"]),
+        scale(s["min"]),
+        scale(s["max"]),
+        s["n"],
+    )
+
+
+def _verdict(ok):
+    return "met" if ok else "MISSED"
+
+
+def _size(n):
+    return "%d MiB" % (n // MIB) if n >= MIB else "%d KiB" % (n // KIB)
+
+
+class Report:
+    def __init__(self):
+        self.lines = []
+
+    def add(self, text=""):
+        self.lines.append(text)
+        print(text)
+
+    def table(self, head, rows):
+        self.add("| " + " | ".join(head) + " |")
+        self.add("|" + "---|" * len(head))
+        for r in rows:
+            self.add("| " + " | ".join(str(c) for c in r) + " |")
+        self.add()
+
+
+def heap_section(rep, res):
+    rep.add("## 1. Heap floor (smallest `-X heapsize`, 1 KiB steps)")
+    rep.add()
+    rep.add(
+        "One complete call home plus bundle install (ours), a `requests` `.content` updater "
+        "(naive) and a bare verified TLS read into one 4 KiB buffer with SHA-256 (bare). "
+        "Firmware and scripts as .mpy, imports included. `runs`: bisection runs plus the "
+        "confirmation runs; `confirm`: the floor passed / floor - 1 KiB failed, of n each."
+    )
+    rep.add()
+    rows = []
+    for r in res["rows"]:
+        c, n, b = r["client"], r["naive"], r["bare"]
+        issue = ISSUE_NAIVE.get(r["payload"])
+        rows.append(
+            [
+                "%s (%d B)" % (_size(r["payload"]), r["bundle"]),
+                "%d KiB" % (c["floor"] // KIB),
+                "%d KiB%s" % (n["floor"] // KIB, " (issue: ~%d)" % issue if issue else ""),
+                "%d KiB" % (b["floor"] // KIB),
+                "%d/%d/%d" % (c["runs"], n["runs"], b["runs"]),
+                "%d/%d, %d/%d, %d/%d"
+                % (
+                    c["floor_passes"],
+                    c["confirm"],
+                    c["below_fails"],
+                    c["confirm"],
+                    n["floor_passes"],
+                    n["confirm"],
+                    b["floor_passes"],
+                    b["confirm"],
+                ),
+                "%s (%+d KiB)"
+                % (
+                    _verdict(c["floor"] <= TARGETS["floor"]),
+                    (c["floor"] - TARGETS["floor"]) // KIB,
+                ),
+            ]
+        )
+    rep.table(
+        [
+            "payload",
+            "ours",
+            "naive",
+            "bare",
+            "runs ours/naive/bare",
+            "confirm ours (pass, fail), naive pass, bare pass",
+            "ours <= 64 KiB",
+        ],
+        rows,
+    )
+    floors = [r["client"]["floor"] for r in res["rows"]]
+    rep.add(
+        "Our floor across payloads: %d to %d KiB (flat within %d KiB)."
+        % (min(floors) // KIB, max(floors) // KIB, (max(floors) - min(floors)) // KIB)
+    )
+    rep.add()
+
+
+def throughput_section(rep, res):
+    rep.add("## 2. Throughput of an update over loopback TLS (%d B bundle)" % res["payload"])
+    rep.add()
+    rep.table(
+        ["what", "time ms median (min-max, n)", "MB/s", "ratio bare/ours", "target >= 0.7"],
+        [
+            [
+                "ours: call home + download + read-back + signature + unpack + switch",
+                _spread(res["ours_us"]),
+                "%.2f" % res["ours_mbs"],
+                "%.2f" % res["ratio"],
+                _verdict(res["ratio"] >= TARGETS["throughput"]),
+            ],
+            [
+                "ours, download phase only (connect to finish())",
+                _spread(res["download_us"]),
+                "%.2f" % res["download_mbs"],
+                "%.2f" % res["download_ratio"],
+                _verdict(res["download_ratio"] >= TARGETS["throughput"]),
+            ],
+            ["ours, finish() (read-back, verify, unpack)", _spread(res["finish_us"]), "", "", ""],
+            [
+                "bare: verified TLS, 4 KiB buffer, SHA-256, same littlefs/NOR sink",
+                _spread(res["bare_us"]),
+                "%.2f" % res["bare_mbs"],
+                "1",
+                "",
+            ],
+        ],
+    )
+
+
+def noupdate_section(rep, res):
+    rep.add("## 3. The no-update call home (304)")
+    rep.add()
+    ow, bw = res["ours_wire"], res["bare_wire"]
+    rep.table(
+        ["what", "warm ms median (min-max, n)", "cold ms", "bytes sent", "bytes received",
+         "flash program/erase"],
+        [
+            [
+                "ours: Device.call_home() (304)",
+                _spread(res["ours_us"]),
+                "%.1f" % _ms(res["ours_cold_us"]),
+                "%d" % ow["sent"],
+                "%d" % ow["received"],
+                "%d/%d" % (sum(res["programs"]), sum(res["erases"])),
+            ],
+            [
+                "bare: minimal verified TLS GET (304)",
+                _spread(res["bare_us"]),
+                "%.1f" % _ms(res["bare_cold_us"]),
+                "%d" % bw["sent"],
+                "%d" % bw["received"],
+                "-",
+            ],
+        ],
+    )
+    rep.add(
+        "Ratio ours/bare (warm medians): %.2f, target <= 1.2: %s. Flash writes over %d calls: "
+        "%d programs, %d erases, target 0: %s. Bytes are TLS bytes on the wire per call "
+        "(handshake included), counted by a relay; connections per %d calls: ours %d, bare %d."
+        % (
+            res["ratio"],
+            _verdict(res["ratio"] <= TARGETS["noupdate"]),
+            res["calls"],
+            sum(res["programs"]),
+            sum(res["erases"]),
+            _verdict(sum(res["programs"]) + sum(res["erases"]) == 0),
+            res["calls"],
+            ow["conns"],
+            bw["conns"],
+        )
+    )
+    rep.add()
+
+
+def boot_section(rep, res):
+    rep.add("## 4. Boot overhead (boot.py start to the app started, no button held)")
+    rep.add()
+    med = _ms(res["ours_us"]["median"])
+    rep.table(
+        ["what", "ms median (min-max, n)", "target <= 50 ms"],
+        [
+            ["ours: boot.py + Device.open() + start_app()", _spread(res["ours_us"]),
+             _verdict(med <= TARGETS["boot_ms"])],
+            ["ours: boot.py (bootflow.run) alone", _spread(res["boot_py_us"]), ""],
+            ["bare: main.py that imports the app", _spread(res["bare_us"]), ""],
+        ],
+    )
+
+
+def footprint_section(rep, res):
+    rep.add("## 5. Footprint")
+    rep.add()
+    rep.add(
+        "Client for an ESP32 (`compile_firmware(target=\"esp32\")`): %d files, %d bytes "
+        "(.mpy plus boot.py and main.py). Largest: %s."
+        % (
+            res["files"],
+            res["mpy_total"],
+            ", ".join("%s %d" % (p.rsplit("/", 1)[1], n) for p, n in res["largest"]),
+        )
+    )
+    rep.add()
+    rep.add(
+        "Python heap in use after a normal boot's imports (gc.mem_alloc after collection, "
+        "unix port, 64-bit): ours %d bytes (%s), baseline (the app imported directly) %d bytes. "
+        "Flash writes during boot: %d."
+        % (res["heap_boot"], ", ".join(res["boot_modules"]), res["heap_bare"],
+           res["boot_flash_ops"])
+    )
+    rep.add()
+    rep.table(
+        ["module imported alone (with its imports)", "heap bytes"],
+        [[m, n] for m, n in res["per_module"]],
+    )
+
+
+def sig_section(rep, res):
+    rep.add("## 6. Signature verification (firmware/trust.py as .mpy, unix port)")
+    rep.add()
+    rows = []
+    for r in res["rows"]:
+        ok = r["check"]["median"] / 1000.0 <= TARGETS["sig_ms"]
+        rows.append(
+            [
+                "RSA-%d" % r["bits"],
+                _spread(r["check"], fmt="%.2f"),
+                _spread(r["pow"], fmt="%.2f"),
+                _spread(r["sha"], fmt="%.3f"),
+                _verdict(ok) if r["bits"] == 3072 else "",
+            ]
+        )
+    rep.table(
+        ["key", "trust.check ms", "bare pow(s, 65537, n) ms", "sha256 of manifest ms",
+         "3072 <= 5 ms"],
+        rows,
+    )
+
+
+def channel_section(rep, res):
+    rep.add("## 7. Channel resume (bench/channel_resume.py)")
+    rep.add()
+    rep.add("Bundle %d bytes, cut once, then one more poll (one run per cut)." % res["bundle_bytes"])
+    rep.add()
+    rep.table(
+        ["cut at", "resumed bytes", "restart bytes (baseline)", "saved"],
+        [[r["cut_at"], r["resumed_bytes"], r["restart_bytes"], "%.1f%%" % r["saved_pct"]]
+         for r in res["rows"]],
+    )
+
+
+def run(quick=False, out=OUT, channel=True):
+    """Measure everything; returns the raw results (and writes the report to `out`)."""
+    payloads = [16 * KIB] if quick else [64 * KIB, MIB, 4 * MIB]
+    started = time.time()
+    rep = Report()
+    raw = {}
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        world = figures.new_world(tmp)
+        try:
+            raw["sig"] = figures.signatures(world, runs=3 if quick else 30)
+            raw["noupdate"] = figures.no_update(world, calls=3 if quick else 8)
+            raw["boot"] = figures.boot(world, runs=2 if quick else 5)
+            raw["footprint"] = figures.footprint(world, raw["boot"])
+            raw["throughput"] = figures.throughput(
+                world, 16 * KIB if quick else MIB, runs=1 if quick else 3
+            )
+            raw["heap"] = figures.heap_floor(world, payloads, confirm=1 if quick else 2)
+        finally:
+            world.close()
+    if channel:
+        raw["channel"] = channel_resume.run()
+    elapsed = time.time() - started
+    rep.add("# Benchmark results")
+    rep.add()
+    rep.add(
+        "Written by `make bench` (`python -m bench.run%s`) on %s, %s, %s; %.0f s. "
+        "Every figure is beside a baseline measured in the same run. See docs/benchmarks.md."
+        % (
+            " --quick" if quick else "",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime()),
+            platform.machine(),
+            Path(micropython()).name,
+            elapsed,
+        )
+    )
+    rep.add()
+    heap_section(rep, raw["heap"])
+    throughput_section(rep, raw["throughput"])
+    noupdate_section(rep, raw["noupdate"])
+    boot_section(rep, raw["boot"])
+    footprint_section(rep, raw["footprint"])
+    sig_section(rep, raw["sig"])
+    if channel:
+        channel_section(rep, raw["channel"])
+    if out is not None:
+        Path(out).write_text("\n".join(rep.lines) + "\n")
+    return raw
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes, one run each")
+    p.add_argument("--out", default=str(OUT), help="where to write the report (markdown)")
+    p.add_argument("--no-channel", action="store_true", help="skip bench/channel_resume.py")
+    args = p.parse_args(argv)
+    run(quick=args.quick, out=args.out, channel=not args.no_channel)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
