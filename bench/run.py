@@ -42,6 +42,11 @@ def _spread(s, scale=_ms, fmt="%.1f"):
     )
 
 
+def _floor(x):
+    text = "%d KiB [%d]" % (x["floor"] // KIB, x["lowest_pass"] // KIB)
+    return text if x["stable"] else text + " unstable"
+
+
 def _verdict(ok):
     return "met" if ok else "MISSED"
 
@@ -72,8 +77,10 @@ def heap_section(rep, res):
     rep.add(
         "One complete call home plus bundle install (ours), a `requests` `.content` updater "
         "(naive) and a bare verified TLS read into one 4 KiB buffer with SHA-256 (bare). "
-        "Firmware and scripts as .mpy, imports included. `runs`: bisection runs plus the "
-        "confirmation runs; `confirm`: the floor passed / floor - 1 KiB failed, of n each."
+        "Firmware and scripts as .mpy, imports included. Each cell: the floor where %d runs in "
+        "a row passed, and in brackets the lowest heap that passed once during the search "
+        "(the spread near the floor). `runs`: all runs behind the cell."
+        % res["rows"][0]["client"]["confirm"]
     )
     rep.add()
     rows = []
@@ -83,21 +90,11 @@ def heap_section(rep, res):
         rows.append(
             [
                 "%s (%d B)" % (_size(r["payload"]), r["bundle"]),
-                "%d KiB" % (c["floor"] // KIB),
-                "%d KiB%s" % (n["floor"] // KIB, " (issue: ~%d)" % issue if issue else ""),
-                "%d KiB" % (b["floor"] // KIB),
+                _floor(c),
+                _floor(n) + (" (issue: ~%d)" % issue if issue else ""),
+                _floor(b),
                 "%d/%d/%d" % (c["runs"], n["runs"], b["runs"]),
-                "%d/%d, %d/%d, %d/%d"
-                % (
-                    c["floor_passes"],
-                    c["confirm"],
-                    c["below_fails"],
-                    c["confirm"],
-                    n["floor_passes"],
-                    n["confirm"],
-                    b["floor_passes"],
-                    b["confirm"],
-                ),
+                " ".join("%d/%d" % (x["below_fails"], x["confirm"]) for x in (c, n, b)),
                 "%s (%+d KiB)"
                 % (
                     _verdict(c["floor"] <= TARGETS["floor"]),
@@ -112,7 +109,7 @@ def heap_section(rep, res):
             "naive",
             "bare",
             "runs ours/naive/bare",
-            "confirm ours (pass, fail), naive pass, bare pass",
+            "floor - 1 KiB failed (ours naive bare)",
             "ours <= 64 KiB",
         ],
         rows,
@@ -162,8 +159,14 @@ def noupdate_section(rep, res):
     rep.add()
     ow, bw = res["ours_wire"], res["bare_wire"]
     rep.table(
-        ["what", "warm ms median (min-max, n)", "cold ms", "bytes sent", "bytes received",
-         "flash program/erase"],
+        [
+            "what",
+            "warm ms median (min-max, n)",
+            "cold ms",
+            "bytes sent",
+            "bytes received",
+            "flash program/erase",
+        ],
         [
             [
                 "ours: Device.call_home() (304)",
@@ -209,8 +212,11 @@ def boot_section(rep, res):
     rep.table(
         ["what", "ms median (min-max, n)", "target <= 50 ms"],
         [
-            ["ours: boot.py + Device.open() + start_app()", _spread(res["ours_us"]),
-             _verdict(med <= TARGETS["boot_ms"])],
+            [
+                "ours: boot.py + Device.open() + start_app()",
+                _spread(res["ours_us"]),
+                _verdict(med <= TARGETS["boot_ms"]),
+            ],
             ["ours: boot.py (bootflow.run) alone", _spread(res["boot_py_us"]), ""],
             ["bare: main.py that imports the app", _spread(res["bare_us"]), ""],
         ],
@@ -221,7 +227,7 @@ def footprint_section(rep, res):
     rep.add("## 5. Footprint")
     rep.add()
     rep.add(
-        "Client for an ESP32 (`compile_firmware(target=\"esp32\")`): %d files, %d bytes "
+        'Client for an ESP32 (`compile_firmware(target="esp32")`): %d files, %d bytes '
         "(.mpy plus boot.py and main.py). Largest: %s."
         % (
             res["files"],
@@ -234,8 +240,12 @@ def footprint_section(rep, res):
         "Python heap in use after a normal boot's imports (gc.mem_alloc after collection, "
         "unix port, 64-bit): ours %d bytes (%s), baseline (the app imported directly) %d bytes. "
         "Flash writes during boot: %d."
-        % (res["heap_boot"], ", ".join(res["boot_modules"]), res["heap_bare"],
-           res["boot_flash_ops"])
+        % (
+            res["heap_boot"],
+            ", ".join(res["boot_modules"]),
+            res["heap_bare"],
+            res["boot_flash_ops"],
+        )
     )
     rep.add()
     rep.table(
@@ -260,8 +270,13 @@ def sig_section(rep, res):
             ]
         )
     rep.table(
-        ["key", "trust.check ms", "bare pow(s, 65537, n) ms", "sha256 of manifest ms",
-         "3072 <= 5 ms"],
+        [
+            "key",
+            "trust.check ms",
+            "bare pow(s, 65537, n) ms",
+            "sha256 of manifest ms",
+            "3072 <= 5 ms",
+        ],
         rows,
     )
 
@@ -269,12 +284,16 @@ def sig_section(rep, res):
 def channel_section(rep, res):
     rep.add("## 7. Channel resume (bench/channel_resume.py)")
     rep.add()
-    rep.add("Bundle %d bytes, cut once, then one more poll (one run per cut)." % res["bundle_bytes"])
+    rep.add(
+        "Bundle %d bytes, cut once, then one more poll (one run per cut)." % res["bundle_bytes"]
+    )
     rep.add()
     rep.table(
         ["cut at", "resumed bytes", "restart bytes (baseline)", "saved"],
-        [[r["cut_at"], r["resumed_bytes"], r["restart_bytes"], "%.1f%%" % r["saved_pct"]]
-         for r in res["rows"]],
+        [
+            [r["cut_at"], r["resumed_bytes"], r["restart_bytes"], "%.1f%%" % r["saved_pct"]]
+            for r in res["rows"]
+        ],
     )
 
 

@@ -127,8 +127,14 @@ class World:
         if installed_md5:
             app["md5"], app["size"] = installed_md5, payload
         (stage / "app.json").write_text(json.dumps(app))
-        hw = {"chip": "esp32", "mac": "24:0A:C4:00:00:42", "networks": [WIFI], "ntp": "host",
-              "rtc_set": True, "fast_time": True}
+        hw = {
+            "chip": "esp32",
+            "mac": "24:0A:C4:00:00:42",
+            "networks": [WIFI],
+            "ntp": "host",
+            "rtc_set": True,
+            "fast_time": True,
+        }
         (folder / "board.json").write_text(json.dumps(hw))
         blocks = (2 * payload + 256 * 1024) // BLOCK + 16
         (folder / "flash.bin").write_bytes(b"\xff" * (blocks * BLOCK))
@@ -136,7 +142,10 @@ class World:
         env = dict(os.environ, MICROPYPATH=str(REPO / "tools" / "vboard"))
         proc = subprocess.run(
             [micropython(), str(launch), str(folder), "--run", "format", "stage"],
-            capture_output=True, text=True, env=env, timeout=120,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
         )
         if proc.returncode != 0:
             raise RuntimeError("formatting %s failed: %s%s" % (folder, proc.stdout, proc.stderr))
@@ -156,10 +165,13 @@ class World:
         if heap:
             cmd += ["-X", "heapsize=%d" % heap]
         cmd += ["-m", module] + [str(a) for a in args]
-        env = dict(os.environ, MICROPYPATH="%s:%s:.frozen" % (self.work / "mp", self.work / "fw" / "lib"))
+        env = dict(
+            os.environ, MICROPYPATH="%s:%s:.frozen" % (self.work / "mp", self.work / "fw" / "lib")
+        )
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout,
-                                  cwd=str(self.work))
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env=env, timeout=timeout, cwd=str(self.work)
+            )
         except subprocess.TimeoutExpired as e:
             return False, [], "timeout: %s" % e
         text = proc.stdout + proc.stderr

@@ -57,10 +57,10 @@ def fetch():
     return status, total
 
 
-for i in range(repeat):
+for _ in range(repeat):
     t0 = time.ticks_us()
     status, total = fetch()
     us = time.ticks_diff(time.ticks_us(), t0)
-    benv_emit = "@@ {\"kind\": \"bare\", \"mode\": \"%s\", \"status\": %d, \"size\": %d, \"us\": %d}"
+    benv_emit = '@@ {"kind": "bare", "mode": "%s", "status": %d, "size": %d, "us": %d}'
     print(benv_emit % (mode, status, total, us))
 print("OK")

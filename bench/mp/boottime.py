@@ -51,9 +51,16 @@ if mode == "client":
     t2 = time.ticks_us()
     assert d.app.module is not None, "the app did not start"
     gc.collect()
-    emit(kind="boot", boot_us=time.ticks_diff(t1, t0), total_us=time.ticks_diff(t2, t0),
-         heap_mounted=heap_mounted, heap_after=gc.mem_alloc(), programs=dev.programs,
-         erases=dev.erases, modules=sorted(k for k in sys.modules))
+    emit(
+        kind="boot",
+        boot_us=time.ticks_diff(t1, t0),
+        total_us=time.ticks_diff(t2, t0),
+        heap_mounted=heap_mounted,
+        heap_after=gc.mem_alloc(),
+        programs=dev.programs,
+        erases=dev.erases,
+        modules=sorted(k for k in sys.modules),
+    )
 elif mode == "bare":
     t0 = time.ticks_us()
     sys.path.insert(0, "/slot_a")
@@ -61,8 +68,12 @@ elif mode == "bare":
 
     t2 = time.ticks_us()
     gc.collect()
-    emit(kind="boot", total_us=time.ticks_diff(t2, t0), heap_mounted=heap_mounted,
-         heap_after=gc.mem_alloc())
+    emit(
+        kind="boot",
+        total_us=time.ticks_diff(t2, t0),
+        heap_mounted=heap_mounted,
+        heap_after=gc.mem_alloc(),
+    )
 else:
     for name in mods:
         __import__(name)

@@ -56,7 +56,7 @@ if mode == "timed":
         def activate(self):
             self.inner.activate()
 
-    dev._make_installer = lambda: (lambda first: Timed(make()(first)))
+    dev._make_installer = lambda: lambda first: Timed(make()(first))
 
 if mode in ("update", "timed"):
     t0 = time.ticks_us()
@@ -72,8 +72,15 @@ if mode in ("update", "timed"):
     assert info["active"] == "slot_b" and info["md5"] == out["md5"], info
     for k in phases:
         phases[k] = time.ticks_diff(phases[k], t0)
-    benv.emit(kind="update", us=us, phases=phases, size=out["size"], heap_ready=heap_ready,
-              programs=dev_flash.programs, erases=dev_flash.erases)
+    benv.emit(
+        kind="update",
+        us=us,
+        phases=phases,
+        size=out["size"],
+        heap_ready=heap_ready,
+        programs=dev_flash.programs,
+        erases=dev_flash.erases,
+    )
 else:
     for i in range(repeat):
         p0, e0 = dev_flash.programs, dev_flash.erases
@@ -82,6 +89,11 @@ else:
         us = time.ticks_diff(time.ticks_us(), t0)
         if out["outcome"] != "up-to-date":
             raise SystemExit("outcome %s %s" % (out["outcome"], out["reason"]))
-        benv.emit(kind="noupdate", i=i, us=us, programs=dev_flash.programs - p0,
-                  erases=dev_flash.erases - e0)
+        benv.emit(
+            kind="noupdate",
+            i=i,
+            us=us,
+            programs=dev_flash.programs - p0,
+            erases=dev_flash.erases - e0,
+        )
 print("OK")
