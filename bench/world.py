@@ -194,7 +194,7 @@ def floor_search(ok_at, hint, step=1024, lo_limit=4096, hi_limit=64 << 20):
     gap = 4 * step
     if ok(hint):
         hi, lo = hint, hint - gap
-        while lo > lo_limit and ok(lo):
+        while lo >= lo_limit and ok(lo):
             hi, gap = lo, gap * 2
             lo = hi - gap
         lo = max(lo, lo_limit - step)
