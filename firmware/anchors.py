@@ -13,6 +13,7 @@ import der
 import fsutil
 import log
 import trust
+from reason import iso_date
 
 MAX_BUNDLE = 16384  # bytes of anchors.json accepted (about 8 roots)
 MAX_SIG = 1024  # a 4096-bit signature is 512 bytes, 684 in base64
@@ -66,19 +67,6 @@ def parse_time(value):
     if value[4] != "-" or value[7] != "-" or not (1 <= m <= 12 and 1 <= d <= 31):
         raise AnchorError("malformed", "time %r" % value)
     return der.days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss
-
-
-def iso_date(t):
-    """YYYY-MM-DD of Unix seconds (civil-from-days; no port-specific time module)."""
-    z = t // 86400 + 719468
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    return "%04d-%02d-%02d" % (yoe + era * 400 + (m <= 2), m, d)
 
 
 # -- bundles ------------------------------------------------------------------------------------

@@ -74,4 +74,3 @@ class App:
     def tick(self):
         if self.module is not None and hasattr(self.module, "loop"):
             self.module.loop(self)
-

@@ -7,6 +7,7 @@ import hashlib
 
 import httpclient
 from httpclient import HttpError
+from reason import iso_date
 
 IASLIB = "2.1.0-RC5.1"  # the IAS library version we speak for (x-ESP_IASLIB)
 UPDATE_PATH = "/ota/updates?"  # IAS always appends "?" and an empty argument list
@@ -66,22 +67,6 @@ def ias_headers(board, settings, installed, mode="sketch", telemetry=None):
 def host_header(host, port, scheme="https"):
     default = 443 if scheme == "https" else 80
     return host if port == default else "%s:%d" % (host, port)
-
-
-def iso_date(t):
-    """YYYY-MM-DD of Unix seconds (for x-IAS-ANCHOR-EXPIRY)."""
-    days = t // 86400
-    # civil-from-days (Howard Hinnant's algorithm), so no time module quirks matter
-    z = days + 719468
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    d = doy - (153 * mp + 2) // 5 + 1
-    m = mp + 3 if mp < 10 else mp - 9
-    y = yoe + era * 400 + (1 if m <= 2 else 0)
-    return "%04d-%02d-%02d" % (y, m, d)
 
 
 def retry_after(resp):

@@ -14,6 +14,7 @@ import os
 import fsutil
 import httpclient
 from httpclient import HttpError
+from reason import ReasonError
 
 DIR = "/staging"  # the partial download and its record
 PART = "/channel.part"
@@ -46,18 +47,10 @@ _TRANSIENT = (
 )
 
 
-class ChannelError(Exception):
+class ChannelError(ReasonError):
     """reason: no_channel, bad_url, http_status, bad_redirect, too_many_redirects, downgrade,
     too_large, chunked, bad_channel, size_mismatch, bad_range, hash_mismatch, short_file,
     no_space."""
-
-    def __init__(self, reason, detail=""):
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-
-    def __str__(self):
-        return self.reason + (": " + self.detail if self.detail else "")
 
 
 # -- URLs ------------------------------------------------------------------------------------

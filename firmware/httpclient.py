@@ -25,21 +25,15 @@ READ_TIMEOUT_MS = 10000
 
 # errno values that mean "no data in time": ETIMEDOUT (stream sockets, ESP32), EAGAIN (unix recv)
 _TIMEOUT_ERRNOS = (110, 11, 116)
+from reason import ReasonError  # noqa: E402  (after the ticks fallback)
+
 _RESET_ERRNOS = (104, 32, 128, 113)  # ECONNRESET, EPIPE, ENOTCONN (lwIP), EHOSTUNREACH
 _TOKEN = b"!#$%&'*+-.^_`|~"
 
 
-class HttpError(Exception):
+class HttpError(ReasonError):
     """reason: bad_status, bad_header, bad_length, head_too_large, too_many_headers,
     line_too_long, closed, reset, timeout, deadline, io_error, bad_request."""
-
-    def __init__(self, reason, detail=""):
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-
-    def __str__(self):
-        return self.reason + (": " + self.detail if self.detail else "")
 
 
 class Deadline:

@@ -2,6 +2,8 @@
 # place that turns socket and mbedTLS failures into reasons (micropython-facts §1.7).
 import socket
 
+from reason import ReasonError
+
 REASONS = (
     "untrusted",
     "expired",
@@ -37,11 +39,8 @@ _VERIFY_TEXTS = (
 )
 
 
-class NetError(Exception):
-    def __init__(self, reason, detail=""):
-        super().__init__("%s: %s" % (reason, detail) if detail else reason)
-        self.reason = reason
-        self.detail = detail
+class NetError(ReasonError):
+    pass
 
 
 def parse_url(url):

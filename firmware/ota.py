@@ -12,6 +12,7 @@ import os
 
 import fsutil
 import log
+from reason import InstallError
 
 # trust and tarstream are imported where an install needs them: boot.py imports this module at
 # every boot, and RAM is scarce (ESP8266).
@@ -27,18 +28,6 @@ FLASH_BLOCK = 4096
 ERROR_KEY = "last_error"  # state key callhome reports as x-IAS-LAST-ERROR, then drops
 _ART = ("kind", "name", "version", "counter", "md5", "size")
 _APP_DESC_MAGIC = b"\x32\x54\xcd\xab"  # esp_app_desc_t magic 0xABCD5432, little-endian
-
-
-class InstallError(Exception):
-    """`reason`: too_large, no_space, trial_pending, unsigned, no_keys, bad_signature,
-    old_counter, bad_manifest, bad_archive, extra_file, missing_file, size_mismatch,
-    hash_mismatch, not_app_image, combined_image, verify_failed, no_firmware_ota,
-    set_boot_failed, unknown_format."""
-
-    def __init__(self, reason, detail=""):
-        super().__init__("%s: %s" % (reason, detail) if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 # -- the slot pointer ---------------------------------------------------------------------------

@@ -6,19 +6,10 @@ import json
 import os
 
 import fsutil
+from reason import InstallError
 
 DIR = "/staging"
 MARGIN = 8192  # keep some free blocks for littlefs metadata and the state files
-
-
-class InstallError(Exception):
-    def __init__(self, reason, detail=""):
-        super().__init__(reason, detail)
-        self.reason = reason
-        self.detail = detail
-
-    def __str__(self):
-        return self.reason + (": " + self.detail if self.detail else "")
 
 
 def free_bytes(path):

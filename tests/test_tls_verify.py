@@ -440,7 +440,7 @@ def test_anchor_ram_cost(tmp_path, pkix):
 
     mpy = tmp_path / "mpy"
     mpy.mkdir()
-    for mod in ("board", "der", "fsutil", "log", "net", "certstore"):
+    for mod in ("board", "der", "fsutil", "log", "net", "certstore", "reason"):
         subprocess.run(
             [
                 str(Path(micropython_binary()).parent / "mpy-cross"),

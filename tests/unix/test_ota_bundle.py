@@ -312,7 +312,17 @@ def test_install_heap_does_not_grow_with_payload():
         os.mkdir(fix + "/mpy")
         mods = [
             fx.REPO + "/firmware/" + m
-            for m in ("ota", "tarstream", "trust", "fsutil", "log", "state", "settings", "board")
+            for m in (
+                "ota",
+                "tarstream",
+                "trust",
+                "fsutil",
+                "log",
+                "state",
+                "settings",
+                "board",
+                "reason",
+            )
         ]
         mods += [fx.HERE + "/ota_fixtures", fx.HERE + "/ota_heaprun"]
         mods.append(fx.REPO + "/tools/vboard/nor")
