@@ -200,6 +200,14 @@ def run_board(folder, mode="boot", arg=None, echo=True, timeout=300, log=None):
     return BoardRun(code, "".join(lines), result)
 
 
+def require_board(folder):
+    """Stop with one clear line when `folder` holds no virtual board."""
+    if not (Path(folder) / "flash.bin").exists():
+        raise SystemExit(
+            "ias sim: no virtual board in %s (create one with `ias sim init`)" % folder
+        )
+
+
 def _write_run(folder, facts):
     (Path(folder) / "run.json").write_text(json.dumps(facts))
 
@@ -250,6 +258,7 @@ def boot(args):
 
 
 def callhome(args):
+    require_board(args.dir)
     _write_run(args.dir, {"cause": "power_on"})
     run = run_board(args.dir, "callhome", echo=args.verbose)
     res = run.result
@@ -270,18 +279,21 @@ def callhome(args):
 
 
 def config(args):
+    require_board(args.dir)
     _write_run(args.dir, {"cause": "power_on"})
     run = run_board(args.dir, "config", args.port, echo=True, timeout=args.timeout + 60)
     return 0 if run.result else 1
 
 
 def ls(args):
+    require_board(args.dir)
     run = run_board(args.dir, "ls", args.path, echo=False)
     sys.stdout.write(run.output)
     return 0 if run.code == 0 else 1
 
 
 def cat(args):
+    require_board(args.dir)
     run = run_board(args.dir, "cat", args.path, echo=False)
     sys.stdout.write(run.output)
     return 0 if run.code == 0 else 1
