@@ -204,7 +204,7 @@ def _story(story, work, server, pub_path, key, chain_b, quiet):
     story.note("v1.2 published; the device trusts only root A; nobody presses a button")
     boot(board, 3, quiet)
     ptr = app_pointer(board)
-    state = _state(board)
+    state = device_state(board)
     story.check(
         "recover from the CA change",
         "anchor bundle v2",
@@ -215,7 +215,7 @@ def _story(story, work, server, pub_path, key, chain_b, quiet):
         ),
         state.get("anchors_version") == 2 and not state.get("anchors_pending"),
     )
-    reported = _header_seen(server, "x-IAS-RECOVERY")
+    reported = header_seen(server, "x-IAS-RECOVERY")
     story.check(
         "recovery reported home",
         "x-IAS-RECOVERY sent",
@@ -239,7 +239,7 @@ def _story(story, work, server, pub_path, key, chain_b, quiet):
         "running %s" % ptr.get("version"),
         ptr.get("version") == "1.2" and not ptr.get("trial"),
     )
-    error = _header_seen(server, "x-IAS-LAST-ERROR")
+    error = header_seen(server, "x-IAS-LAST-ERROR")
     story.check(
         "failure reported home",
         "x-IAS-LAST-ERROR sent",
@@ -258,7 +258,7 @@ def _story(story, work, server, pub_path, key, chain_b, quiet):
     return story.table()
 
 
-def _header_seen(server, name):
+def header_seen(server, name):
     """The last value the device sent in header `name`, or None."""
     for rec in reversed(server.requests):
         for key, value in rec["headers"]:
@@ -267,7 +267,7 @@ def _header_seen(server, name):
     return None
 
 
-def _state(board):
+def device_state(board):
     try:
         return json.loads(device_file(board, "/state.json") or "{}")
     except ValueError:
