@@ -40,6 +40,7 @@ class BoardBase:
 
     port = "base"
     tls_verifies = True  # False where TLS cannot check certificates (ESP8266's axTLS)
+    watchdog_ms = None  # armed by boot when set; long work feeds it (installs, config mode)
     has_firmware_ota = False
     clock_synced = False
 

@@ -8,6 +8,7 @@ class Esp32Board(EspBoard):
     port = "esp32"
     chip = "esp32"
     has_firmware_ota = True
+    watchdog_ms = 60000  # a TLS handshake or a partition erase blocks for seconds, not a minute
 
     def chip_id(self):
         return chip_id_from_mac(self.mac_bytes())

@@ -9,6 +9,8 @@ class Esp8266Board(EspBoard):
     port = "esp8266"
     chip = "esp8266"
     tls_verifies = False
+    # watchdog_ms stays None: creating machine.WDT here stops the SDK's automatic feeding, and a
+    # blocking axTLS handshake could then trip its fixed short timeout (facts §5.5).
 
     def __init__(self, button_pin=0, led_pin=2, led_active_high=False):
         super().__init__(button_pin, led_pin, led_active_high)

@@ -9,6 +9,8 @@ decision = {"board": None, "cause": None, "mode": "normal"}
 
 def run():
     b = hw.open_board()
+    if b.watchdog_ms:
+        b.start_watchdog(b.watchdog_ms)  # first: everything after this can hang
     decision["board"] = b
     cause = b.reset_cause()
     decision["cause"] = cause

@@ -64,6 +64,7 @@ async def serve(cfg, host, port, timeout_s):
     reason = "close"
     while not cfg.closed:
         await asyncio.sleep(0.1)
+        board.feed_watchdog()
         if board.ticks_diff(board.ticks_ms(), cfg.last_request) >= timeout_s * 1000:
             reason = "timeout"
             break
