@@ -149,7 +149,11 @@ class Device:
     def _make_installer(self):
         import ota
 
-        return lambda first: ota.installer_for(first, self)
+        def make(first):
+            installer = ota.installer_for(first, self)
+            return installer if self.app is None else _Reported(installer, self.app)
+
+        return make
 
     def _recover(self, connect, force, why):
         import anchors
@@ -263,6 +267,40 @@ class Device:
             self.app.tick()
         except Exception as e:
             self._app_failed("app loop raised", e)
+
+
+class _Reported:
+    """An installer that tells the app: download_start, then download_progress (done, total)
+    at every tenth of the way."""
+
+    def __init__(self, installer, app):
+        self.installer = installer
+        self.app = app
+        self.done = 0
+        self.total = 0
+        self.next = 0
+
+    def begin(self, size, name, version):
+        self.installer.begin(size, name, version)
+        self.total = size
+        self.next = size // 10
+        self.app.emit("download_start")
+
+    def write(self, chunk):
+        self.installer.write(chunk)
+        self.done += len(chunk)
+        if self.done >= self.next:
+            self.next = self.done + self.total // 10
+            self.app.emit("download_progress", self.done, self.total)
+
+    def finish(self, md5_hex, sha256):
+        return self.installer.finish(md5_hex, sha256)
+
+    def abort(self):
+        self.installer.abort()
+
+    def activate(self):
+        return self.installer.activate()
 
 
 def main():

@@ -6,6 +6,7 @@ def setup(ias):
     ias.add_field("blink_ms", "Blink interval (ms)", "500", 6, "N")
     ias.on("update_success", lambda: print("IASBlink: new version installed"))
     ias.on("no_update", lambda reason: print("IASBlink: no update (%s)" % reason))
+    ias.on("download_progress", lambda done, total: print("IASBlink: %d of %d" % (done, total)))
     print("IASBlink %s started" % ias.settings["app_version"])
 
 
