@@ -98,6 +98,7 @@ def throughput(world, payload, runs=3):
         )
         if not ok:
             raise RuntimeError("client update failed:\n" + text)
+        heap_ready = recs[-1]["heap_ready"]
         ours.append(recs[-1]["us"])
         phases.append(recs[-1]["phases"])
         args = [
@@ -117,6 +118,7 @@ def throughput(world, payload, runs=3):
     after = [p["done"] - p["finish"] for p in phases]
     return {
         "payload": size,
+        "heap_ready": heap_ready,
         "ours_us": stats(ours),
         "bare_us": stats(bare),
         "download_us": stats(down),
@@ -228,8 +230,10 @@ def footprint(world, boot_result):
     rec = boot_result["last"]
     lib = set(n[:-4] for n in os.listdir(world.work / "fw" / "lib"))
     mods = [m for m in rec["modules"] if m in lib]
+    # and what a call home with an install imports on top (lazily)
+    extra = [m for m in ("callhome", "httpclient", "anchors", "trust", "tarstream") if m in lib]
     per = {}
-    for m in mods:  # each module alone in a fresh process (its own imports included)
+    for m in mods + extra:  # each module alone in a fresh process (its own imports included)
         ok, recs, text = world.run_mp("boottime", [boot_result["folder"], "mods", m])
         if ok:
             per[m] = recs[-1]["heap_after"] - recs[-1]["heap_mounted"]
@@ -243,6 +247,7 @@ def footprint(world, boot_result):
         "boot_modules": mods,
         "per_module": sorted(per.items(), key=lambda kv: -kv[1]),
         "boot_flash_ops": rec["programs"] + rec["erases"],
+        "callhome_modules": extra,
     }
 
 

@@ -154,6 +154,14 @@ def throughput_section(rep, res):
     )
 
 
+def _heap_ready_note(rep, res):
+    rep.add(
+        "Live heap of our client with the Device built, before the call home (boot imports, "
+        "settings, state, trust store, mounted littlefs): %d bytes." % res["heap_ready"]
+    )
+    rep.add()
+
+
 def noupdate_section(rep, res):
     rep.add("## 3. The no-update call home (304)")
     rep.add()
@@ -248,6 +256,11 @@ def footprint_section(rep, res):
         )
     )
     rep.add()
+    rep.add(
+        "Modules a call home with an install imports later: %s (rows below)."
+        % ", ".join(res["callhome_modules"])
+    )
+    rep.add()
     rep.table(
         ["module imported alone (with its imports)", "heap bytes"],
         [[m, n] for m, n in res["per_module"]],
@@ -335,6 +348,7 @@ def run(quick=False, out=OUT, channel=True):
     rep.add()
     heap_section(rep, raw["heap"])
     throughput_section(rep, raw["throughput"])
+    _heap_ready_note(rep, raw["throughput"])
     noupdate_section(rep, raw["noupdate"])
     boot_section(rep, raw["boot"])
     footprint_section(rep, raw["footprint"])
