@@ -44,11 +44,7 @@ class AnchorError(ValueError):
 def sane_time(board, state):
     """The board's Unix time if NTP set it and it is past the build and the persisted floor;
     None otherwise. Expiry checks never run on an unset clock (it starts at 2000-01-01)."""
-    if not getattr(board, "clock_synced", False):
-        return None
-    now = board.time()
-    floor = state.get("time_floor", 0) if state is not None else 0
-    return now if board_mod.clock_is_sane(now, floor) else None
+    return board_mod.trusted_time(board, state.get("time_floor", 0) if state is not None else 0)
 
 
 def parse_time(value):

@@ -35,6 +35,15 @@ def clock_is_sane(now, floor=0):
     return low <= now <= BUILD_TIME + _MAX_CLOCK_AHEAD
 
 
+def trusted_time(board, floor=0):
+    """The board's Unix time when NTP set it and it is sane (past the build and `floor`), else
+    None: expiry decisions never run on an unset clock (an ESP32 starts at 2000-01-01)."""
+    if not getattr(board, "clock_synced", False):
+        return None
+    now = board.time()
+    return now if clock_is_sane(now, floor) else None
+
+
 class BoardBase:
     """Shared behaviour; a port fills in the hardware calls."""
 

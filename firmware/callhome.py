@@ -262,7 +262,8 @@ def telemetry(device):
     if st is not None:
         tel["anchors"] = st.get("anchors_version")
         tel["last_error"] = st.get("last_error") or st.get("ota_error")
-        tel["recovery"] = _recovery_report(st)
+        if st.get("anchors_report"):
+            tel["recovery"] = _recovery_report(st)
     if device.store is not None:
         try:
             t = device.store.earliest_expiry(device.board.time())

@@ -2,10 +2,12 @@
 # loop (call-home schedule, mode button, the app) and the way into config mode.
 import sys
 
+import board as hw
 import log
 import settings as settings_mod
 
 LOOP_MS = 100  # how often the loop wakes on hardware: button and app get this resolution
+REFRESH_HORIZON_S = 181 * 86400  # anchors.py refreshes 180, 60 and 30 days before expiry
 
 
 class Device:
@@ -25,8 +27,6 @@ class Device:
 
         board, st = bootflow.decision.get("board"), bootflow.decision.get("state")
         if board is None:
-            import board as hw
-
             board = hw.open_board()
         if st is None:
             import state
@@ -164,22 +164,17 @@ class Device:
         return result["outcome"] == "installed"
 
     def _after_call(self, out, connect):
-        import anchors
-
         outcome = out["outcome"]
-        now = anchors.sane_time(self.board, self.state)
+        now = hw.trusted_time(self.board, self.state.get("time_floor", 0))
         verified_ok = outcome != "error" and (self.verified or not self.board.tls_verifies)
-        anchors.after_call_home(self.state, self.store, now, verified_ok, out.get("reason"))
+        if self._anchors_busy(now):
+            self._anchors_after(out, connect, now, verified_ok)
         app = self.app
         if outcome == "error":
             log.warn("callhome", "failed: %s %s" % (out["reason"], out.get("detail", "")))
             if app is not None:
                 app.emit("update_error", out["reason"])
             return
-        anchors.report_sent(self.state)
-        if now is not None:
-            anchors.retire_keys(self.state, now)
-            anchors.refresh(self, anchors.http_fetcher(connect, self.board.ticks_ms))
         if outcome == "updated":
             log.info(
                 "callhome", "update %s %s staged" % (out["app"]["name"], out["app"]["version"])
@@ -190,6 +185,29 @@ class Device:
             app.emit("no_update", out["reason"])
         if verified_ok:
             self._healthy()
+
+    def _anchors_busy(self, now):
+        """Whether anchors.py has work after this call: a pending set, a report to clear, a
+        key rotation window, or an anchor expiring within the refresh horizon. Most calls have
+        none, and then anchors.py (a large module) is not loaded at all."""
+        st = self.state
+        if st.get("anchors_pending") or st.get("anchors_report") or st.get("keys_doc"):
+            return True
+        if now is None:
+            return False
+        expiry = self.store.earliest_expiry(now)
+        return expiry is not None and expiry - now <= REFRESH_HORIZON_S
+
+    def _anchors_after(self, out, connect, now, verified_ok):
+        import anchors
+
+        anchors.after_call_home(self.state, self.store, now, verified_ok, out.get("reason"))
+        if out["outcome"] == "error":
+            return
+        anchors.report_sent(self.state)
+        if now is not None:
+            anchors.retire_keys(self.state, now)
+            anchors.refresh(self, anchors.http_fetcher(connect, self.board.ticks_ms))
 
     def _healthy(self):
         """A verified call home completed on this version: the version on trial has proven
@@ -314,7 +332,5 @@ def main():
         log.exc("main", "fatal error, resetting", e)
         board = dev.board if dev is not None else None
         if board is None:
-            import board as hw
-
             board = hw.open_board()
         board.reset()
