@@ -1,5 +1,6 @@
 # The device: board, settings, state, trust store and the user's app, wired together; the main
 # loop (call-home schedule, mode button, the app) and the way into config mode.
+import gc
 import sys
 
 import board as hw
@@ -120,6 +121,7 @@ class Device:
         if self.app is not None:
             self.app.emit("update_check")
         connect = self._connector()
+        gc.collect()  # a boundary: the TLS handshake and an install want the heap in one piece
         out = self._ask(connect, force)
         if out["outcome"] == "error" and out["reason"] in ("untrusted", "expired"):
             if self._recover(connect, force, out["reason"]):
