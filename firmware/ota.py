@@ -387,16 +387,30 @@ class _Base:
 
 # -- app bundles --------------------------------------------------------------------------------
 class BundleInstaller(_Base):
-    """Stages the body in /ota.part (RAM stays flat), then unpacks it from flash: manifest and
-    signature first, each file into the inactive slot with its size and SHA-256 checked."""
+    """A plain tar body is parsed while it arrives (tarstream.TarFeed): manifest.json and
+    manifest.sig are held in RAM (bounded), the signature and the manifest are checked, and only
+    then is each file written straight into the inactive slot, its size and SHA-256 checked on
+    the way, so the body is written to flash once. A gzip body is staged in /ota.part and fed
+    through the same checks from the decompressor in finish() (deflate pulls from a stream)."""
 
     kind = "bundle"
 
     def __init__(self, ctx):
         _Base.__init__(self, ctx)
-        self.buf = bytearray(BUF)
-        self.f = None
+        self.f = None  # the staging file (gzip bodies)
+        self.tar = None  # the TarFeed of a plain body
+        self.head = b""  # the first bytes, until gzip or not is known
         self.slot = None
+        self.failed = None
+        self.manifest = None
+        self.raw = None  # manifest.json, then manifest.sig, held until the signature check
+        self.sig = None
+        self.held = None  # which of the two is filling, and how far
+        self.hfill = 0
+        self.out = None  # the slot file being written, its hash and expected digest
+        self.h = None
+        self.want = None
+        self.seen = None
 
     def begin(self, size, name, version):
         self._start(size, name, version)
@@ -407,32 +421,76 @@ class BundleInstaller(_Base):
         free = s.free()
         if size + 2 * FLASH_BLOCK > free:
             raise InstallError("no_space", "%d bytes to stage, %d free" % (size, free))
-        self.f = open(s.staging, "wb")
 
     def write(self, chunk):
+        if self.failed is not None:
+            raise self.failed
         self.got += len(chunk)
         if self.got > self.size:
             raise InstallError("too_large", "more than the announced %d bytes" % self.size)
-        self.f.write(chunk)
+        if self.f is not None:
+            self.f.write(chunk)
+        elif self.tar is not None:
+            self._feed(chunk)
+        else:
+            need = 2 - len(self.head)  # gzip or not shows in the first two bytes
+            self.head += bytes(chunk[:need])
+            if len(self.head) == 2:
+                self._route(chunk[need:])
 
-    def finish(self, md5_hex, sha256=None):
+    def _route(self, rest):
+        """gzip or plain is known from self.head: open the staging file or the parser."""
+        from tarstream import TarFeed
+
+        head, self.head = self.head, None
+        if head[:2] == b"\x1f\x8b":
+            self.f = open(self.slots.staging, "wb")
+            self.f.write(head)
+            self.f.write(rest)
+            return
+        self.tar = TarFeed(self)
+        self._feed(head)
+        self._feed(rest)
+
+    def _feed(self, data):
         from tarstream import TarError
 
-        self.f.close()
-        self.f = None
+        try:
+            self.tar.feed(data)
+        except TarError as e:
+            self._fail(InstallError("bad_archive", str(e)))
+        except Exception as e:
+            self._fail(e)
+
+    def _fail(self, e):
+        self.failed = e
+        self._clean_slot()
+        raise e
+
+    def finish(self, md5_hex, sha256=None):
+        """`sha256` (the body's, raw or hex) is not needed here: every byte that matters is
+        covered by the signature (manifest) or the manifest's per-file SHA-256, checked as the
+        files are written."""
+        from tarstream import TarError
+
+        if self.failed is not None:
+            raise self.failed
         if self.got != self.size:
-            raise InstallError("bad_archive", "%d of %d bytes" % (self.got, self.size))
-        if sha256 is not None and self._staged_sha() != _digest(sha256):
-            raise InstallError("verify_failed", "staged bundle reads back differently")
+            self._fail(InstallError("bad_archive", "%d of %d bytes" % (self.got, self.size)))
         self.md5 = md5_hex
         try:
-            self._unpack()
+            if self.head is not None:
+                self._route(b"")  # a body shorter than the gzip magic
+            if self.f is not None:
+                self.f.close()
+                self.f = None
+                self._unpack_staged()
+            else:
+                self.tar.close()
         except TarError as e:
-            self._clean_slot()
-            raise InstallError("bad_archive", str(e))
-        except Exception:
-            self._clean_slot()
-            raise
+            self._fail(InstallError("bad_archive", str(e)))
+        except Exception as e:
+            self._fail(e)
         self.ready = True
 
     def abort(self):
@@ -455,50 +513,86 @@ class BundleInstaller(_Base):
 
     # -- helpers --------------------------------------------------------------------------------
     def _clean_slot(self):
-        fsutil.rmtree(self.slots.path(self.slot))
+        if self.out is not None:
+            self.out.close()
+            self.out = None
+        if self.slot is not None:
+            fsutil.rmtree(self.slots.path(self.slot))
         fsutil.remove(self.slots.staging)
 
-    def _staged_sha(self):
-        h = hashlib.sha256()
+    def _unpack_staged(self):
+        from tarstream import TarFeed, gunzip, read_full
+
+        buf = bytearray(BUF)
+        view = memoryview(buf)
+        tar = TarFeed(self)
         with open(self.slots.staging, "rb") as f:
+            z = gunzip(f)
             while True:
-                n = f.readinto(self.buf)
-                if not n:
+                n = read_full(z, view)
+                if n:
+                    tar.feed(view[:n])
+                if n < len(buf):
                     break
-                h.update(memoryview(self.buf)[:n])
-        return h.digest()
+        tar.close()
 
-    def _read_member(self, m, limit, what):
-        if m is None or m.kind != "file" or m.size > limit:
-            raise InstallError("bad_manifest", "%s missing or too large" % what)
-        data = bytearray(m.size)
-        got = 0
-        view = memoryview(data)
-        while got < m.size:
-            got += m.readinto(view[got:])
-        return data
+    # -- the TarFeed sink: members in archive order ----------------------------------------------
+    def member(self, m):
+        if self.manifest is None:
+            if self.raw is None:
+                if m.name != "manifest.json":
+                    raise InstallError("bad_manifest", "the first member must be manifest.json")
+                self.raw = self._hold(m, MAX_MANIFEST)
+                return
+            if self.sig is None and m.name == "manifest.sig":
+                self.sig = self._hold(m, MAX_SIG)
+                return
+            self._verify()  # before any app file is written
+        self._file(m)
 
-    def _unpack(self):
-        from tarstream import TarReader
+    def data(self, m, view):
+        if self.out is not None:
+            self.h.update(view)
+            self.out.write(view)
+        elif self.held is not None:
+            n = len(view)
+            self.held[self.hfill : self.hfill + n] = view
+            self.hfill += n
 
-        s = self.slots
-        with open(s.staging, "rb") as f:
-            tar = TarReader(f)
-            m = tar.next()
-            if m is None or m.name != "manifest.json":
+    def done(self, m):
+        self.held = None
+        if self.out is None:
+            return
+        self.out.close()
+        self.out = None
+        if self.h.digest() != self.want:
+            raise InstallError("hash_mismatch", m.name)
+        self.board.feed_watchdog()
+
+    def end(self):
+        if self.manifest is None:
+            if self.raw is None:
                 raise InstallError("bad_manifest", "the first member must be manifest.json")
-            raw = self._read_member(m, MAX_MANIFEST, "manifest.json")
-            m = tar.next()
-            sig = None
-            if m is not None and m.name == "manifest.sig":
-                sig = self._read_member(m, MAX_SIG, "manifest.sig")
-                m = tar.next()
-            self._check_signature(raw, sig)  # before any app file is written
-            man = parse_manifest(raw)
-            raw = None
-            self.manifest = man
-            self._check_policy(man)
-            self._write_files(tar, m, man)
+            self._verify()
+        for path in self.manifest["files"]:
+            if path not in self.seen:
+                raise InstallError("missing_file", path)
+
+    def _hold(self, m, limit):
+        if m.kind != "file" or m.size > limit:
+            raise InstallError("bad_manifest", "%s missing or too large" % m.name)
+        self.held = bytearray(m.size)
+        self.hfill = 0
+        return self.held
+
+    def _verify(self):
+        self._check_signature(self.raw, self.sig)
+        man = parse_manifest(self.raw)
+        self.raw = self.sig = None
+        self._check_policy(man)
+        self.manifest = man
+        self.seen = {}
+        fsutil.makedirs(self.slots.path(self.slot))
 
     def _check_signature(self, raw, sig):
         import trust
@@ -537,55 +631,35 @@ class BundleInstaller(_Base):
         if man["space"] > free:
             raise InstallError("no_space", "needs %d bytes, %d free" % (man["space"], free))
 
-    def _write_files(self, tar, m, man):
-        base = self.slots.path(self.slot)
-        files = man["files"]
-        seen = {}
-        fsutil.makedirs(base)
-        while m is not None:
-            if m.kind == "dir":
-                prefix = m.name + "/"
-                if not any(p.startswith(prefix) for p in files):
-                    raise InstallError("extra_file", "folder %s is not in the manifest" % m.name)
-                fsutil.makedirs(base + "/" + m.name)
-            else:
-                want = files.get(m.name)
-                if want is None or m.name in seen:
-                    raise InstallError("extra_file", "%s is not in the manifest" % m.name)
-                if m.size != want[0]:
-                    raise InstallError(
-                        "size_mismatch", "%s: %d bytes, manifest %d" % (m.name, m.size, want[0])
-                    )
-                self._write_one(base, m, want[1])
-                seen[m.name] = True
-            m = tar.next()
-        for path in files:
-            if path not in seen:
-                raise InstallError("missing_file", path)
+    def _file(self, m):
+        """A member after the signature check: a folder or file the manifest names, opened in
+        the slot (the data follows)."""
+        import binascii
 
-    def _write_one(self, base, m, sha_hex):
+        files = self.manifest["files"]
+        base = self.slots.path(self.slot)
+        if m.kind == "dir":
+            prefix = m.name + "/"
+            for p in files:
+                if p.startswith(prefix):
+                    fsutil.makedirs(base + "/" + m.name)
+                    return
+            raise InstallError("extra_file", "folder %s is not in the manifest" % m.name)
+        want = files.get(m.name)
+        if want is None or m.name in self.seen:
+            raise InstallError("extra_file", "%s is not in the manifest" % m.name)
+        if m.size != want[0]:
+            raise InstallError(
+                "size_mismatch", "%s: %d bytes, manifest %d" % (m.name, m.size, want[0])
+            )
+        self.seen[m.name] = True
         path = base + "/" + m.name
         folder = path.rsplit("/", 1)[0]
         if folder != base:
             fsutil.makedirs(folder)
-        h = hashlib.sha256()
-        with open(path, "wb") as out:
-            while True:
-                n = m.readinto(self.buf)
-                if not n:
-                    break
-                view = memoryview(self.buf)[:n]
-                h.update(view)
-                out.write(view)
-        if _hex(h.digest()) != sha_hex:
-            raise InstallError("hash_mismatch", m.name)
-        self.board.feed_watchdog()
-
-
-def _hex(digest):
-    import binascii
-
-    return binascii.hexlify(digest).decode()
+        self.want = binascii.unhexlify(want[1])
+        self.h = hashlib.sha256()
+        self.out = open(path, "wb")
 
 
 def _text(value, most):

@@ -1,6 +1,8 @@
-# A streaming reader of ustar archives, optionally gzip-compressed, for untrusted input.
-# Members are yielded one at a time; their data is read in chunks into the caller's buffer, so
-# no member is ever held in RAM. Strict: checksums, octal fields, magic, names (relative, no
+# A streaming reader of ustar archives, optionally gzip-compressed, for untrusted input, in two
+# forms: TarReader pulls from a stream and yields members whose data is read in chunks into the
+# caller's buffer; TarFeed is pushed the bytes as they arrive and hands members and data views to
+# a sink (an install parses the archive while it downloads). Neither holds a member in RAM. Both
+# are strict and share the header rules: checksums, octal fields, magic, names (relative, no
 # '..', a small character set) and types (regular files and folders only); anything else raises
 # TarError. Runs on MicroPython (deflate.DeflateIO) and CPython (zlib), where it is fuzzed.
 import io
@@ -25,7 +27,7 @@ class TarError(ValueError):
         self.detail = detail
 
 
-def _read_full(stream, view):
+def read_full(stream, view):
     """Fill `view` from the stream; returns how many bytes came before the end."""
     got = 0
     n_want = len(view)
@@ -161,7 +163,7 @@ class Member:
         if n == 0:
             return 0
         view = memoryview(buf)[:n]
-        if _read_full(self._reader.stream, view) != n:
+        if read_full(self._reader.stream, view) != n:
             raise TarError("truncated", "data of %s" % self.name)
         self.left -= n
         return n
@@ -179,7 +181,7 @@ class TarReader:
         self._done = False
         if gz is None:  # sniff the gzip magic; the bytes read are replayed
             head = bytearray(2)
-            n = _read_full(stream, memoryview(head))
+            n = read_full(stream, memoryview(head))
             gz = n == 2 and head[0] == 0x1F and head[1] == 0x8B
             stream = _Replay(bytes(head[:n]), stream)
         self.gzip = gz
@@ -200,15 +202,12 @@ class TarReader:
         hdr = memoryview(self._hdr)
         while m.left:
             m.readinto(hdr[: min(BLOCK, m.left)])
-        if pad and _read_full(self.stream, hdr[:pad]) != pad:
+        if pad and read_full(self.stream, hdr[:pad]) != pad:
             raise TarError("truncated", "padding after %s" % m.name)
         self._current = None
 
     def _zero(self):
-        for b in self._hdr:
-            if b:
-                return False
-        return True
+        return _is_zero(self._hdr)
 
     def next(self):
         """The next member, or None after the end-of-archive marker."""
@@ -216,12 +215,12 @@ class TarReader:
             return None
         self._skip_rest()
         hdr = self._hdr
-        n = _read_full(self.stream, memoryview(hdr))
+        n = read_full(self.stream, memoryview(hdr))
         if n != BLOCK:
             raise TarError("truncated", "header (%d bytes)" % n)
         if self._zero():
             # The end marker is two zero blocks; a lone one at the very end is tolerated.
-            n = _read_full(self.stream, memoryview(hdr))
+            n = read_full(self.stream, memoryview(hdr))
             if n and (n != BLOCK or not self._zero()):
                 raise TarError("trailing", "data after the end marker")
             self._done = True
@@ -234,44 +233,146 @@ class TarReader:
         return m
 
     def _parse(self):
-        hdr = self._hdr
-        stored = _octal(hdr, 148, 8, "checksum")
-        total = 8 * 0x20  # the checksum field counts as spaces
-        for i in range(148):
-            total += hdr[i]
-        for i in range(156, BLOCK):
-            total += hdr[i]
-        if stored != total:
-            raise TarError("checksum", "header checksum %d, computed %d" % (stored, total))
-        magic = bytes(hdr[257:265])
-        if magic == b"ustar\x0000":
-            prefix = _cstr(hdr, 345, 155)
-        elif magic == b"ustar  \x00":
-            prefix = b""  # GNU keeps other fields there
-        else:
-            raise TarError("bad_header", "not a ustar header")
-        flag = hdr[156]
-        if flag in (0x30, 0):
-            kind = FILE
-        elif flag == 0x35:
-            kind = DIR
-        else:
-            raise TarError("bad_type", "member type %r" % chr(flag))
-        size = _octal(hdr, 124, 12, "size")
-        mode = _octal(hdr, 100, 8, "mode")
-        raw = _cstr(hdr, 0, 100)
-        if prefix:
-            raw = prefix + b"/" + raw
-        try:
-            name = raw.decode()
-        except UnicodeError:
-            raise TarError("bad_name", "not text")
-        if kind == DIR:
-            if size:
-                raise TarError("bad_header", "folder %r with data" % name)
-            if name.endswith("/"):
-                name = name[:-1]
-        if size > self.max_member:
-            raise TarError("too_large", "%s is %d bytes" % (name, size))
-        check_name(name)
+        name, kind, size, mode = parse_header(self._hdr, self.max_member)
         return Member(self, name, kind, size, mode)
+
+
+def _is_zero(block):
+    for b in block:
+        if b:
+            return False
+    return True
+
+
+def parse_header(hdr, max_member=MAX_MEMBER):
+    """(name, kind, size, mode) of a 512-byte header that is not all zeros."""
+    stored = _octal(hdr, 148, 8, "checksum")
+    total = 8 * 0x20  # the checksum field counts as spaces
+    for i in range(148):
+        total += hdr[i]
+    for i in range(156, BLOCK):
+        total += hdr[i]
+    if stored != total:
+        raise TarError("checksum", "header checksum %d, computed %d" % (stored, total))
+    magic = bytes(hdr[257:265])
+    if magic == b"ustar\x0000":
+        prefix = _cstr(hdr, 345, 155)
+    elif magic == b"ustar  \x00":
+        prefix = b""  # GNU keeps other fields there
+    else:
+        raise TarError("bad_header", "not a ustar header")
+    flag = hdr[156]
+    if flag in (0x30, 0):
+        kind = FILE
+    elif flag == 0x35:
+        kind = DIR
+    else:
+        raise TarError("bad_type", "member type %r" % chr(flag))
+    size = _octal(hdr, 124, 12, "size")
+    mode = _octal(hdr, 100, 8, "mode")
+    raw = _cstr(hdr, 0, 100)
+    if prefix:
+        raw = prefix + b"/" + raw
+    try:
+        name = raw.decode()
+    except UnicodeError:
+        raise TarError("bad_name", "not text")
+    if kind == DIR:
+        if size:
+            raise TarError("bad_header", "folder %r with data" % name)
+        if name.endswith("/"):
+            name = name[:-1]
+    if size > max_member:
+        raise TarError("too_large", "%s is %d bytes" % (name, size))
+    check_name(name)
+    return name, kind, size, mode
+
+
+class TarFeed:
+    """The push form: feed(chunk) with the archive's bytes as they arrive, close() at its end.
+    Calls sink.member(m) for each header (m: name, kind, size, mode, left), sink.data(m, view)
+    for its data (views into the chunk, valid only during the call), sink.done(m) after its last
+    byte and sink.end() at the end marker. Past the end marker only zero bytes (tar's record
+    padding) are accepted. Errors from the sink propagate."""
+
+    def __init__(self, sink, max_member=MAX_MEMBER, max_members=MAX_MEMBERS):
+        self.sink = sink
+        self.max_member = max_member
+        self.max_members = max_members
+        self.count = 0
+        self._hdr = bytearray(BLOCK)
+        self._fill = 0  # bytes of the next header block gathered so far
+        self._m = None  # the member whose data is arriving
+        self._pad = 0  # padding bytes still to skip
+        self._zeros = 0  # zero blocks of the end marker seen (2 = ended)
+        self._last = None  # the member before the current position
+
+    def feed(self, chunk):
+        view = memoryview(chunk)
+        pos = 0
+        n = len(view)
+        while pos < n:
+            m = self._m
+            if m is not None:
+                k = min(m.left, n - pos)
+                m.left -= k
+                self.sink.data(m, view[pos : pos + k])
+                pos += k
+                if not m.left:
+                    self._member_done(m)
+            elif self._pad:
+                k = min(self._pad, n - pos)
+                self._pad -= k
+                pos += k
+            elif self._zeros == 2:
+                for i in range(pos, n):
+                    if view[i]:
+                        raise TarError("trailing", "data after the end marker")
+                return
+            else:
+                k = min(BLOCK - self._fill, n - pos)
+                self._hdr[self._fill : self._fill + k] = view[pos : pos + k]
+                self._fill += k
+                pos += k
+                if self._fill == BLOCK:
+                    self._fill = 0
+                    self._block()
+
+    def close(self):
+        """The input ended: raises TarError unless the archive was complete."""
+        if self._zeros == 2:
+            return
+        if self._zeros == 1:
+            if self._fill:
+                raise TarError("trailing", "data after the end marker")
+            self._zeros = 2  # a lone zero block at the very end is tolerated
+            self.sink.end()
+            return
+        if self._m is not None or self._pad:
+            raise TarError("truncated", "data of %s" % (self._m or self._last).name)
+        raise TarError("truncated", "header (%d bytes)" % self._fill)
+
+    def _block(self):
+        if _is_zero(self._hdr):
+            self._zeros += 1
+            if self._zeros == 2:
+                self.sink.end()
+            return
+        if self._zeros:
+            raise TarError("trailing", "data after the end marker")
+        self.count += 1
+        if self.count > self.max_members:
+            raise TarError("too_large", "more than %d members" % self.max_members)
+        name, kind, size, mode = parse_header(self._hdr, self.max_member)
+        m = Member(None, name, kind, size, mode)
+        self.sink.member(m)
+        if size:
+            self._m = m
+        else:
+            self._member_done(m)
+
+    def _member_done(self, m):
+        self._m = None
+        self._last = m
+        self._pad = (-m.size) % BLOCK
+        self.sink.done(m)

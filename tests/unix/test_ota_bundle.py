@@ -119,26 +119,31 @@ def test_refusals_leave_the_device_unchanged():
 
 
 def test_signature_is_checked_before_any_file_is_written():
+    # _file() is where every app file or folder is created in the slot, plain or gzip body
     board, st, slots, ctx = device()
     calls = []
-    orig = ota.BundleInstaller._write_files
+    orig = ota.BundleInstaller._file
 
-    def spy(self, tar, m, man):
-        calls.append(man["version"])
-        return orig(self, tar, m, man)
+    def spy(self, m):
+        calls.append((self.manifest["version"], self.signed_by is not None, m.name))
+        return orig(self, m)
 
-    ota.BundleInstaller._write_files = spy
+    ota.BundleInstaller._file = spy
     try:
         for name in ("badsig", "other", "unsigned", "bad_manifest"):
             try:
                 fx.install(ctx, bundle(name))
             except ota.InstallError:
                 pass
+            assert fx.tree("/pc/" + slots.inactive()) is None, name  # not even the folder
         assert calls == [], calls
         installed(ctx, "v2")
-        assert calls == ["2.0"]
+        assert calls and all(c[:2] == ("2.0", True) for c in calls), calls
+        del calls[:]
+        installed(ctx, "v2gz")
+        assert calls and all(c[:2] == ("2.0", True) for c in calls), calls
     finally:
-        ota.BundleInstaller._write_files = orig
+        ota.BundleInstaller._file = orig
 
 
 def test_unsigned_policy():
