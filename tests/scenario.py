@@ -253,6 +253,15 @@ def _cached_stage(cache):
     return stage
 
 
+def assert_settings_updated(before, after, version):
+    """After a commit: settings differ from `before` only in app_version. The commit saves
+    them validated, so keys `ias sim init` left out appear with their (empty) defaults."""
+    expected = dict(before, app_version=version)
+    assert {k: after.get(k) for k in expected} == expected
+    extra = {k: v for k, v in after.items() if k not in expected}
+    assert not any(extra.values()), extra
+
+
 @pytest.fixture(scope="session")
 def staged_firmware(tmp_path_factory):
     return tmp_path_factory.mktemp("staged-firmware")

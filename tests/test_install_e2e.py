@@ -12,6 +12,7 @@ import pytest
 
 from tests.scenario import (  # noqa: F401 (fixtures)
     APP,
+    assert_settings_updated,
     assert_unchanged,
     make_chain,
     make_world,
@@ -83,12 +84,7 @@ def test_v1_to_v2_applied_committed_then_304(world):
     for path, size in before["tree"].items():
         if path not in ("/app.json", "/settings.json"):
             assert after["tree"][path] == size, path
-    expected = dict(before["settings"], app_version="2.0")
-    assert {k: after["settings"][k] for k in expected} == expected
-    # the commit saved the settings validated, so the keys sim init left out now show their
-    # (empty) defaults
-    extra = {k: v for k, v in after["settings"].items() if k not in expected}
-    assert not any(extra.values()), extra
+    assert_settings_updated(before["settings"], after["settings"], "2.0")
     assert set(after["state"]) - set(before["state"]) <= {"counters", "time_floor"}
 
     # Later call homes: x-ESP-SKETCH-MD5 is the artifact's MD5, so the server answers 304.
