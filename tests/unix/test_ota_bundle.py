@@ -146,6 +146,66 @@ def test_signature_is_checked_before_any_file_is_written():
         ota.BundleInstaller._file = orig
 
 
+def test_any_chunking_plain_streams_gzip_stages():
+    # plain tar: parsed as it arrives, never staged; gzip: staged. Any chunk size, down to 1.
+    board, st, slots, ctx = device()
+    for name, chunk in (("v2", 1), ("v2", 4093), ("v2gz", 1), ("v2gz", 513)):
+        data = fx.read(bundle(name))
+        inst = ota.installer_for(data[:chunk], ctx)
+        inst.begin(len(data), "blink", "2.0")
+        staged = False
+        for i in range(0, len(data), chunk):
+            inst.write(memoryview(data)[i : i + chunk])
+            staged = staged or _exists("/pc/ota.part")
+        assert staged == (name == "v2gz"), (name, chunk, staged)
+        inst.finish(MD5[name])
+        inst.activate()
+        assert fx.tree(slots.active_app_dir()) == V2, (name, chunk)
+        assert "ota.part" not in snapshot()
+        assert ota.boot_check(board, st, slots) == "trial"
+        assert ota.commit(board, st, None, slots)["md5"] == MD5[name]
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
+
+
+def test_damaged_bodies_are_refused():
+    board, st, slots, ctx = device()
+    installed(ctx, "v1")
+    v2 = fx.read(bundle("v2"))
+    cases = (
+        ("trailing", v2 + b"x"),  # after the end marker only zero padding may follow
+        ("cut_in_a_file", v2[: len(v2) // 2]),
+        ("cut_in_the_manifest", v2[:700]),
+    )
+    for label, data in cases:
+        with open(FIX + "/" + label + ".tar", "wb") as f:
+            f.write(data)
+        e = refused(ctx, label, "bad_archive")
+        print("%s: %s" % (label, e))
+    # the device still takes the real update afterwards
+    installed(ctx, "v2")
+    assert fx.tree(slots.active_app_dir()) == V2
+
+
+def test_abort_in_the_middle_leaves_the_device_as_before():
+    board, st, slots, ctx = device()
+    installed(ctx, "v1")
+    for name in ("v2", "v2gz"):
+        before = snapshot()
+        data = fx.read(bundle(name))
+        inst = ota.installer_for(data[:512], ctx)
+        inst.begin(len(data), "blink", "2.0")
+        inst.write(memoryview(data)[: len(data) * 2 // 3])  # files are in the slot by now
+        inst.abort()
+        assert snapshot() == before, name
+
+
 def test_unsigned_policy():
     board, st, slots, ctx = device()
     allow = {"allow_unsigned": True}

@@ -1,19 +1,21 @@
 # tarstream on MicroPython: archives made by CPython's tarfile (plain and gzip) stream through a
 # small buffer; hostile archives (paths, types, checksums, sizes, truncation, bad gzip) raise
-# TarError with the right reason.
+# TarError with the right reason. Every archive goes through both readers: TarReader (pull) and
+# TarFeed (push, fed in chunks of several sizes), which must agree member for member and on the
+# reason of every refusal.
 import hashlib
 import io
 
 import ota_fixtures as fx
 import tarstream
 from ota_tar import archive, header, member
-from tarstream import TarError, TarReader
+from tarstream import TarError, TarFeed, TarReader
 
 FIX = fx.make("bundles")
 
 
-def listing(data, bufsize=100):
-    """[(name, kind, size, sha256)] read through a buffer of bufsize bytes."""
+def pulled(data, bufsize=100):
+    """[(name, kind, size, sha256)] read by TarReader through a buffer of bufsize bytes."""
     out = []
     buf = bytearray(bufsize)
     for m in TarReader(io.BytesIO(data)):
@@ -28,6 +30,78 @@ def listing(data, bufsize=100):
         assert total == m.size
         out.append((m.name, m.kind, m.size, h.digest()))
     return out
+
+
+class Sink:
+    """Records what TarFeed hands over, checking the order of the calls."""
+
+    def __init__(self):
+        self.out = []
+        self.m = None
+        self.ended = False
+
+    def member(self, m):
+        assert self.m is None and not self.ended
+        self.m, self.h, self.total = m, hashlib.sha256(), 0
+
+    def data(self, m, view):
+        assert m is self.m and len(view) > 0
+        self.h.update(view)
+        self.total += len(view)
+
+    def done(self, m):
+        assert m is self.m and self.total == m.size
+        self.out.append((m.name, m.kind, m.size, self.h.digest()))
+        self.m = None
+
+    def end(self):
+        assert self.m is None and not self.ended
+        self.ended = True
+
+
+def pushed(data, step):
+    """The same list from TarFeed, fed `step` bytes at a time (gzip: through gunzip)."""
+    sink = Sink()
+    feed = TarFeed(sink)
+    if data[:2] == b"\x1f\x8b":
+        z = tarstream.gunzip(io.BytesIO(data))
+        buf = bytearray(step)
+        while True:
+            n = tarstream.read_full(z, memoryview(buf))
+            feed.feed(bytes(buf[:n]))
+            if n < step:
+                break
+    else:
+        for i in range(0, len(data), step):
+            feed.feed(data[i : i + step])
+    feed.close()
+    assert sink.ended and sink.m is None
+    return sink.out
+
+
+def _outcome(fn, *args):
+    try:
+        return fn(*args)
+    except TarError as e:
+        return e
+
+
+def listing(data, bufsize=100):
+    """pulled(data, bufsize); TarFeed must give the same members, or refuse for the same
+    reason, fed in any chunk size. Raises the TarError of the pull reader."""
+    want = _outcome(pulled, data, bufsize)
+    steps = (1, 7, 512, 4096) if len(data) <= 8192 else (7, 700, 4096)
+    for step in steps:
+        got = _outcome(pushed, data, step)
+        if isinstance(want, TarError):
+            assert isinstance(got, TarError), "push accepted what pull refused (%r)" % want
+            if data[:2] != b"\x1f\x8b":  # gzip: push reads to the end and may see more
+                assert got.reason == want.reason, (step, got, want)
+        else:
+            assert got == want, (step, got)
+    if isinstance(want, TarError):
+        raise want
+    return want
 
 
 def refuse(data, reason):
@@ -129,6 +203,28 @@ def test_truncation_everywhere():
     listing(whole[: 2048 + 1024 + 512])  # one zero block then EOF: tolerated
     bad_end = whole[: 2048 + 1024 + 512] + b"\x01" + b"\x00" * 511
     refuse(bad_end, "trailing")
+
+
+def test_feed_end_marker_and_record_padding():
+    whole = archive(member("a.py", b"y" * 1500))
+    # tar pads archives to 10 KiB records with zeros: accepted after the end marker
+    assert pushed(whole + b"\x00" * 8192, 1000)[0][:3] == ("a.py", "file", 1500)
+    for tail in (b"\x00" * 700 + b"\x01", b"x"):
+        try:
+            pushed(whole + tail, 333)
+            raise AssertionError("data after the end marker accepted")
+        except TarError as e:
+            assert e.reason == "trailing"
+
+
+def test_feed_refuses_more_members_than_allowed():
+    many = archive(*[member("f%d" % i, b"") for i in range(5)])
+    feed = TarFeed(Sink(), max_members=4)
+    try:
+        feed.feed(many)
+        raise AssertionError("member limit ignored")
+    except TarError as e:
+        assert e.reason == "too_large"
 
 
 def test_gzip_damage():
