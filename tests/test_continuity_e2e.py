@@ -276,3 +276,27 @@ def test_bad_anchor_bundle_refused_and_anchors_kept(make_world, case):  # noqa: 
     assert world.anchor_files() == sorted(
         p.rsplit("/", 1)[1] for p in after["tree"] if p.startswith("/cert/") and p.endswith(".cer")
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: keys.json is only fetched by the recovery ladder after an anchor bundle fails "
+    "bad_signature (anchors._rung/_try_keys); an app bundle signed by the new key is refused "
+    "bad_signature by ota.BundleInstaller._check_signature and nothing looks for keys.json, so "
+    "a device whose TLS still verifies never learns the rotated key",
+)
+def test_update_key_rotated_while_tls_still_verifies(make_world):  # noqa: F811
+    a = make_chain("A")
+    world = make_world(trust=[a.root], serve=a)
+    new_key = keys.new_key(bits=2048)
+    anchorbundle.build_key_doc(
+        world.key_path.read_bytes(),
+        1,
+        [keys.private_pem(new_key)],
+        days(30),
+        out_dir=world.anchors_dir,
+    )
+    world.publish("2.0", 2, key=new_key)
+    world.boot(3)
+    ptr = world.pointer()
+    assert ptr["version"] == "2.0" and "trial" not in ptr
