@@ -41,7 +41,7 @@ def days(n):
 
 
 def bundle_fetches(world, since):
-    return [r for r in world.requests(since, BUNDLE_PATH)]
+    return world.requests(since, BUNDLE_PATH)
 
 
 def one_cycle_recovery(world, version):
