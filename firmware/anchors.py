@@ -457,6 +457,22 @@ def _rung(device, fetch, base, now, keys_dir, host, force):
     return bundle["version"]
 
 
+def look_for_keys(device, fetch, force=False, keys_dir="/keys"):
+    """An update was refused for its signature while TLS still works: perhaps the update key
+    rotated. Try keys.json at each recovery location (rate-limited like the ladder unless
+    forced). True when a new key was installed, so the caller can call home again."""
+    state = device.state
+    now = sane_time(device.board, state)
+    last = state.get("keys_checked_at")
+    if now is None or (not force and last is not None and 0 <= now - last < RATE_S):
+        return False
+    state.set("keys_checked_at", now)
+    for base in recovery_locations(device.settings):
+        if _try_keys(device, fetch, base, now, keys_dir):
+            return True
+    return False
+
+
 def recover(device, fetch, force=False, why="untrusted", keys_dir="/keys"):
     """The recovery ladder, after TLS verification failed with every anchor (`why`: untrusted
     or expired) or for a refresh. Walks recovery_locations() in order; the first valid newer

@@ -126,6 +126,9 @@ class Device:
         if out["outcome"] == "error" and out["reason"] in ("untrusted", "expired"):
             if self._recover(connect, force, out["reason"]):
                 out = self._ask(connect, force)
+        elif out["outcome"] == "error" and out["reason"] == "bad_signature":
+            if self._new_update_key(connect, force):
+                out = self._ask(connect, force)
         self._after_call(out, connect)
         return out
 
@@ -164,6 +167,14 @@ class Device:
         result = anchors.recover(self, fetch, force=force, why=why)
         log.info("anchors", "recovery ladder: %s" % result["outcome"])
         return result["outcome"] == "installed"
+
+    def _new_update_key(self, connect, force):
+        import anchors
+
+        fetch = anchors.http_fetcher(connect, self.board.ticks_ms)
+        found = anchors.look_for_keys(self, fetch, force=force)
+        log.info("anchors", "update key rotation: %s" % ("new key" if found else "none found"))
+        return found
 
     def _after_call(self, out, connect):
         outcome = out["outcome"]

@@ -278,13 +278,6 @@ def test_bad_anchor_bundle_refused_and_anchors_kept(make_world, case):  # noqa: 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: keys.json is only fetched by the recovery ladder after an anchor bundle fails "
-    "bad_signature (anchors._rung/_try_keys); an app bundle signed by the new key is refused "
-    "bad_signature by ota.BundleInstaller._check_signature and nothing looks for keys.json, so "
-    "a device whose TLS still verifies never learns the rotated key",
-)
 def test_update_key_rotated_while_tls_still_verifies(make_world):  # noqa: F811
     a = make_chain("A")
     world = make_world(trust=[a.root], serve=a)
