@@ -21,9 +21,13 @@ FIELD_TYPES = "LTNCSIPZ"
 
 
 class App:
-    def __init__(self, board, settings):
+    def __init__(self, board, settings, installed=None):
         self.board = board
         self.settings = settings
+        installed = installed or {}
+        # What is running (also on trial, before settings record it at commit).
+        self.name = installed.get("name") or settings.get("app_name", "")
+        self.version = installed.get("version") or settings.get("app_version", "")
         self.fields = []
         self._hooks = {}
         self.module = None

@@ -34,7 +34,9 @@ def ias_headers(board, settings, installed, mode="sketch", telemetry=None):
     """The IAS header list (after Host), names and order as IAS 2.1 sends them (§1.3), then our
     telemetry (x-IAS-*) and Connection: close last, as IAS ends its request."""
     ip = board.wifi_ip() or "0.0.0.0"
-    version = "%s v%s" % (settings.get("app_name", ""), settings.get("app_version", ""))
+    # The running version, also while it is on trial (settings change only at commit).
+    name = installed.get("name") or settings.get("app_name", "")
+    version = "%s v%s" % (name, installed.get("version") or settings.get("app_version", ""))
     heads = [
         ("User-Agent", "ESP-http-Update"),
         ("x-ESP-STA-MAC", board.mac()),

@@ -67,7 +67,7 @@ class Device:
         import app_api
         import ota
 
-        self.app = app_api.App(self.board, self.settings)
+        self.app = app_api.App(self.board, self.settings, ota.installed_artifact())
         folder = ota.active_app_dir()
         if folder is None:
             log.info("app", "no app installed")

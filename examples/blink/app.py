@@ -7,7 +7,7 @@ def setup(ias):
     ias.on("update_success", lambda: print("IASBlink: new version installed"))
     ias.on("no_update", lambda reason: print("IASBlink: no update (%s)" % reason))
     ias.on("download_progress", lambda done, total: print("IASBlink: %d of %d" % (done, total)))
-    print("IASBlink %s started" % ias.settings["app_version"])
+    print("IASBlink %s started" % ias.version)
 
 
 def loop(ias):
