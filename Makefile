@@ -31,8 +31,9 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
 
+# The whole reliability matrix, slow sweeps included; rewrites docs/reliability.md from the run.
 reliability: $(STAMP)
-	$(BIN)/pytest -q -m slow
+	$(BIN)/python -m tools.reliability
 
 clean:
 	rm -rf $(VENV) build .pytest_cache
