@@ -131,6 +131,8 @@ def verify_bundle(json_bytes, sig, keys, installed_version, now, host=None):
         raise AnchorError("too_many", "%d anchors" % len(pems))
     certs = []
     for pem in pems:
+        if not isinstance(pem, str):
+            raise AnchorError("malformed", "anchor %d is not PEM text" % len(certs))
         try:
             cert = der.load(pem)
         except (der.DerError, TypeError, AttributeError) as e:

@@ -263,7 +263,8 @@ def telemetry(device):
     tel = {}
     if st is not None:
         tel["anchors"] = st.get("anchors_version")
-        tel["last_error"] = st.get("last_error") or st.get("ota_error")
+        errors = [e for e in (st.get("ota_error"), st.get("last_error")) if e]
+        tel["last_error"] = "; ".join(errors) if errors else None
         if st.get("anchors_report"):
             tel["recovery"] = _recovery_report(st)
     if device.store is not None:
@@ -337,7 +338,9 @@ def call_home(
         if out["outcome"] == "error":
             device.state.set("last_error", out["reason"])
         elif tel.get("last_error") is not None:
-            device.state.drop("last_error")  # reported in this request; the server has it
+            # Reported in this request; the server has them.
+            device.state.drop("last_error")
+            device.state.drop("ota_error")
     return out
 
 

@@ -25,7 +25,9 @@ MAX_SIG = 512
 MAX_FILES = 200
 BUF = 1024  # the one copy buffer of a bundle install
 FLASH_BLOCK = 4096
-ERROR_KEY = "last_error"  # state key callhome reports as x-IAS-LAST-ERROR, then drops
+# State key of the last install or trial failure. Apart from callhome's own "last_error" (which
+# the next failed call overwrites), so a rollback is reported even after more failed calls.
+ERROR_KEY = "ota_error"
 _ART = ("kind", "name", "version", "counter", "md5", "size")
 _APP_DESC_MAGIC = b"\x32\x54\xcd\xab"  # esp_app_desc_t magic 0xABCD5432, little-endian
 

@@ -4,12 +4,10 @@
 
 class ReasonError(Exception):
     def __init__(self, reason, detail=""):
-        super().__init__(reason, detail)
+        # One message argument: MicroPython prints args in tracebacks, CPython str() uses it.
+        super().__init__(reason + (": " + detail if detail else ""))
         self.reason = reason
         self.detail = detail
-
-    def __str__(self):
-        return self.reason + (": " + self.detail if self.detail else "")
 
 
 class InstallError(ReasonError):

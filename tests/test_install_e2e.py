@@ -169,12 +169,6 @@ def test_v4_that_cannot_call_home_rolls_back_after_three_trial_boots(world):
     assert world.pointer() == v2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ota._record keeps the rollback reason in state 'last_error', the key "
-    "callhome.call_home overwrites with the reason of the next failed call home, so the trial "
-    "failure is never reported when the network is still down after the rollback",
-)
 def test_v4_rollback_reported_even_when_the_network_stays_down(world):
     v2 = _v4_stuck_on_trial(world)
     world.boot(2)  # rolls back, and its call home fails too
