@@ -23,6 +23,7 @@ from tools import pki
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "firmware"))
 import anchors  # noqa: E402
+import appbundle  # noqa: E402
 import channel  # noqa: E402
 import ota  # noqa: E402
 import settings as settings_mod  # noqa: E402
@@ -223,7 +224,7 @@ def manifests():
 @FUZZ
 @given(doc=manifests())
 def test_manifest(doc):
-    out = bounded(ota.parse_manifest, 1 << 18, json.dumps(doc).encode())
+    out = bounded(appbundle.parse_manifest, 1 << 18, json.dumps(doc).encode())
     only(out, ota.InstallError)
     if not isinstance(out, Exception):
         for path in out["files"]:

@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+import appbundle
+import fwimage
 import ota
 import ota_fixtures as fx
 import state as state_mod
@@ -122,13 +124,13 @@ def test_signature_is_checked_before_any_file_is_written():
     # _file() is where every app file or folder is created in the slot, plain or gzip body
     board, st, slots, ctx = device()
     calls = []
-    orig = ota.BundleInstaller._file
+    orig = appbundle.BundleInstaller._file
 
     def spy(self, m):
         calls.append((self.manifest["version"], self.signed_by is not None, m.name))
         return orig(self, m)
 
-    ota.BundleInstaller._file = spy
+    appbundle.BundleInstaller._file = spy
     try:
         for name in ("badsig", "other", "unsigned", "bad_manifest"):
             try:
@@ -143,7 +145,7 @@ def test_signature_is_checked_before_any_file_is_written():
         installed(ctx, "v2gz")
         assert calls and all(c[:2] == ("2.0", True) for c in calls), calls
     finally:
-        ota.BundleInstaller._file = orig
+        appbundle.BundleInstaller._file = orig
 
 
 def test_any_chunking_plain_streams_gzip_stages():
@@ -231,13 +233,13 @@ def test_no_keys_means_signed_bundles_cannot_install():
 
 def test_space_and_size_limits():
     board, st, slots, ctx = device()
-    inst = ota.BundleInstaller(ctx)
+    inst = appbundle.BundleInstaller(ctx)
     try:
         inst.begin(10 * 1024 * 1024, "blink", "9")
         raise AssertionError("10 MiB staged on a 512 KiB flash")
     except ota.InstallError as e:
         assert e.reason == "no_space"
-    inst = ota.BundleInstaller(ctx)
+    inst = appbundle.BundleInstaller(ctx)
     inst.begin(100, "blink", "9")
     try:
         inst.write(memoryview(bytearray(101)))
@@ -250,10 +252,12 @@ def test_space_and_size_limits():
 
 def test_installer_choice():
     board, st, slots, ctx = device()
-    assert isinstance(ota.installer_for(fx.read(bundle("v2"))[:512], ctx), ota.BundleInstaller)
-    assert isinstance(ota.installer_for(fx.read(bundle("v2gz"))[:16], ctx), ota.BundleInstaller)
+    plain = ota.installer_for(fx.read(bundle("v2"))[:512], ctx)
+    gz = ota.installer_for(fx.read(bundle("v2gz"))[:16], ctx)
+    assert isinstance(plain, appbundle.BundleInstaller)
+    assert isinstance(gz, appbundle.BundleInstaller)
     fw = ota.installer_for(b"\xe9\x03" + bytes(600), ctx)
-    assert isinstance(fw, ota.FirmwareInstaller)
+    assert isinstance(fw, fwimage.FirmwareInstaller)
     try:
         ota.installer_for(b"<html>" + bytes(600), ctx)
         raise AssertionError("HTML taken for an update")
@@ -379,6 +383,8 @@ def test_install_heap_does_not_grow_with_payload():
             fx.REPO + "/firmware/" + m
             for m in (
                 "ota",
+                "appbundle",
+                "fwimage",
                 "tarstream",
                 "trust",
                 "fsutil",
