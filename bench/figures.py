@@ -87,8 +87,9 @@ def heap_floor(world, payloads, confirm=2):
 
 # -- 2. throughput ----------------------------------------------------------------------------
 def throughput(world, payload, runs=3):
-    """MB/s of one update (call home, download, read-back, signature, unpack, switch) against
-    the bare verified TLS stream writing the same body to a littlefs file on the same flash."""
+    """MB/s of one update (call home, download unpacked as it arrives, signature, switch)
+    against the bare verified TLS stream writing the same body to a littlefs file on the same
+    flash."""
     world.bundle(payload)
     img = world.image("tp-%d" % payload, payload)
     ours, phases, bare = [], [], []
@@ -231,7 +232,7 @@ def footprint(world, boot_result):
     lib = set(n[:-4] for n in os.listdir(world.work / "fw" / "lib"))
     mods = [m for m in rec["modules"] if m in lib]
     # and what a call home with an install imports on top (lazily)
-    extra = [m for m in ("callhome", "httpclient", "anchors", "trust", "tarstream") if m in lib]
+    extra = [m for m in ("callhome", "httpclient", "appbundle", "trust", "tarstream") if m in lib]
     per = {}
     for m in mods + extra:  # each module alone in a fresh process (its own imports included)
         ok, recs, text = world.run_mp("boottime", [boot_result["folder"], "mods", m])
