@@ -7,7 +7,6 @@ helpers (tools/demo.py) for publishing, booting and reading the device's files, 
 scenarios need to prove that a refusal changed nothing: `snapshot()` and `assert_unchanged()`.
 """
 
-import argparse
 import json
 import shutil
 from dataclasses import dataclass
@@ -81,26 +80,19 @@ class World:
             self._init(pems, rungs, interval)
 
     def _init(self, pems, rungs, interval):
-        sim.init(
-            argparse.Namespace(
-                dir=str(self.board),
-                chip="esp32",
-                server=self.url,
-                anchor=pems,
-                app_name=APP,
-                app_version=FACTORY_VERSION,
-                app=None,
-                update_key=str(self.pub_path),
-                recovery=rungs,
-                channel=None,
-                interval=interval,
-                mac=None,
-                no_wifi=False,
-                flash_kib=2048,
-                config_port=8080,
-                force=True,
-            )
+        args = sim.args_for(
+            "init",
+            self.board,
+            server=self.url,
+            anchor=pems,
+            app_name=APP,
+            app_version=FACTORY_VERSION,
+            update_key=str(self.pub_path),
+            recovery=rungs,
+            interval=interval,
+            force=True,
         )
+        sim.init(args)
 
     # -- the operator's side -----------------------------------------------------------------
     @property

@@ -101,16 +101,9 @@ def app_pointer(board):
 
 
 def boot(board, cycles, quiet):
-    args = argparse.Namespace(
-        dir=str(board),
-        cycles=cycles,
-        hold_button=0,
-        max_boots=8,
-        boot_timeout=120,
-        power_cut_at=None,
-        quiet=quiet,
+    return sim.boot(
+        sim.args_for("boot", board, cycles=cycles, max_boots=8, boot_timeout=120, quiet=quiet)
     )
-    return sim.boot(args)
 
 
 def run_demo(work, quiet=False):
@@ -165,28 +158,20 @@ def _story(story, work, server, pub_path, key, chain_b, quiet):
     board = work / "esp32"
     https = "https://127.0.0.1:%d" % server.port
     story.say("A virtual ESP32 that trusts only root A, running IASBlink 1.0")
-    init = argparse.Namespace(
-        dir=str(board),
-        chip="esp32",
-        server=https,
-        anchor=[str(work / "rootA.pem")],
-        app_name=APP,
-        app_version="1.0",
-        app=None,
-        update_key=str(pub_path),
-        recovery=[
-            "%s/ota/anchors/" % https,
-            "http://127.0.0.1:%d/ota/anchors/" % server.plain_port,
-        ],
-        channel=None,
-        interval=7200,
-        mac=None,
-        no_wifi=False,
-        flash_kib=2048,
-        config_port=8080,
-        force=True,
+    recovery = ["%s/ota/anchors/" % https, "http://127.0.0.1:%d/ota/anchors/" % server.plain_port]
+    sim.init(
+        sim.args_for(
+            "init",
+            board,
+            server=https,
+            anchor=[str(work / "rootA.pem")],
+            app_name=APP,
+            app_version="1.0",
+            update_key=str(pub_path),
+            recovery=recovery,
+            force=True,
+        )
     )
-    sim.init(init)
 
     story.say("Power on: the device calls home, installs v1.1, resets and commits it")
     boot(board, 3, quiet)

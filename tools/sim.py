@@ -409,6 +409,19 @@ def add_parser(subparsers, summary):
     ct.set_defaults(func=cat)
 
 
+def args_for(action, folder, **options):
+    """The arguments of `ias sim ACTION FOLDER` with the command line's own defaults, changed by
+    `options`: how the demo and tests drive init() and boot() without repeating every default."""
+    parser = argparse.ArgumentParser(prog="ias")
+    add_parser(parser.add_subparsers(dest="command"), "")
+    args = parser.parse_args(["sim", action, str(folder)])
+    for name, value in options.items():
+        if not hasattr(args, name):
+            raise TypeError("ias sim %s has no option %s" % (action, name))
+        setattr(args, name, value)
+    return args
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="sim")
     add_parser(parser.add_subparsers(dest="command"), "virtual boards")

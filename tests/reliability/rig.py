@@ -2,7 +2,6 @@
 every case; one call home at a time with its wall time; the flash's persistent files compared
 byte for byte through flashtool.py (run in micropython, no boot)."""
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -19,22 +18,14 @@ VOLATILE_STATE = ("last_error", "time_floor", "keys_checked_at")
 
 
 def init_board(folder, server, anchors, update_key=None, recovery=(), app_version="1.0"):
-    args = argparse.Namespace(
-        dir=str(folder),
-        chip="esp32",
+    args = sim.args_for(
+        "init",
+        folder,
         server=server,
         anchor=[str(a) for a in anchors],
-        app_name="IASBlink",
         app_version=app_version,
-        app=None,
         update_key=str(update_key) if update_key else None,
         recovery=list(recovery),
-        channel=None,
-        interval=7200,
-        mac=None,
-        no_wifi=False,
-        flash_kib=2048,
-        config_port=8080,
         force=True,
     )
     sim.init(args)
@@ -104,14 +95,8 @@ class Board:
         return run.code, run.result, time.monotonic() - t0, run.output
 
     def boot(self, cycles=3):
-        args = argparse.Namespace(
-            dir=str(self.dir),
-            cycles=cycles,
-            hold_button=0,
-            max_boots=8,
-            boot_timeout=120,
-            power_cut_at=None,
-            quiet=True,
+        args = sim.args_for(
+            "boot", self.dir, cycles=cycles, max_boots=8, boot_timeout=120, quiet=True
         )
         return sim.boot(args)
 
