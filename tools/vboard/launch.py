@@ -77,12 +77,10 @@ def run_file(path):
 
 
 def boot():
-    try:
-        import vpartition
+    if _load("/host/board.json").get("chip", "esp32") == "esp32":
+        import vpartition  # the ESP32 bootloader's choice of app slot
 
         vpartition.bootloader_select("/host")
-    except ImportError:
-        pass  # not an ESP32 build: no OTA slots
     try:
         run_file("/boot.py")
     except SystemExit:
