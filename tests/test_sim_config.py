@@ -80,3 +80,24 @@ def test_config_mode_then_close_then_normal_boot(tmp_path, how):
     else:
         assert "no saved Wi-Fi network could be joined" in out
         assert out.count("config mode: join") == 2
+
+
+def test_ias_sim_config_serves_until_close(tmp_path):
+    port = _free_port()
+    board = tmp_path / "dev"
+    assert cli.main(["sim", "init", str(board), "--server", "https://127.0.0.1:9"]) == 0
+    cmd = [sys.executable, "-m", "tools.cli", "sim", "config", str(board), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        status, body = _get(port, "/csr")
+        names = [c["n"] for c in json.loads(body)]
+        assert status == 200 and "/cert/iasRootCa.cer" in names
+        try:
+            _get(port, "/close", timeout=5)
+        except OSError:
+            pass
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "config mode ends (close)" in out
