@@ -47,11 +47,21 @@ class Device:
             self._raise_time_floor()
         else:
             log.warn("clock", "no sane time: verified TLS refused until NTP answers")
-        import anchors
-
-        # Finish an anchor-set change a power cut interrupted (needs the clock for expiry).
-        anchors.resume(self.state, self.store, anchors.sane_time(self.board, self.state))
+        self._finish_cut_anchor_changes()
         return ip
+
+    def _finish_cut_anchor_changes(self):
+        # A power cut may have interrupted an anchor-set change: the store finishes its own
+        # writes; a pending signed set (rare) needs anchors.py and a sane clock.
+        if self.state.get("anchors_pending"):
+            import anchors
+
+            anchors.resume(self.state, self.store, anchors.sane_time(self.board, self.state))
+            return
+        try:
+            self.store.recover()
+        except OSError as e:
+            log.warn("cert", "store recovery: %r" % e)
 
     def _raise_time_floor(self):
         # Persist a floor under which no later NTP answer is believed; once a day is enough.
