@@ -608,14 +608,4 @@ def check_field(field, value):
     return value
 
 
-def make_app(
-    board,
-    store,
-    settings_path=settings.PATH,
-    fields=(),
-    fetch_anchors=None,
-    www_dir="/www",
-    info=None,
-):
-    """The config app; returns the ConfigApp (its Microdot app is `.app`)."""
-    return ConfigApp(board, store, settings_path, fields, fetch_anchors, www_dir, info)
+make_app = ConfigApp  # the config app; its Microdot app is `.app`
