@@ -7,8 +7,9 @@ import log
 decision = {"board": None, "cause": None, "mode": "normal"}
 
 
-def run():
-    b = hw.open_board()
+def run(b=None, state_path=None):
+    """Decide; the board and the state file can be given (tests), else the port's own."""
+    b = b or hw.open_board()
     if b.watchdog_ms:
         b.start_watchdog(b.watchdog_ms)  # first: everything after this can hang
     decision["board"] = b
@@ -17,7 +18,7 @@ def run():
     log.info("boot", "reset cause: %s" % cause)
     import state
 
-    st = state.State()
+    st = state.State(state_path) if state_path else state.State()
     decision["state"] = st
     import ota
 
