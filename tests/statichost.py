@@ -15,11 +15,12 @@ One connection at a time, `Connection: close` after every answer (what the devic
 
 import email.utils
 import hashlib
-import socket
 import ssl
 import tempfile
 import threading
 from pathlib import Path
+
+from tlspeer import listen_loopback
 
 REASONS = {
     200: "OK",
@@ -83,11 +84,7 @@ class StaticHost:
             key.write_bytes(leaf.key_pem)
             self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self._ctx.load_cert_chain(str(cert), str(key))
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((self.host, 0))
-        self._listener.listen(8)
-        self._listener.settimeout(0.2)
+        self._listener = listen_loopback(self.host)
         self.port = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()

@@ -18,6 +18,16 @@ from pathlib import Path
 DEFAULT_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
 
 
+def listen_loopback(host="127.0.0.1"):
+    """A listening socket on a free port; accept() wakes every 0.2 s so a stop is noticed."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    sock.listen(8)
+    sock.settimeout(0.2)
+    return sock
+
+
 class TlsPeer:
     def __init__(
         self,
@@ -54,11 +64,7 @@ class TlsPeer:
         self.sni.append(name)
 
     def start(self):
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind((self.host, 0))
-        self._listener.listen(8)
-        self._listener.settimeout(0.2)
+        self._listener = listen_loopback(self.host)
         self.port = self._listener.getsockname()[1]
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
