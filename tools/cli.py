@@ -31,15 +31,8 @@ def build_parser():
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     subs.required = True
     for name, summary in COMMANDS:
-        modname = "tools." + MODULES.get(name, name)
-        try:
-            module = importlib.import_module(modname)
-        except ModuleNotFoundError as e:
-            if e.name != modname:
-                raise
-            continue
-        if hasattr(module, "add_parser"):
-            module.add_parser(subs, summary)
+        module = importlib.import_module("tools." + MODULES.get(name, name))
+        module.add_parser(subs, summary)
     return parser
 
 

@@ -38,29 +38,13 @@ def _mac_for(folder):
 
 
 def stage_firmware(dest, chip):
-    """The files the virtual board's flash gets: compiled client in /lib, boot.py, main.py."""
-    dest = Path(dest)
-    lib = dest / "lib"
-    lib.mkdir(parents=True, exist_ok=True)
-    try:
-        from tools.deploy import compile_firmware
-    except ImportError:
-        compile_firmware = None
-    if compile_firmware is not None:
-        compile_firmware(dest, target="unix")  # boot.py, main.py and lib/*.mpy
-    else:  # source form, until the compiler step exists
-        for src in FIRMWARE.glob("*.py"):
-            target = dest if src.name in ("boot.py", "main.py") else lib
-            shutil.copy(src, target / src.name)
-    www = FIRMWARE / "www"
-    if www.is_dir():
-        shutil.copytree(www, dest / "www", dirs_exist_ok=True)
-    try:
-        from tools.mplib import stage_libs
-    except ImportError:
-        stage_libs = None
-    if stage_libs is not None:
-        stage_libs(lib)
+    """The files the virtual board's flash gets: boot.py, main.py, the compiled client and
+    Microdot in /lib, and /www (compile_firmware copies the assets)."""
+    from tools.deploy import compile_firmware
+    from tools.mplib import stage_libs
+
+    compile_firmware(dest, target="unix")
+    stage_libs(Path(dest) / "lib")
 
 
 def init(args):
