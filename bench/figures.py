@@ -229,8 +229,8 @@ def footprint(world, boot_result):
             if path.endswith(".mpy") or path in ("/boot.py", "/main.py"):
                 sizes[path] = os.path.getsize(tmp + path)
     rec = boot_result["last"]
-    lib = set(n[:-4] for n in os.listdir(world.work / "fw" / "lib"))
-    mods = [m for m in rec["modules"] if m in lib]
+    lib = set(n[:-4] for n in os.listdir(world.work / "fw" / "lib" / "ias"))
+    mods = [m[4:] for m in rec["modules"] if m.startswith("ias.") and m[4:] in lib]
     # and what a call home with an install imports on top (lazily)
     extra = [m for m in ("callhome", "httpclient", "appbundle", "trust", "tarstream") if m in lib]
     per = {}

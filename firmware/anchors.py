@@ -7,13 +7,9 @@
 import json
 import os
 
-import board as board_mod
-import certstore
-import der
-import fsutil
-import log
-import trust
-from reason import iso_date
+from . import board as board_mod
+from . import certstore, der, fsutil, log, trust
+from .reason import iso_date
 
 MAX_BUNDLE = 16384  # bytes of anchors.json accepted (about 8 roots)
 MAX_SIG = 1024  # a 4096-bit signature is 512 bytes, 684 in base64
@@ -351,7 +347,7 @@ def recovery_locations(settings):
     rec = settings.get("recovery") or []
     if rec:
         return [u if u.endswith("/") else u + "/" for u in rec]
-    import net
+    from . import net
 
     scheme, host, port, _ = net.parse_url(settings["server"])
     if scheme == "http":
@@ -370,8 +366,7 @@ def http_fetcher(connect, clock=None, timeout_ms=10000, deadline_ms=30000):
     """fetch(url, limit) -> bytearray of the body, for the ladder. `connect(host, port,
     timeout_ms, scheme)` is callhome.tls_connector(device): verified TLS for https, plain TCP
     for http. Only a 200 with a Content-Length <= limit is read, into one buffer of that size."""
-    import httpclient
-    import net
+    from . import httpclient, net
 
     def fetch(url, limit):
         scheme, host, port, path = net.parse_url(url)
@@ -415,7 +410,7 @@ def _why(e):
 # -- the recovery ladder --------------------------------------------------------------------------
 def _server_host(settings):
     try:
-        import net
+        from . import net
 
         return net.parse_url(settings["server"])[1]
     except (ValueError, KeyError):

@@ -1,7 +1,7 @@
 # The user's application runs beside the client. Its module (app.py in the active app slot)
 # may define setup(ias) and loop(ias); `ias` is an App, with hooks mirroring the IAS library's
 # callbacks and fields declared like IAS's addField.
-import log
+from . import log
 
 EVENTS = (
     "update_check",  # before each call home

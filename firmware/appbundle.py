@@ -4,10 +4,9 @@
 import hashlib
 import json
 
-import fsutil
-import log
-from ota import FLASH_BLOCK, _artifact, _Base, _trial_pointer, _unsigned_policy
-from reason import InstallError
+from . import fsutil, log
+from .ota import FLASH_BLOCK, _artifact, _Base, _trial_pointer, _unsigned_policy
+from .reason import InstallError
 
 MAX_MANIFEST = 8192
 MAX_SIG = 512
@@ -70,7 +69,7 @@ class BundleInstaller(_Base):
 
     def _route(self, rest):
         """gzip or plain is known from self.head: open the staging file or the parser."""
-        from tarstream import TarFeed
+        from .tarstream import TarFeed
 
         head, self.head = self.head, None
         if head[:2] == b"\x1f\x8b":
@@ -83,7 +82,7 @@ class BundleInstaller(_Base):
         self._feed(rest)
 
     def _feed(self, data):
-        from tarstream import TarError
+        from .tarstream import TarError
 
         try:
             self.tar.feed(data)
@@ -101,7 +100,7 @@ class BundleInstaller(_Base):
         """`sha256` (the body's, raw or hex) is not needed here: every byte that matters is
         covered by the signature (manifest) or the manifest's per-file SHA-256, checked as the
         files are written."""
-        from tarstream import TarError
+        from .tarstream import TarError
 
         if self.failed is not None:
             raise self.failed
@@ -151,7 +150,7 @@ class BundleInstaller(_Base):
         fsutil.remove(self.slots.staging)
 
     def _unpack_staged(self):
-        from tarstream import TarFeed, gunzip, read_full
+        from .tarstream import TarFeed, gunzip, read_full
 
         buf = bytearray(BUF)
         view = memoryview(buf)
@@ -225,7 +224,7 @@ class BundleInstaller(_Base):
         fsutil.makedirs(self.slots.path(self.slot))
 
     def _check_signature(self, raw, sig):
-        import trust
+        from . import trust
 
         keys = self.keys if self.keys is not None else trust.load_keys(self.slots.keys_dir)
         if sig is not None and keys:
@@ -240,7 +239,7 @@ class BundleInstaller(_Base):
         log.warn("ota", "installing an %s (verified TLS, allow_unsigned)" % what)
 
     def _check_policy(self, man):
-        import trust
+        from . import trust
 
         installed = self.slots.installed_artifact()["counter"]
         floor = trust.counter_floor(self.state, "app") if self.state is not None else 0
@@ -302,7 +301,7 @@ def _count(value):
 
 def parse_manifest(raw):
     """Check a manifest.json; returns it with files as {path: (size, sha256 hex)}."""
-    from tarstream import TarError, check_name
+    from .tarstream import TarError, check_name
 
     try:
         man = json.loads(bytes(raw))

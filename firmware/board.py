@@ -100,13 +100,13 @@ class BoardBase:
 def open_board():
     """The board for the port we run on."""
     if sys.platform == "esp32":
-        from board_esp32 import Esp32Board
+        from .board_esp32 import Esp32Board
 
         return Esp32Board()
     if sys.platform == "esp8266":
-        from board_esp8266 import Esp8266Board
+        from .board_esp8266 import Esp8266Board
 
         return Esp8266Board()
-    from board_unix import VirtualBoard
+    from .board_unix import VirtualBoard
 
     return VirtualBoard()

@@ -2,7 +2,8 @@
 # Pins follow the IAS examples: mode button on GPIO0 (active low), LED on GPIO2.
 import machine
 import network
-from board import BoardBase, format_mac
+
+from .board import BoardBase, format_mac
 
 RESET_MARK = b"IASR"  # kept in RTC memory across machine.reset(): a deliberate reset, not a crash
 _EPOCH_2000 = 946684800

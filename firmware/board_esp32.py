@@ -1,7 +1,8 @@
 # ESP32: mbedTLS verifies certificates; firmware images go to the next OTA slot.
 import machine
-from board import CRASH, DEEPSLEEP, INTENDED, POWER_ON, SOFT, UNKNOWN, WATCHDOG, chip_id_from_mac
-from board_esp import EspBoard
+
+from .board import CRASH, DEEPSLEEP, INTENDED, POWER_ON, SOFT, UNKNOWN, WATCHDOG, chip_id_from_mac
+from .board_esp import EspBoard
 
 
 class Esp32Board(EspBoard):

@@ -1,8 +1,9 @@
 # ESP8266: axTLS cannot verify certificates and MicroPython has no firmware OTA here, so only
 # signed app bundles are installed (design §2).
 import machine
-from board import CRASH, DEEPSLEEP, HARD, INTENDED, POWER_ON, UNKNOWN, WATCHDOG
-from board_esp import EspBoard
+
+from .board import CRASH, DEEPSLEEP, HARD, INTENDED, POWER_ON, UNKNOWN, WATCHDOG
+from .board_esp import EspBoard
 
 
 class Esp8266Board(EspBoard):

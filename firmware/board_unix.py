@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from board import BoardBase, chip_id_from_mac, format_mac
+from .board import BoardBase, chip_id_from_mac, format_mac
 
 EXIT_RESET = 75  # the process ends; the host starts the next boot (a hard reset)
 EXIT_HALT = 76  # the scripted run is over
@@ -177,7 +177,7 @@ class VirtualBoard(BoardBase):
     def running_partition(self):
         if not self.has_firmware_ota:
             return None
-        from vpartition import VirtualPartition
+        from .vpartition import VirtualPartition
 
         return VirtualPartition(self.host, VirtualPartition.RUNNING)
 

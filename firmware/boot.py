@@ -1,6 +1,6 @@
 # Runs first at every reset. Tiny on purpose: all decisions live in bootflow (compiled).
 try:
-    import bootflow
+    from ias import bootflow
 
     bootflow.run()
 except Exception as e:  # never stop here: main.py must still run and can recover

@@ -1,8 +1,8 @@
 # What boot.py decides, before main.py: which reset this was, whether an update on trial must be
 # rolled back, and whether the mode button held at power-on asks for config mode. main.py reads
 # the decision from this module (boot.py and main.py share one interpreter).
-import board as hw
-import log
+from . import board as hw
+from . import log
 
 decision = {"board": None, "cause": None, "mode": "normal"}
 
@@ -16,17 +16,17 @@ def run(b=None, state_path=None):
     cause = b.reset_cause()
     decision["cause"] = cause
     log.info("boot", "reset cause: %s" % cause)
-    import state
+    from . import state
 
     st = state.State(state_path) if state_path else state.State()
     decision["state"] = st
-    import ota
+    from . import ota
 
     ota.boot_check(b, st)
     if st.get("mode") == "config":
         decision["mode"] = "config"
     elif b.button_pressed():
-        import button
+        from . import button
 
         btn = button.Button(b.button_pressed, b.ticks_ms, b.ticks_diff, b.led_pattern)
         action = btn.wait_release(b.sleep_ms)

@@ -5,9 +5,9 @@
 import binascii
 import hashlib
 
-import httpclient
-from httpclient import HttpError
-from reason import iso_date
+from . import httpclient
+from .httpclient import HttpError
+from .reason import iso_date
 
 IASLIB = "2.1.0-RC5.1"  # the IAS library version we speak for (x-ESP_IASLIB)
 UPDATE_PATH = "/ota/updates?"  # IAS always appends "?" and an empty argument list
@@ -228,7 +228,7 @@ def announce_on(stream, host, headers, msg, buf=None, deadline=None):
 def polled(stream):
     """Wrap a connected stream so reads return what has arrived (httpclient.PolledStream):
     a certstore stream through its TLS socket (`.sock`), a plain socket directly."""
-    import net
+    from . import net
 
     sock = getattr(stream, "sock", stream)
     if not hasattr(sock, "setblocking"):
@@ -245,10 +245,10 @@ def tls_connector(device):
 
     def connect(host, port, timeout_ms):
         if device.settings["server"].startswith("http://"):
-            import net
+            from . import net
 
             return polled(net.tcp_connect(host, port, timeout_ms))
-        import certstore
+        from . import certstore
 
         floor = device.state.get("time_floor", 0) if device.state is not None else 0
         return polled(certstore.connect(host, port, device.store, device.board, timeout_ms, floor))
@@ -279,14 +279,14 @@ def telemetry(device):
 
 def _recovery_report(state):
     try:
-        import anchors
+        from . import anchors
     except ImportError:
         return None
     return anchors.report_header(state) or None
 
 
 def _target(device):
-    import net
+    from . import net
 
     scheme, host, port, _ = net.parse_url(device.settings["server"])
     return scheme, host, port

@@ -3,11 +3,8 @@
 # Invariants: every write is atomic; the store never loses its last usable anchor.
 import os
 
-import board as board_mod
-import der
-import fsutil
-import log
-import net
+from . import board as board_mod
+from . import der, fsutil, log, net
 
 PRIMARY = "iasRootCa.cer"
 _PENDING = "replace.pending"  # names of a set being installed by replace_set()

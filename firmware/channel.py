@@ -11,10 +11,9 @@ import hashlib
 import json
 import os
 
-import fsutil
-import httpclient
-from httpclient import HttpError
-from reason import ReasonError
+from . import fsutil, httpclient
+from .httpclient import HttpError
+from .reason import ReasonError
 
 DIR = "/staging"  # the partial download and its record
 PART = "/channel.part"
@@ -86,7 +85,7 @@ def _normalise(path):
 
 def resolve(base, ref):
     """The absolute URL of `ref` (a Location header or a bundle name) seen from `base`."""
-    import net
+    from . import net
 
     ref = ref.strip()
     low = ref[:8].lower()
@@ -141,7 +140,7 @@ class Fetcher:
         """(response, stream, final url) of the first non-redirect answer; the caller closes
         the stream. Redirects: at most MAX_REDIRECTS, relative Locations resolved; a step from
         https to http only when `signed` (what is fetched is verified by its signature)."""
-        import net
+        from . import net
 
         secure = False
         for _ in range(MAX_REDIRECTS + 1):
@@ -473,10 +472,10 @@ def connector(device):
 
     def connect(scheme, host, port, timeout_ms):
         if scheme == "http":
-            import net
+            from . import net
 
             return net.tcp_connect(host, port, timeout_ms)
-        import certstore
+        from . import certstore
 
         floor = device.state.get("time_floor", 0) if device.state is not None else 0
         return certstore.connect(host, port, device.store, device.board, timeout_ms, floor)
@@ -487,9 +486,9 @@ def connector(device):
 def default_installer(device):
     def make(first):
         try:
-            import ota
+            from . import ota
         except ImportError:
-            import staging
+            from . import staging
 
             return staging.StagingInstaller()
         return ota.installer_for(first, device)
@@ -516,7 +515,7 @@ def check(
     stats=None,
 ):
     """One poll of the channel at `url`. Returns the outcome dict; raises on failures."""
-    import trust
+    from . import trust
 
     st = device.state
     name, version = installed(device)
@@ -606,7 +605,7 @@ def poll(
             "reason": "no_channel",
             "app": {"name": name, "version": version},
         }
-    import trust
+    from . import trust
 
     deadline = httpclient.Deadline(deadline_ms, device.board.ticks_ms)
     try:

@@ -2,9 +2,7 @@
 # (GET /close, or 300 s without a request: ias-protocol §4.4). The caller resets afterwards.
 import asyncio
 
-import log
-import settings
-import webapp
+from . import log, settings, webapp
 
 AP_IP = "192.168.4.1"
 TIMEOUT_S = 300
@@ -84,7 +82,7 @@ def device_fetch_anchors(device):
     if fn is not None:
         return fn
     try:
-        import anchors
+        from . import anchors
     except ImportError:
         return None
 
@@ -112,7 +110,7 @@ def device_announce(device):
     if fn is not None:
         return fn
     try:
-        import callhome
+        from . import callhome
     except ImportError:
         return None
     return lambda msg: callhome.announce(device, device._connector(), msg)

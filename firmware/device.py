@@ -3,9 +3,9 @@
 import gc
 import sys
 
-import board as hw
-import log
-import settings as settings_mod
+from . import board as hw
+from . import log
+from . import settings as settings_mod
 
 LOOP_MS = 100  # how often the loop wakes on hardware: button and app get this resolution
 REFRESH_HORIZON_S = 181 * 86400  # anchors.py refreshes 180, 60 and 30 days before expiry
@@ -23,14 +23,13 @@ class Device:
     @classmethod
     def open(cls):
         """The device as boot.py left it (board and state are reused), or a fresh one."""
-        import bootflow
-        import certstore
+        from . import bootflow, certstore
 
         board, st = bootflow.decision.get("board"), bootflow.decision.get("state")
         if board is None:
             board = hw.open_board()
         if st is None:
-            import state
+            from . import state
 
             st = state.State()
         return cls(board, settings_mod.load(), st, certstore.CertStore())
@@ -54,7 +53,7 @@ class Device:
         # A power cut may have interrupted an anchor-set change: the store finishes its own
         # writes; a pending signed set (rare) needs anchors.py and a sane clock.
         if self.state.get("anchors_pending"):
-            import anchors
+            from . import anchors
 
             anchors.resume(self.state, self.store, anchors.sane_time(self.board, self.state))
             return
@@ -74,26 +73,25 @@ class Device:
         """Import and set up the app of the active slot. A version on trial that fails here is
         rolled back at once (the board resets); a committed one is logged and left out, so
         the client keeps calling home for a fix."""
-        import app_api
-        import ota
+        from . import app_api, ota
 
         self.app = app_api.App(self.board, self.settings, ota.installed_artifact())
         folder = ota.active_app_dir()
         if folder is None:
             log.info("app", "no app installed")
             return
-        sys.path.insert(0, folder)
+        # The slot and its lib/ stay on the path for the app's whole life (it may import lazily);
+        # the client lives in the package ias, so nothing the app brings can replace it.
+        sys.path[:0] = [folder, folder + "/lib"]
         try:
             import app
 
             self.app.start(app)
         except Exception as e:
             self._app_failed("app failed to start", e)
-        finally:
-            sys.path.pop(0)
 
     def _app_failed(self, what, e):
-        import ota
+        from . import ota
 
         log.exc("app", what, e)
         if ota.trial_pending():
@@ -104,17 +102,17 @@ class Device:
     def _connector(self):
         """connect(host, port, timeout_ms, scheme=None): verified TLS for https (the default
         follows the server setting), plain TCP for http; remembers whether it was verified."""
-        import callhome
+        from . import callhome
 
         def connect(host, port, timeout_ms, scheme=None):
             if scheme is None:
                 scheme = "http" if self.settings["server"].startswith("http://") else "https"
             self.verified = False
             if scheme == "http":
-                import net
+                from . import net
 
                 return callhome.polled(net.tcp_connect(host, port, timeout_ms))
-            import certstore
+            from . import certstore
 
             floor = self.state.get("time_floor", 0)
             stream = certstore.connect(host, port, self.store, self.board, timeout_ms, floor)
@@ -144,12 +142,12 @@ class Device:
 
     def _ask(self, connect, force):
         if self.settings["channel"]:
-            import channel
+            from . import channel
 
             return channel.poll(
                 self, force, connect, self._make_installer(), self.board.feed_watchdog
             )
-        import callhome
+        from . import callhome
 
         installed = self._installed()
         return callhome.call_home(
@@ -157,12 +155,12 @@ class Device:
         )
 
     def _installed(self):
-        import ota
+        from . import ota
 
         return ota.installed_artifact()
 
     def _make_installer(self):
-        import ota
+        from . import ota
 
         def make(first):
             installer = ota.installer_for(first, self)
@@ -171,7 +169,7 @@ class Device:
         return make
 
     def _recover(self, connect, force, why):
-        import anchors
+        from . import anchors
 
         fetch = anchors.http_fetcher(connect, self.board.ticks_ms)
         result = anchors.recover(self, fetch, force=force, why=why)
@@ -179,7 +177,7 @@ class Device:
         return result["outcome"] == "installed"
 
     def _new_update_key(self, connect, force):
-        import anchors
+        from . import anchors
 
         fetch = anchors.http_fetcher(connect, self.board.ticks_ms)
         found = anchors.look_for_keys(self, fetch, force=force)
@@ -222,7 +220,7 @@ class Device:
         return expiry is not None and expiry - now <= REFRESH_HORIZON_S
 
     def _anchors_after(self, out, connect, now, verified_ok):
-        import anchors
+        from . import anchors
 
         anchors.after_call_home(self.state, self.store, now, verified_ok, out.get("reason"))
         if out["outcome"] == "error":
@@ -235,7 +233,7 @@ class Device:
     def _healthy(self):
         """A verified call home completed on this version: the version on trial has proven
         itself, and a failure it reported is delivered."""
-        import ota
+        from . import ota
 
         ota.commit(self.board, self.state, self.settings)
         ota.clear_error(self.state)
@@ -252,7 +250,7 @@ class Device:
         self.board.reset()
 
     def config_mode(self, port=None):
-        import configmode
+        from . import configmode
 
         if self.app is None:
             self.start_app()  # as in IAS, the app's setup declares its fields first
@@ -260,9 +258,7 @@ class Device:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, mode="normal"):
-        import button
-        import ota
-        import schedule
+        from . import button, ota, schedule
 
         board = self.board
         if mode == "config" or self.start_network() is None:
@@ -348,7 +344,7 @@ def main():
     dev = None
     try:
         dev = Device.open()
-        import bootflow
+        from . import bootflow
 
         dev.run(bootflow.decision.get("mode", "normal"))
     except Exception as e:  # on hardware an uncaught error would leave the board at the REPL

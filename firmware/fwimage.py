@@ -2,9 +2,9 @@
 # before set_boot() (micropython-facts §3). Loaded only when a firmware image arrives.
 import hashlib
 
-import log
-from ota import FLASH_BLOCK, _artifact, _Base, _label, _trial_pointer, _unsigned_policy
-from reason import InstallError
+from . import log
+from .ota import FLASH_BLOCK, _artifact, _Base, _label, _trial_pointer, _unsigned_policy
+from .reason import InstallError
 
 _APP_DESC_MAGIC = b"\x32\x54\xcd\xab"  # esp_app_desc_t magic 0xABCD5432, little-endian
 

@@ -25,7 +25,7 @@ READ_TIMEOUT_MS = 10000
 
 # errno values that mean "no data in time": ETIMEDOUT (stream sockets, ESP32), EAGAIN (unix recv)
 _TIMEOUT_ERRNOS = (110, 11, 116)
-from reason import ReasonError  # noqa: E402  (after the ticks fallback)
+from .reason import ReasonError  # noqa: E402  (after the ticks fallback)
 
 _RESET_ERRNOS = (104, 32, 128, 113)  # ECONNRESET, EPIPE, ENOTCONN (lwIP), EHOSTUNREACH
 _TOKEN = b"!#$%&'*+-.^_`|~"

@@ -1,4 +1,4 @@
 # The client's main loop and the user's app, wired in device.py.
-import device
+from ias import device
 
 device.main()

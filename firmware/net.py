@@ -2,7 +2,7 @@
 # place that turns socket and mbedTLS failures into reasons (micropython-facts §1.7).
 import socket
 
-from reason import ReasonError
+from .reason import ReasonError
 
 REASONS = (
     "untrusted",

@@ -9,9 +9,8 @@
 import json
 import os
 
-import fsutil
-import log
-from reason import InstallError
+from . import fsutil, log
+from .reason import InstallError
 
 # trust and tarstream are imported where an install needs them: boot.py imports this module at
 # every boot, and RAM is scarce (ESP8266).
@@ -131,7 +130,7 @@ def _label(part):
 
 
 def _clock_ok(board):
-    from board import clock_is_sane
+    from .board import clock_is_sane
 
     return board.clock_synced or clock_is_sane(board.time())
 
@@ -229,7 +228,7 @@ def _commit_pointer(s, state, info, settings):
     new.pop("trial", None)
     new.pop("prev", None)
     s.write(new)
-    import trust
+    from . import trust
 
     kind = "firmware" if new.get("kind") == "firmware" else "app"
     trust.raise_counter(state, kind, new.get("counter", 0))
@@ -239,7 +238,7 @@ def _commit_pointer(s, state, info, settings):
 
 
 def _set_app(s, settings, name, version):
-    import settings as settings_mod
+    from . import settings as settings_mod
 
     data = settings if settings is not None else settings_mod.load(s.settings_path)
     data["app_name"] = name
@@ -326,11 +325,11 @@ def installer_for(first_bytes, ctx):
     settings, state, verified (the TLS connection was verified), optional slots and keys."""
     b = bytes(first_bytes[:263])
     if b[:1] == b"\xe9":
-        from fwimage import FirmwareInstaller
+        from .fwimage import FirmwareInstaller
 
         return FirmwareInstaller(ctx)
     if b[:2] == b"\x1f\x8b" or b[257:262] == b"ustar" or len(b) < 263:
-        from appbundle import BundleInstaller
+        from .appbundle import BundleInstaller
 
         return BundleInstaller(ctx)
     raise InstallError("unknown_format", "neither an app bundle nor an ESP32 app image")

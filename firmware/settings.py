@@ -3,8 +3,7 @@
 # nothing writes nothing.
 import json
 
-import fsutil
-import log
+from . import fsutil, log
 
 PATH = "/settings.json"
 MAX_NETWORKS = 3

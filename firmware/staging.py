@@ -5,8 +5,8 @@
 import json
 import os
 
-import fsutil
-from reason import InstallError
+from . import fsutil
+from .reason import InstallError
 
 DIR = "/staging"
 MARGIN = 8192  # keep some free blocks for littlefs metadata and the state files

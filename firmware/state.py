@@ -3,8 +3,7 @@
 # Written only when something changed.
 import json
 
-import fsutil
-import log
+from . import fsutil, log
 
 PATH = "/state.json"
 

@@ -9,11 +9,12 @@ try:
 except ImportError:  # ESP8266 builds without asyncio cannot run config mode
     asyncio = None
 
-import board as board_mod
-import settings
 from microdot import Microdot, Request, Response
 from microdot.microdot import HTTPException
 from microdot.multipart import FileUpload, FormDataIter
+
+from . import board as board_mod
+from . import settings
 
 MAX_FORM = 2048  # bytes of any request body but an upload
 MAX_UPLOAD = 12 * 1024  # a certificate upload, multipart framing included

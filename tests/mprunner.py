@@ -38,10 +38,11 @@ def micropython_binary():
 
 
 def mp_path(test_dir):
-    """sys.path for MicroPython-side tests: the test folder, firmware/, the vboard modules."""
+    """sys.path for MicroPython tests: the test folder, the `ias` package, the vboard modules."""
+    from tools import pkg_path
     from tools.mplib import lib_path
 
-    return [str(test_dir), str(REPO / "firmware"), str(REPO / "tools" / "vboard"), lib_path()]
+    return [str(test_dir), pkg_path(), str(REPO / "tools" / "vboard"), lib_path()]
 
 
 def module_options(source):

@@ -21,7 +21,7 @@ if str(REPO) not in sys.path:
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
-from tools import anchorbundle, pki  # noqa: E402
+from tools import anchorbundle, pkg_path, pki  # noqa: E402
 
 
 def _rsa_pem():
@@ -200,7 +200,7 @@ def test_fixtures_build(tmp_path):
 # -- the IAS incident end to end: real TLS, real plain HTTP, the real micropython binary -------
 CLIENT = r"""
 import sys, json, time
-import anchors, certstore, net, state
+from ias import anchors, certstore, net, state
 
 class Board:
     clock_synced = True
@@ -290,7 +290,7 @@ def test_incident_recovered_over_plain_http(tmp_path):
             proc = subprocess.run(
                 [micropython_binary(), str(tmp_path / "client.py"), str(tmp_path / "p.json")],
                 capture_output=True, text=True, timeout=60,
-                env=dict(os.environ, MICROPYPATH=str(REPO / "firmware")),
+                env=dict(os.environ, MICROPYPATH=pkg_path()),
             )  # fmt: skip
     finally:
         httpd.shutdown()

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from mprunner import micropython_binary
 
-from tools import bundle, cli, keys
+from tools import bundle, cli, keys, pkg_path
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
@@ -160,8 +160,8 @@ def test_cli_lists_bundle_and_keys():
 
 DEVICE_SCRIPT = r"""
 import sys, os, hashlib, binascii
-import ota, state, trust
-from tarstream import TarReader
+from ias import ota, state, trust
+from ias.tarstream import TarReader
 folder, root = sys.argv[1], sys.argv[2]
 keys = trust.load_keys(folder)
 print("KEYS", [(k.name, k.bits) for k in keys])
@@ -199,7 +199,7 @@ for name in sys.argv[3:]:
 def run_device(folder, root, *names):
     script = folder / "device_check.py"
     script.write_text(DEVICE_SCRIPT)
-    env = dict(os.environ, MICROPYPATH="%s:.frozen" % FIRMWARE)
+    env = dict(os.environ, MICROPYPATH="%s:.frozen" % pkg_path())
     return subprocess.run(
         [micropython_binary(), str(script), str(folder), str(root), *names],
         capture_output=True,
@@ -239,11 +239,11 @@ def test_tool_bundles_verify_and_install_on_micropython(app, tmp_path):
 
 
 def test_firmware_trust_module_runs_on_cpython_too(keydir):
-    sys.path.insert(0, str(FIRMWARE))
+    sys.path.insert(0, pkg_path())
     try:
-        import trust
+        from ias import trust
     finally:
-        sys.path.remove(str(FIRMWARE))
+        sys.path.remove(pkg_path())
     key = keys.load_private(keydir / "update.key")
     pub = trust.key_from_pem((keydir / "update.pub").read_text(), "update")
     assert pub.bits == 3072 and pub.n == key.public_key().public_numbers().n

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.mprunner import REPO, micropython_binary
+from tests.mprunner import micropython_binary
+from tools import pkg_path
 from tools.server import UpdateServer
 
 BODY = bytes((i * 7 + 3) & 0xFF for i in range(150000))
@@ -21,7 +22,7 @@ MD5 = hashlib.md5(BODY).hexdigest()
 DRIVER = r"""
 import sys, json, time
 sys.path[:0] = [%(firmware)r]
-import callhome, certstore, staging, state
+from ias import callhome, certstore, staging, state
 
 class Board:
     clock_synced = True
@@ -98,7 +99,7 @@ def run_device(srv, dev, installed, deadline_ms=60000, timeout=60):
         "installed": installed,
         "deadline_ms": deadline_ms,
     }
-    script = DRIVER % {"firmware": str(REPO / "firmware"), "cfg": json.dumps(cfg)}
+    script = DRIVER % {"firmware": pkg_path(), "cfg": json.dumps(cfg)}
     t0 = time.monotonic()
     proc = subprocess.run(
         [micropython_binary(), "-c", script], capture_output=True, text=True, timeout=timeout

@@ -15,7 +15,7 @@ import pytest
 from mprunner import micropython_binary
 from statichost import StaticHost
 
-from tools import deploy, pki, publish
+from tools import deploy, pkg_path, pki, publish
 from tools import keys as keys_mod
 
 REPO = Path(__file__).resolve().parent.parent
@@ -23,7 +23,7 @@ FIRMWARE = REPO / "firmware"
 
 DEVICE = r"""
 import sys, json, time
-import channel, ota, state, certstore
+from ias import channel, ota, state, certstore
 
 class Board:
     tls_verifies = True
@@ -135,7 +135,7 @@ def poll(world, root, url, version="1.0.0", force=False, timeout=60, heap=None):
     fd, param_file = tempfile.mkstemp(suffix=".json", dir=world["script"].parent)
     with os.fdopen(fd, "w") as f:
         json.dump(params, f)
-    env = dict(os.environ, MICROPYPATH=str(world.get("lib", FIRMWARE)))
+    env = dict(os.environ, MICROPYPATH=str(world.get("lib", pkg_path())))
     heap_args = ["-X", "heapsize=" + heap] if heap else []
     proc = subprocess.run(
         [micropython_binary()] + heap_args + [str(world["script"]), param_file],

@@ -45,14 +45,18 @@ def test_layout_targets_and_build_time(tmp_path):
     files = deploy.compile_firmware(out, build_time=1234567890, target="esp32")
     assert "/boot.py" in files and "/main.py" in files
     assert (out / "boot.py").read_bytes() == (ROOT / "firmware" / "boot.py").read_bytes()
-    assert "/lib/board.mpy" in files and "/lib/board_esp32.mpy" in files
-    for host_only in ("/lib/board_unix.mpy", "/lib/vpartition.mpy", "/lib/board_esp8266.mpy"):
+    assert "/lib/ias/board.mpy" in files and "/lib/ias/board_esp32.mpy" in files
+    for host_only in (
+        "/lib/ias/board_unix.mpy",
+        "/lib/ias/vpartition.mpy",
+        "/lib/ias/board_esp8266.mpy",
+    ):
         assert host_only not in files
     assert not list(out.glob("lib/*.py"))
     unix = deploy.compile_firmware(tmp_path / "unix", build_time=1, target="unix")
-    assert "/lib/board_unix.mpy" in unix
+    assert "/lib/ias/board_unix.mpy" in unix
     # The compiled board module carries the build time we asked for.
-    code = "import sys\nsys.path.insert(0, %r)\nimport board\nprint(board.BUILD_TIME)"
+    code = "import sys\nsys.path.insert(0, %r)\nfrom ias import board\nprint(board.BUILD_TIME)"
     proc = subprocess.run(
         [MICROPYTHON, "-c", code % str(out / "lib")], capture_output=True, text=True, timeout=30
     )
@@ -128,7 +132,7 @@ def test_deploy_to_a_board_then_redeploy_skips(tmp_path):
         assert files["/cert/" + cer.name][1] == _sha(cer)
     assert files["/keys/update.pub"][1] == _sha(pub)
     assert files["/boot.py"][1] == _sha(ROOT / "firmware" / "boot.py")
-    assert "/lib/microdot/microdot.mpy" in files and "/lib/settings.mpy" in files
+    assert "/lib/microdot/microdot.mpy" in files and "/lib/ias/settings.mpy" in files
     # The settings landed complete (defaults filled in by firmware/settings.py's validate).
     expect = deploy.load_settings(str(_settings(tmp_path, "bench2")))
     compact = json.dumps(expect, separators=(",", ":")).encode()
@@ -140,13 +144,13 @@ def test_corrupted_copy_fails_verification(tmp_path, monkeypatch):
     real = deploy.Board.write_file
 
     def flaky(self, dest, data, progress=None):
-        if dest == "/lib/log.mpy":
+        if dest == "/lib/ias/log.mpy":
             data = data[:-1] + bytes([data[-1] ^ 0xFF])  # one bit pattern lost on the wire
         return real(self, dest, data, progress)
 
     monkeypatch.setattr(deploy.Board, "write_file", flaky)
     with PtyDevice(tmp_path / "flash.img") as dev:
-        with pytest.raises(deploy.DeployError, match="verification failed.*/lib/log.mpy"):
+        with pytest.raises(deploy.DeployError, match="verification failed.*/lib/ias/log.mpy"):
             deploy.deploy_to(dev.port, stream=io.StringIO(), build_time=1000)
 
 

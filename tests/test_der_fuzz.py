@@ -12,8 +12,10 @@ from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
-import der  # noqa: E402
+from tools import pkg_path  # noqa: E402
+
+sys.path.insert(0, pkg_path())
+from ias import der  # noqa: E402
 
 BUNDLE = Path(certifi.where()).read_text()  # > der.MAX_PEM: fed to der.py a block at a time
 DERS = [

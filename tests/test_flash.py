@@ -236,5 +236,5 @@ def test_flash_then_deploy_to_a_board(esptool, tmp_path):
     assert rc == 0
     assert "write_flash" in names(esptool.log)
     files = list_image(image)
-    assert "/boot.py" in files and "/lib/board.mpy" in files
-    assert "/lib/board_unix.mpy" not in files  # compiled for the esp32 target
+    assert "/boot.py" in files and "/lib/ias/board.mpy" in files
+    assert "/lib/ias/board_unix.mpy" not in files  # compiled for the esp32 target

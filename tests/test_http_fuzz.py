@@ -2,15 +2,16 @@
 escapes, the parser reads a bounded amount, and well-formed heads parse to what was sent."""
 
 import sys
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
+from tools import pkg_path  # noqa: E402
 
-import httpclient  # noqa: E402
-from httpclient import HttpError  # noqa: E402
+sys.path.insert(0, pkg_path())
+
+from ias import httpclient  # noqa: E402
+from ias.httpclient import HttpError  # noqa: E402
 
 
 class Chunks:

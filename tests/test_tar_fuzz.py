@@ -7,14 +7,15 @@ import gzip
 import io
 import sys
 import tarfile
-from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "firmware"))
-import tarstream  # noqa: E402
-from tarstream import TarError, TarReader  # noqa: E402
+from tools import pkg_path  # noqa: E402
+
+sys.path.insert(0, pkg_path())
+from ias import tarstream  # noqa: E402
+from ias.tarstream import TarError, TarReader  # noqa: E402
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -15,7 +15,7 @@ import tlspeer
 from mprunner import micropython_binary
 from tlspeer import TlsPeer
 
-from tools import pki
+from tools import pkg_path, pki
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
@@ -23,7 +23,7 @@ FIRMWARE = REPO / "firmware"
 # The client: a tiny board and the real store; prints one RESULT line.
 CLIENT = r"""
 import sys, json, time
-import certstore, net
+from ias import certstore, net
 
 class Board:
     def __init__(self, p):
@@ -76,7 +76,7 @@ def run_client(script, params, faketime=None, timeout=30):
         if not shutil.which("faketime"):
             pytest.fail("faketime is not installed (Debian package faketime)")
         cmd = ["faketime", "-f", faketime] + cmd  # libfaketime spec, e.g. "+60d"
-    env = dict(os.environ, MICROPYPATH=str(FIRMWARE))
+    env = dict(os.environ, MICROPYPATH=pkg_path())
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -346,7 +346,7 @@ def test_unverifying_port_says_so(client_script, tmp_path, pkix):
 # -- what an anchor costs in RAM ---------------------------------------------------------------
 RSS_SCRIPT = r"""
 import gc, json, os, sys, tls
-import der
+from ias import der
 
 with open(sys.argv[1]) as f:
     p = json.load(f)
@@ -373,7 +373,7 @@ print("RESULT " + json.dumps({"rss": rss() - r0, "gc": gc.mem_alloc() - m0}))
 
 HEAP_SCRIPT = r"""
 import gc, json, sys, time
-import certstore
+from ias import certstore
 
 class Board:
     clock_synced = True
@@ -394,13 +394,13 @@ print("RESULT " + json.dumps({"ok": ok, "modules": base, "loaded": store.loaded}
 """
 
 
-def _run_mp(script_text, params, tmp_path, heap=None, path=FIRMWARE):
+def _run_mp(script_text, params, tmp_path, heap=None, path=None):
     script = tmp_path / ("s%d.py" % abs(hash(script_text)))
     script.write_text(script_text)
     pfile = tmp_path / "p.json"
     pfile.write_text(json.dumps(params))
     cmd = [micropython_binary()] + (["-X", "heapsize=%dk" % heap] if heap else [])
-    env = dict(os.environ, MICROPYPATH=str(path))
+    env = dict(os.environ, MICROPYPATH=str(path or pkg_path()))
     proc = subprocess.run(
         cmd + [str(script), str(pfile)], capture_output=True, text=True, timeout=30, env=env
     )
@@ -439,13 +439,13 @@ def test_anchor_ram_cost(tmp_path, pkix):
     assert abs(r[len(shipped)]["gc"] - r[0]["gc"]) / k < 64  # anchors live outside the GC heap
 
     mpy = tmp_path / "mpy"
-    mpy.mkdir()
+    (mpy / "ias").mkdir(parents=True)
     for mod in ("board", "der", "fsutil", "log", "net", "certstore", "reason"):
         subprocess.run(
             [
                 str(Path(micropython_binary()).parent / "mpy-cross"),
                 "-o",
-                str(mpy / (mod + ".mpy")),
+                str(mpy / "ias" / (mod + ".mpy")),
                 str(FIRMWARE / (mod + ".py")),
             ],
             check=True,

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mprunner import micropython_binary
 
-from tools import mplib
+from tools import mplib, pkg_path
 
 REPO = Path(__file__).resolve().parent.parent
 FIRMWARE = REPO / "firmware"
@@ -23,9 +23,9 @@ _SCRIPT = r"""
 import json, sys
 cfg = json.load(open(sys.argv[1]))
 sys.path[:0] = cfg["path"]
-import certstore
-import configmode
-from board_unix import VirtualBoard
+from ias import certstore
+from ias import configmode
+from ias.board_unix import VirtualBoard
 
 board = VirtualBoard(cfg["host"])
 board.sync_clock()  # the host's clock stands in for NTP
@@ -88,7 +88,7 @@ class ConfigServer:
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         cfg = {
-            "path": [str(FIRMWARE), str(REPO / "tools" / "vboard"), mplib.lib_path()],
+            "path": [pkg_path(), str(REPO / "tools" / "vboard"), mplib.lib_path()],
             "host": str(self.host),
             "cert": str(self.cert),
             "settings": str(self.settings),

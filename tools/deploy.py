@@ -22,6 +22,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE = os.path.join(ROOT, "firmware")
+PACKAGE = "ias"  # every firmware module but boot.py and main.py deploys as /lib/ias/NAME.mpy
 BIN = os.path.join(ROOT, ".venv", "bin")
 
 # Run as source so a broken app or compile never bricks the boot path (design: boot stays simple).
@@ -98,7 +99,7 @@ def compile_firmware(out_dir, build_time=None, target="unix", src=FIRMWARE, chec
     exe = mpy_cross_path()
     if build_time is None:
         build_time = int(time.time())
-    lib = os.path.join(out_dir, "lib")
+    lib = os.path.join(out_dir, "lib", PACKAGE)  # the client is the package `ias` in /lib
     os.makedirs(lib, exist_ok=True)
     written = []
     with tempfile.TemporaryDirectory(prefix="ias-build-") as tmp:
@@ -118,7 +119,7 @@ def compile_firmware(out_dir, build_time=None, target="unix", src=FIRMWARE, chec
             else:
                 mpy = name[:-3] + ".mpy"
                 _compile(path, os.path.join(lib, mpy), name, target, exe)
-                written.append("/lib/" + mpy)
+                written.append("/lib/%s/%s" % (PACKAGE, mpy))
     for folder in ASSET_DIRS:
         base = os.path.join(src, folder)
         if not os.path.isdir(base):
@@ -244,14 +245,17 @@ def _firmware_validate():
     # settings.py runs on CPython too; import it without leaving firmware modules behind.
     import importlib
 
+    from tools import pkg_path
+
     saved = dict(sys.modules)
-    sys.path.insert(0, FIRMWARE)
+    where = pkg_path()
+    sys.path.insert(0, where)
     try:
-        return importlib.import_module("settings").validate
+        return importlib.import_module(PACKAGE + ".settings").validate
     except ImportError:
         return None
     finally:
-        sys.path.remove(FIRMWARE)
+        sys.path.remove(where)
         for name in list(sys.modules):
             if name not in saved:
                 del sys.modules[name]

@@ -44,7 +44,7 @@ if mode == "client":
     t0 = time.ticks_us()
     run_file("/boot.py")
     t1 = time.ticks_us()
-    import device  # noqa: E402
+    from ias import device  # noqa: E402
 
     d = device.Device.open()
     d.start_app()
@@ -76,7 +76,7 @@ elif mode == "bare":
     )
 else:
     for name in mods:
-        __import__(name)
+        __import__("ias." + name)  # the client's modules live in the package ias
     gc.collect()
     emit(kind="mods", mods=mods, heap_mounted=heap_mounted, heap_after=gc.mem_alloc())
 print("OK")

@@ -16,11 +16,13 @@ host, image, board_dir, mode = sys.argv[1:5]
 repeat = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 dev_flash = benv.mount(host, image)
 
-import board_unix  # noqa: E402
-import certstore  # noqa: E402
-import device  # noqa: E402
-import settings as settings_mod  # noqa: E402
-import state  # noqa: E402
+from ias import (
+    board_unix,  # noqa: E402
+    certstore,  # noqa: E402
+    device,  # noqa: E402
+    state,  # noqa: E402
+)
+from ias import settings as settings_mod  # noqa: E402
 
 board = board_unix.VirtualBoard(board_dir)
 board.sync_clock(0)
@@ -65,7 +67,7 @@ if mode in ("update", "timed"):
         raise SystemExit("outcome %s %s %s" % (out["outcome"], out["reason"], out.get("detail")))
     out["installer"].activate()
     us = time.ticks_diff(time.ticks_us(), t0)
-    import ota  # noqa: E402
+    from ias import ota  # noqa: E402
 
     ota.default_slots()._info = None
     info = ota.default_slots().read()

@@ -6,7 +6,7 @@ import hashlib
 import sys
 import time
 
-import trust
+from ias import trust
 
 folder, n = sys.argv[1], int(sys.argv[2])
 with open(folder + "/manifest.json", "rb") as f:

@@ -15,12 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from tests.reliability import rig
 from tests.reliability.ledger import record
-from tools import anchorbundle, keys, pki
+from tools import anchorbundle, keys, pkg_path, pki
 from tools.server import UpdateServer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "firmware"))
-import anchors  # noqa: E402
-import trust  # noqa: E402
+sys.path.insert(0, pkg_path())
+from ias import anchors, trust  # noqa: E402
 
 CAT = "attacks"
 

@@ -9,7 +9,6 @@ import json
 import sys
 import time
 import tracemalloc
-from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
@@ -19,16 +18,11 @@ from hypothesis import strategies as st
 
 from tests.reliability.ledger import record
 from tools import keys as keytool
-from tools import pki
+from tools import pkg_path, pki
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "firmware"))
-import anchors  # noqa: E402
-import appbundle  # noqa: E402
-import channel  # noqa: E402
-import ota  # noqa: E402
-import settings as settings_mod  # noqa: E402
-import trust  # noqa: E402
-import webapp  # noqa: E402
+sys.path.insert(0, pkg_path())
+from ias import anchors, appbundle, channel, ota, trust, webapp  # noqa: E402
+from ias import settings as settings_mod  # noqa: E402
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 KEY = keytool.new_key(bits=2048)

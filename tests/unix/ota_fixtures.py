@@ -108,7 +108,7 @@ class FakeBoard:
     def running_partition(self):
         if self.host is None:
             return None
-        from vpartition import VirtualPartition
+        from ias.vpartition import VirtualPartition
 
         return VirtualPartition(self.host, VirtualPartition.RUNNING)
 
@@ -126,7 +126,7 @@ class Ctx:
 def install(ctx, path, chunk=700, activate=True, hex_sha=False):
     """Feed the file at `path` to the installer ota picks, as callhome does. Aborts and
     re-raises on any error."""
-    import ota
+    from ias import ota
 
     md5 = hashlib.md5()
     sha = hashlib.sha256()

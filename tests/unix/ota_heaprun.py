@@ -5,10 +5,10 @@ import gc
 import os
 import sys
 
-import ota
 import ota_fixtures as fx
-import state as state_mod
 import vfs
+from ias import ota
+from ias import state as state_mod
 from ota_fixtures import Ctx, FakeBoard
 
 

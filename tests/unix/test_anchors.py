@@ -6,11 +6,8 @@ import json
 import os
 import sys
 
-import anchors
-import certstore
-import fsutil
-import state as state_mod
-import trust
+from ias import anchors, certstore, fsutil, trust
+from ias import state as state_mod
 
 DAY = 86400
 _FX = {}
@@ -331,7 +328,7 @@ def test_locations():
 
 
 def test_ladder_falls_to_plain_http_and_installs():
-    import net
+    from ias import net
 
     dev = new_device()
     answers = serve(HTTP, "good2")
@@ -350,7 +347,7 @@ def test_ladder_falls_to_plain_http_and_installs():
 
 
 def test_plain_http_only_with_a_valid_signature():
-    import net
+    from ias import net
 
     dev = new_device()
     before = snapshot(dev.store)

@@ -1,7 +1,6 @@
 # The app API: IAS-like hooks that never break the client, fields as IAS's addField declares
 # them, and download progress reported through the installer.
-import app_api
-import device
+from ias import app_api, device
 
 
 class _Board:

@@ -62,9 +62,9 @@ class _Network:
 sys.modules["machine"] = _Machine
 sys.modules["network"] = _Network
 
-import board  # noqa: E402
-from board_esp32 import Esp32Board  # noqa: E402
-from board_esp8266 import Esp8266Board  # noqa: E402
+from ias import board  # noqa: E402
+from ias.board_esp32 import Esp32Board  # noqa: E402
+from ias.board_esp8266 import Esp8266Board  # noqa: E402
 
 
 def test_esp32_reset_causes():

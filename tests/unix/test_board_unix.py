@@ -2,8 +2,8 @@
 import json
 import os
 
-import board
-from board_unix import VirtualBoard
+from ias import board
+from ias.board_unix import VirtualBoard
 
 HOST = "/tmp/ias_vboard_test"
 

@@ -3,8 +3,8 @@
 import json
 import os
 
-import bootflow
-from board_unix import VirtualBoard
+from ias import bootflow
+from ias.board_unix import VirtualBoard
 
 HOST = "/tmp/ias_bootflow_test"
 STATE = HOST + "/state.json"

@@ -1,5 +1,5 @@
 # The mode button: every IAS threshold, the LED at each one, debouncing, the blocking boot wait.
-import button
+from ias import button
 
 
 class Clock:

@@ -5,11 +5,8 @@ import binascii
 import hashlib
 import os
 
-import callhome
 import fakesock
-import httpclient
-import staging
-import state
+from ias import callhome, httpclient, staging, state
 
 TMP = "/tmp/ias_test_callhome_%s" % binascii.hexlify(os.urandom(4)).decode()
 
@@ -441,7 +438,7 @@ def test_fault_installer_failure_aborts():
 
 
 def test_fault_connect_error_reason():
-    import net
+    from ias import net
 
     def connect(host, port, t):
         raise net.NetError("untrusted", "handshake")

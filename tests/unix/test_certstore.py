@@ -8,12 +8,14 @@ import fakesock
 
 fake = fakesock.install()  # before net imports socket: connect() then meets scripted failures
 
-import certstore  # noqa: E402
-import der  # noqa: E402
-import net  # noqa: E402
 import nor  # noqa: E402
 import test_der as mk  # noqa: E402  (the DER builder)
 import vfs  # noqa: E402
+from ias import (
+    certstore,  # noqa: E402
+    der,  # noqa: E402
+    net,  # noqa: E402
+)
 
 ROOT = "/cs/cert"
 NOW = int(time.time())

@@ -12,12 +12,14 @@ import fakesock
 
 NET = fakesock.install()
 
-import channel  # noqa: E402
-import fsutil  # noqa: E402
-import net  # noqa: E402
-import staging  # noqa: E402
-import state  # noqa: E402
-import trust  # noqa: E402
+from ias import (
+    channel,  # noqa: E402
+    fsutil,  # noqa: E402
+    net,  # noqa: E402
+    staging,  # noqa: E402
+    state,  # noqa: E402
+    trust,  # noqa: E402
+)
 
 TMP = "/tmp/ias_test_channel_%s" % binascii.hexlify(os.urandom(4)).decode()
 

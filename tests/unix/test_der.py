@@ -2,7 +2,7 @@
 # (leaf, v1, GeneralizedTime, BMPString), and hostile input: only DerError, never a crash.
 import time
 
-import der
+from ias import der
 
 CERTS = "../../firmware/cert/"
 

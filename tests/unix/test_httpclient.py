@@ -1,8 +1,8 @@
 # httpclient on the MicroPython unix port: head limits, case-insensitive headers, body streaming
 # through one buffer, early close, timeouts and the overall deadline, the request writer.
 import fakesock
-import httpclient
-from httpclient import HttpError
+from ias import httpclient
+from ias.httpclient import HttpError
 
 
 def stream(*replies):

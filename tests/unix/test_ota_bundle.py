@@ -6,11 +6,9 @@ import json
 import os
 import sys
 
-import appbundle
-import fwimage
-import ota
 import ota_fixtures as fx
-import state as state_mod
+from ias import appbundle, fwimage, ota
+from ias import state as state_mod
 from ota_fixtures import Ctx, FakeBoard, Reset
 
 FIX = fx.make("bundles")
@@ -397,8 +395,11 @@ def test_install_heap_does_not_grow_with_payload():
         ]
         mods += [fx.HERE + "/ota_fixtures", fx.HERE + "/ota_heaprun"]
         mods.append(fx.REPO + "/tools/vboard/nor")
+        os.mkdir(fix + "/mpy/ias")
         for m in mods:
             name = m.rsplit("/", 1)[1]
+            if "/firmware/" in m:
+                name = "ias/" + name  # the client is the package ias, as on a device
             rc = os.system("%s -o %s/mpy/%s.mpy %s.py" % (fx.mpy_cross(), fix, name, m))
             assert rc == 0, m
         small = _floor(fix, "small")

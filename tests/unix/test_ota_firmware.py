@@ -6,12 +6,11 @@ import json
 import os
 import time
 
-import ota
 import ota_fixtures as fx
-import state as state_mod
-import vpartition
+from ias import ota, vpartition
+from ias import state as state_mod
+from ias.vpartition import VirtualPartition
 from ota_fixtures import Ctx, FakeBoard, Reset
-from vpartition import VirtualPartition
 
 FIX = fx.make("firmware")
 SLOT = 256 * 1024

@@ -2,15 +2,14 @@
 # and erase op of littlefs on the NOR model. After every cut and the boot-time resume() the
 # device holds a usable anchor set that is exactly the old one, the pending union or the new
 # one, and the state says which; it never holds zero usable anchors or a torn file.
-import anchors
-import certstore
 import powercut
-import state as state_mod
+from ias import anchors, certstore
+from ias import state as state_mod
 from test_anchors import bundle, fixtures, fx, keys_of, new_device, sha
 
 
 def _prepare(root):
-    import fsutil
+    from ias import fsutil
 
     fsutil.makedirs(root + "/cert")
     fsutil.write_atomic(root + "/cert/iasRootCa.cer", fx("old1.pem"))

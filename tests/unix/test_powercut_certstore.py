@@ -3,8 +3,8 @@
 # boot does) it must be exactly the old set or exactly the new one.
 import time
 
-import certstore
 import powercut
+from ias import certstore
 
 NOW = int(time.time())
 CERTS = "../../firmware/cert/"
@@ -44,7 +44,7 @@ def state(root):
 
 
 def fingerprints(pairs):
-    import der
+    from ias import der
 
     return {name: der.load(pem(src)).sha256 for name, src in pairs}
 

@@ -5,10 +5,10 @@
 # mptest: timeout=300
 import json
 
-import ota
 import ota_fixtures as fx
 import powercut
-import state as state_mod
+from ias import ota
+from ias import state as state_mod
 from ota_fixtures import Ctx, FakeBoard
 
 FIX = fx.make("powercut")

@@ -3,7 +3,7 @@
 import json
 
 import powercut
-import settings
+from ias import settings
 
 
 def _save(root, interval):

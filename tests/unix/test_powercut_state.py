@@ -3,7 +3,7 @@
 import json
 
 import powercut
-import state as state_mod
+from ias import state as state_mod
 
 OLD = {"time_floor": 1700000000, "counters": {"app": 3}, "last_error": "closed"}
 

@@ -1,5 +1,5 @@
 # schedule on the MicroPython unix port with a fake clock and a scripted random source.
-import schedule
+from ias import schedule
 
 
 class Clock:

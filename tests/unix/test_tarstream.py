@@ -7,9 +7,9 @@ import hashlib
 import io
 
 import ota_fixtures as fx
-import tarstream
+from ias import tarstream
+from ias.tarstream import TarError, TarFeed, TarReader
 from ota_tar import archive, header, member
-from tarstream import TarError, TarFeed, TarReader
 
 FIX = fx.make("bundles")
 

@@ -4,7 +4,7 @@ import hashlib
 import time
 
 import ota_fixtures as fx
-import trust
+from ias import trust
 
 FIX = fx.make("trust")
 MSG = fx.read(FIX + "/msg.bin")

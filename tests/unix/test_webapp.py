@@ -22,10 +22,8 @@ except ImportError:
 
 import asyncio
 
-import configmode
-import settings
-import webapp
-from board_unix import VirtualBoard
+from ias import configmode, settings, webapp
+from ias.board_unix import VirtualBoard
 
 BASE = "/tmp/ias_webapp_test"
 HOST = BASE + "/host"

@@ -78,7 +78,7 @@ def run_file(path):
 
 def boot():
     if _load("/host/board.json").get("chip", "esp32") == "esp32":
-        import vpartition  # the ESP32 bootloader's choice of app slot
+        from ias import vpartition  # the ESP32 bootloader's choice of app slot
 
         vpartition.bootloader_select("/host")
     try:

@@ -10,7 +10,7 @@ def _result(obj):
 
 
 def run(mode, arg):
-    import device
+    from ias import device
 
     dev = device.Device.open()
     if mode == "callhome":
