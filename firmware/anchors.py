@@ -9,7 +9,7 @@ import os
 
 from . import board as board_mod
 from . import certstore, der, fsutil, log, trust
-from .reason import iso_date
+from .reason import ReasonError, iso_date, reason_of
 
 MAX_BUNDLE = 16384  # bytes of anchors.json accepted (about 8 roots)
 MAX_SIG = 1024  # a 4096-bit signature is 512 bytes, 684 in base64
@@ -26,16 +26,6 @@ _PENDING_FILE = "bundle.pending.json"
 _PENDING_SIG = "bundle.pending.sig"
 
 
-class AnchorError(ValueError):
-    """`reason`: bad_signature, no_keys, not_newer, expired, malformed, no_anchors, not_ca,
-    oversized, wrong_host, clock_unset, too_many, rejected, http_NNN, bad_length."""
-
-    def __init__(self, reason, detail=""):
-        super().__init__("%s: %s" % (reason, detail) if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
 # -- time ------------------------------------------------------------------------------------
 def sane_time(board, state):
     """The board's Unix time if NTP set it and it is past the build and the persisted floor;
@@ -44,20 +34,20 @@ def sane_time(board, state):
 
 
 def parse_time(value):
-    """Unix seconds from an int or 'YYYY-MM-DD[THH:MM:SS[Z]]'; AnchorError('malformed')."""
+    """Unix seconds from an int or 'YYYY-MM-DD[THH:MM:SS[Z]]'; ReasonError('malformed')."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if not isinstance(value, str) or len(value) not in (10, 19, 20):
-        raise AnchorError("malformed", "time %r" % (value,))
+        raise ReasonError("malformed", "time %r" % (value,))
     try:
         y, m, d = int(value[0:4]), int(value[5:7]), int(value[8:10])
         hh = mm = ss = 0
         if len(value) > 10:
             hh, mm, ss = int(value[11:13]), int(value[14:16]), int(value[17:19])
     except ValueError:
-        raise AnchorError("malformed", "time %r" % value)
+        raise ReasonError("malformed", "time %r" % value)
     if value[4] != "-" or value[7] != "-" or not (1 <= m <= 12 and 1 <= d <= 31):
-        raise AnchorError("malformed", "time %r" % value)
+        raise ReasonError("malformed", "time %r" % value)
     return der.days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss
 
 
@@ -66,7 +56,7 @@ def _sig_bytes(sig):
     # Raw signature bytes; a base64 text file is accepted too (some hosts mangle binaries).
     sig = bytes(sig)
     if len(sig) > MAX_SIG:
-        raise AnchorError("oversized", "signature of %d bytes" % len(sig))
+        raise ReasonError("oversized", "signature of %d bytes" % len(sig))
     if len(sig) not in (256, 384, 512):
         import binascii
 
@@ -90,54 +80,54 @@ def verify_bundle(json_bytes, sig, keys, installed_version, now, host=None):
     """The parsed bundle {version, issued, expires, hosts, certs, raw, sig} when the signature
     verifies with one of `keys`, the version is above `installed_version`, it has not expired
     at `now` (the board's sane time) and at least one anchor is a CA usable now.
-    Otherwise AnchorError. Nothing is parsed before the signature is checked."""
+    Otherwise ReasonError. Nothing is parsed before the signature is checked."""
     if now is None:
-        raise AnchorError("clock_unset", "no sane time to check expiry against")
+        raise ReasonError("clock_unset", "no sane time to check expiry against")
     if len(json_bytes) > MAX_BUNDLE:
-        raise AnchorError("oversized", "bundle of %d bytes" % len(json_bytes))
+        raise ReasonError("oversized", "bundle of %d bytes" % len(json_bytes))
     sig = _sig_bytes(sig)
     try:
         signer = trust.check(json_bytes, sig, keys)
-    except trust.TrustError as e:
-        raise AnchorError(e.reason, e.detail)
+    except ReasonError as e:
+        raise ReasonError(e.reason, e.detail)
     try:
         doc = json.loads(json_bytes)  # bytes or bytearray: no decoded copy of 16 KiB
     except (ValueError, UnicodeError, TypeError) as e:
-        raise AnchorError("malformed", "json: %s" % e)
+        raise ReasonError("malformed", "json: %s" % e)
     if not isinstance(doc, dict):
-        raise AnchorError("malformed", "not an object")
+        raise ReasonError("malformed", "not an object")
     version = doc.get("version")
     pems = doc.get("anchors")
     hosts = doc.get("hosts", [])
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise AnchorError("malformed", "version")
+        raise ReasonError("malformed", "version")
     if not isinstance(pems, list) or not isinstance(hosts, list):
-        raise AnchorError("malformed", "anchors and hosts must be lists")
+        raise ReasonError("malformed", "anchors and hosts must be lists")
     if version <= installed_version:
-        raise AnchorError("not_newer", "v%d, installed v%d" % (version, installed_version))
+        raise ReasonError("not_newer", "v%d, installed v%d" % (version, installed_version))
     expires = parse_time(doc["expires"]) if doc.get("expires") is not None else None
     issued = parse_time(doc["issued"]) if doc.get("issued") is not None else None
     if expires is not None and expires <= now:
-        raise AnchorError("expired", "bundle v%d expired %s" % (version, iso_date(expires)))
+        raise ReasonError("expired", "bundle v%d expired %s" % (version, iso_date(expires)))
     if host is not None and hosts and host not in hosts:
-        raise AnchorError("wrong_host", "bundle is for %s" % ", ".join(str(h) for h in hosts))
+        raise ReasonError("wrong_host", "bundle is for %s" % ", ".join(str(h) for h in hosts))
     if not pems:
-        raise AnchorError("no_anchors", "empty anchor list")
+        raise ReasonError("no_anchors", "empty anchor list")
     if len(pems) > certstore.MAX_ANCHORS:
-        raise AnchorError("too_many", "%d anchors" % len(pems))
+        raise ReasonError("too_many", "%d anchors" % len(pems))
     certs = []
     for pem in pems:
         if not isinstance(pem, str):
-            raise AnchorError("malformed", "anchor %d is not PEM text" % len(certs))
+            raise ReasonError("malformed", "anchor %d is not PEM text" % len(certs))
         try:
             cert = der.load(pem)
-        except (der.DerError, TypeError, AttributeError) as e:
-            raise AnchorError("malformed", "anchor %d: %s" % (len(certs), e))
+        except (ReasonError, TypeError, AttributeError) as e:
+            raise ReasonError("malformed", "anchor %d: %s" % (len(certs), e))
         if not cert.is_ca:
-            raise AnchorError("not_ca", der.name_text(cert.subject))
+            raise ReasonError("not_ca", der.name_text(cert.subject))
         certs.append(cert)
     if not any(c.valid_at(now) for c in certs):
-        raise AnchorError("no_anchors", "no anchor of v%d is valid now" % version)
+        raise ReasonError("no_anchors", "no anchor of v%d is valid now" % version)
     log.info("anchors", "bundle v%d verified (key %s), %d anchors" % (version, signer, len(certs)))
     return {
         "version": version,
@@ -157,7 +147,7 @@ def _names_for(certs, store):
     for name in store.names():
         try:
             known[store.load(name).sha256] = name
-        except certstore.CertError:
+        except ReasonError:
             pass
     return [known.get(c.sha256, "a-%s.cer" % c.sha256[:12]) for c in certs]
 
@@ -167,7 +157,7 @@ def _store_ders(store, names):
     for name in names:
         try:
             out.append((name, store.load(name).der))
-        except certstore.CertError:
+        except ReasonError:
             pass
     return out
 
@@ -202,9 +192,9 @@ def install_bundle(bundle, store, state, now):
     )
     try:
         store.replace_set(new_set + old_set, now)
-    except certstore.CertError as e:
+    except ReasonError as e:
         _drop_pending(state, store)
-        raise AnchorError(e.reason, e.detail)
+        raise ReasonError(e.reason, e.detail)
     log.info("anchors", "bundle v%d pending: %s" % (bundle["version"], ", ".join(new)))
     return new
 
@@ -245,7 +235,7 @@ def _complete_union(state, store, now, p):
         return False
     try:
         certs = [der.load(pem) for pem in json.loads(raw.decode())["anchors"]]
-    except (ValueError, KeyError, der.DerError) as e:
+    except (ValueError, KeyError, ReasonError) as e:
         log.warn("anchors", "pending bundle unreadable (%s); dropped" % e)
         _drop_pending(state, store)
         return False
@@ -308,7 +298,7 @@ def revert(state, store, now):
     old = _store_ders(store, p["old"])
     try:
         store.replace_set(old, now)
-    except certstore.CertError as e:  # no usable old anchor: keeping the new ones is better
+    except ReasonError as e:  # no usable old anchor: keeping the new ones is better
         log.warn("anchors", "revert kept the new anchors: %s" % e)
     fsutil.remove(store.root + "/" + _PENDING_FILE)
     fsutil.remove(store.root + "/" + _PENDING_SIG)
@@ -383,9 +373,9 @@ def http_fetcher(connect, clock=None, timeout_ms=10000, deadline_ms=30000):
             )
             resp = httpclient.read_head(stream, bytearray(600), deadline)
             if resp.status != 200:
-                raise AnchorError("http_%d" % resp.status, resp.reason)
+                raise ReasonError("http_%d" % resp.status, resp.reason)
             if resp.length is None or resp.length > limit:
-                raise AnchorError("oversized" if resp.length else "bad_length", url)
+                raise ReasonError("oversized" if resp.length else "bad_length", url)
             out = bytearray(resp.length)
             at = [0]
 
@@ -400,11 +390,6 @@ def http_fetcher(connect, clock=None, timeout_ms=10000, deadline_ms=30000):
             stream.close()
 
     return fetch
-
-
-def _why(e):
-    reason = getattr(e, "reason", None)
-    return reason if isinstance(reason, str) and reason else type(e).__name__
 
 
 # -- the recovery ladder --------------------------------------------------------------------------
@@ -426,7 +411,7 @@ def _try_keys(device, fetch, base, now, keys_dir):
         rotate_key(doc, sig, trust.load_keys(keys_dir), device.state, now, keys_dir)
         return True
     except Exception as e:
-        log.info("anchors", "%s%s: %s" % (base, KEYS_DOC, _why(e)))
+        log.info("anchors", "%s%s: %s" % (base, KEYS_DOC, reason_of(e, type(e).__name__)))
         return False
 
 
@@ -441,7 +426,7 @@ def _rung(device, fetch, base, now, keys_dir, host, force):
                 raw, sig, trust.load_keys(keys_dir), installed_version(state), now, host
             )
             break
-        except AnchorError as e:
+        except ReasonError as e:
             if (
                 e.reason != "bad_signature"
                 or attempt
@@ -449,7 +434,7 @@ def _rung(device, fetch, base, now, keys_dir, host, force):
             ):
                 raise
     if not force and bundle["version"] == state.get("anchors_rejected"):
-        raise AnchorError("rejected", "v%d was reverted" % bundle["version"])
+        raise ReasonError("rejected", "v%d was reverted" % bundle["version"])
     install_bundle(bundle, device.store, state, now)
     return bundle["version"]
 
@@ -492,11 +477,11 @@ def recover(device, fetch, force=False, why="untrusted", keys_dir="/keys"):
     for i, base in enumerate(recovery_locations(device.settings)):
         try:
             v = _rung(device, fetch, base, now, keys_dir, host, force)
-        except AnchorError as e:
+        except ReasonError as e:
             word = e.reason
             answered = answered or e.reason in ("not_newer", "rejected")
-        except Exception as e:  # NetError, HttpError, OSError: this rung is unreachable
-            word = _why(e)
+        except Exception as e:  # ReasonError, ReasonError, OSError: this rung is unreachable
+            word = reason_of(e, type(e).__name__)
         else:
             version = v
             word = "installed v%d" % v
@@ -579,35 +564,35 @@ def rotate_key(doc_bytes, sig, keys, state, now, folder="/keys"):
     """Accept keys.json {"version", "keys": [PEM], "transition_until"} when a current key
     signed it and its version is above the last one. The new keys are written (each
     atomically) beside the old; the old ones are retired once `transition_until` has passed
-    (retire_keys). Returns the new key file names; AnchorError otherwise."""
+    (retire_keys). Returns the new key file names; ReasonError otherwise."""
     if now is None:
-        raise AnchorError("clock_unset")
+        raise ReasonError("clock_unset")
     if len(doc_bytes) > MAX_KEYS_DOC:
-        raise AnchorError("oversized", "keys document of %d bytes" % len(doc_bytes))
+        raise ReasonError("oversized", "keys document of %d bytes" % len(doc_bytes))
     try:
         signer = trust.check(doc_bytes, _sig_bytes(sig), keys)
-    except trust.TrustError as e:
-        raise AnchorError(e.reason, e.detail)
+    except ReasonError as e:
+        raise ReasonError(e.reason, e.detail)
     try:
         doc = json.loads(bytes(doc_bytes).decode())
         version = doc["version"]
         pems = doc["keys"]
         until = parse_time(doc.get("transition_until") or now)
     except (ValueError, UnicodeError, KeyError, TypeError) as e:
-        raise AnchorError("malformed", str(e))
+        raise ReasonError("malformed", str(e))
     if not isinstance(version, int) or isinstance(version, bool) or not isinstance(pems, list):
-        raise AnchorError("malformed", "version / keys")
+        raise ReasonError("malformed", "version / keys")
     last = (state.get("keys_doc") or {}).get("version", 0)
     if version <= last:
-        raise AnchorError("not_newer", "keys v%d, have v%d" % (version, last))
+        raise ReasonError("not_newer", "keys v%d, have v%d" % (version, last))
     if not pems or len(pems) > 4:
-        raise AnchorError("malformed", "1 to 4 keys")
+        raise ReasonError("malformed", "1 to 4 keys")
     names = []
     for i, pem in enumerate(pems):
         try:
             trust.key_from_pem(pem)
-        except (trust.TrustError, ValueError, TypeError) as e:
-            raise AnchorError("malformed", "key %d: %s" % (i, e))
+        except (ReasonError, ValueError, TypeError) as e:
+            raise ReasonError("malformed", "key %d: %s" % (i, e))
         names.append("k%d-%d.pub" % (version, i))
     fsutil.makedirs(folder)
     for name, pem in zip(names, pems):

@@ -6,7 +6,7 @@ import json
 
 from . import fsutil, log
 from .ota import FLASH_BLOCK, _artifact, _Base, _trial_pointer, _unsigned_policy
-from .reason import InstallError
+from .reason import ReasonError
 
 MAX_MANIFEST = 8192
 MAX_SIG = 512
@@ -49,14 +49,14 @@ class BundleInstaller(_Base):
         fsutil.rmtree(s.path(self.slot))  # the version before the active one: not needed now
         free = s.free()
         if size + 2 * FLASH_BLOCK > free:
-            raise InstallError("no_space", "%d bytes to stage, %d free" % (size, free))
+            raise ReasonError("no_space", "%d bytes to stage, %d free" % (size, free))
 
     def write(self, chunk):
         if self.failed is not None:
             raise self.failed
         self.got += len(chunk)
         if self.got > self.size:
-            raise InstallError("too_large", "more than the announced %d bytes" % self.size)
+            raise ReasonError("too_large", "more than the announced %d bytes" % self.size)
         if self.f is not None:
             self.f.write(chunk)
         elif self.tar is not None:
@@ -82,12 +82,10 @@ class BundleInstaller(_Base):
         self._feed(rest)
 
     def _feed(self, data):
-        from .tarstream import TarError
-
         try:
             self.tar.feed(data)
-        except TarError as e:
-            self._fail(InstallError("bad_archive", str(e)))
+        except ReasonError as e:
+            self._fail(_as_install_error(e))
         except Exception as e:
             self._fail(e)
 
@@ -100,12 +98,10 @@ class BundleInstaller(_Base):
         """`sha256` (the body's, raw or hex) is not needed here: every byte that matters is
         covered by the signature (manifest) or the manifest's per-file SHA-256, checked as the
         files are written."""
-        from .tarstream import TarError
-
         if self.failed is not None:
             raise self.failed
         if self.got != self.size:
-            self._fail(InstallError("bad_archive", "%d of %d bytes" % (self.got, self.size)))
+            self._fail(ReasonError("bad_archive", "%d of %d bytes" % (self.got, self.size)))
         self.md5 = md5_hex
         try:
             if self.head is not None:
@@ -116,8 +112,8 @@ class BundleInstaller(_Base):
                 self._unpack_staged()
             else:
                 self.tar.close()
-        except TarError as e:
-            self._fail(InstallError("bad_archive", str(e)))
+        except ReasonError as e:
+            self._fail(_as_install_error(e))
         except Exception as e:
             self._fail(e)
         self.ready = True
@@ -132,7 +128,7 @@ class BundleInstaller(_Base):
 
     def activate(self):
         if not self.ready:
-            raise InstallError("bad_archive", "activate() before a successful finish()")
+            raise ReasonError("bad_archive", "activate() before a successful finish()")
         s = self.slots
         m = self.manifest
         art = _artifact("bundle", m["name"], m["version"], m["counter"], self.md5, self.size)
@@ -170,7 +166,7 @@ class BundleInstaller(_Base):
         if self.manifest is None:
             if self.raw is None:
                 if m.name != "manifest.json":
-                    raise InstallError("bad_manifest", "the first member must be manifest.json")
+                    raise ReasonError("bad_manifest", "the first member must be manifest.json")
                 self.raw = self._hold(m, MAX_MANIFEST)
                 return
             if self.sig is None and m.name == "manifest.sig":
@@ -195,21 +191,21 @@ class BundleInstaller(_Base):
         self.out.close()
         self.out = None
         if self.h.digest() != self.want:
-            raise InstallError("hash_mismatch", m.name)
+            raise ReasonError("hash_mismatch", m.name)
         self.board.feed_watchdog()
 
     def end(self):
         if self.manifest is None:
             if self.raw is None:
-                raise InstallError("bad_manifest", "the first member must be manifest.json")
+                raise ReasonError("bad_manifest", "the first member must be manifest.json")
             self._verify()
         for path in self.manifest["files"]:
             if path not in self.seen:
-                raise InstallError("missing_file", path)
+                raise ReasonError("missing_file", path)
 
     def _hold(self, m, limit):
         if m.kind != "file" or m.size > limit:
-            raise InstallError("bad_manifest", "%s missing or too large" % m.name)
+            raise ReasonError("bad_manifest", "%s missing or too large" % m.name)
         self.held = bytearray(m.size)
         self.hfill = 0
         return self.held
@@ -230,8 +226,8 @@ class BundleInstaller(_Base):
         if sig is not None and keys:
             try:
                 self.signed_by = trust.check(raw, sig, keys)
-            except trust.TrustError as e:
-                raise InstallError("bad_signature", e.detail)
+            except ReasonError as e:
+                raise ReasonError("bad_signature", e.detail)
             return
         what = "unsigned bundle" if sig is None else "bundle signed by no key on this device"
         _unsigned_policy(self.board, self.settings, self.verified, what)
@@ -244,7 +240,7 @@ class BundleInstaller(_Base):
         installed = self.slots.installed_artifact()["counter"]
         floor = trust.counter_floor(self.state, "app") if self.state is not None else 0
         if man["counter"] < max(floor, installed):
-            raise InstallError(
+            raise ReasonError(
                 "old_counter",
                 "security counter %d below %d" % (man["counter"], max(floor, installed)),
             )
@@ -258,7 +254,7 @@ class BundleInstaller(_Base):
             )
         free = self.slots.free()
         if man["space"] > free:
-            raise InstallError("no_space", "needs %d bytes, %d free" % (man["space"], free))
+            raise ReasonError("no_space", "needs %d bytes, %d free" % (man["space"], free))
 
     def _file(self, m):
         """A member after the signature check: a folder or file the manifest names, opened in
@@ -273,12 +269,12 @@ class BundleInstaller(_Base):
                 if p.startswith(prefix):
                     fsutil.makedirs(base + "/" + m.name)
                     return
-            raise InstallError("extra_file", "folder %s is not in the manifest" % m.name)
+            raise ReasonError("extra_file", "folder %s is not in the manifest" % m.name)
         want = files.get(m.name)
         if want is None or m.name in self.seen:
-            raise InstallError("extra_file", "%s is not in the manifest" % m.name)
+            raise ReasonError("extra_file", "%s is not in the manifest" % m.name)
         if m.size != want[0]:
-            raise InstallError(
+            raise ReasonError(
                 "size_mismatch", "%s: %d bytes, manifest %d" % (m.name, m.size, want[0])
             )
         self.seen[m.name] = True
@@ -299,39 +295,46 @@ def _count(value):
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _as_install_error(e):
+    # The archive reader's refusals are one install reason; ours (hash_mismatch, ...) stay.
+    from . import tarstream
+
+    return ReasonError("bad_archive", str(e)) if e.reason in tarstream.REASONS else e
+
+
 def parse_manifest(raw):
     """Check a manifest.json; returns it with files as {path: (size, sha256 hex)}."""
-    from .tarstream import TarError, check_name
+    from .tarstream import check_name
 
     try:
         man = json.loads(bytes(raw))
     except (ValueError, UnicodeError) as e:
-        raise InstallError("bad_manifest", "not JSON: %s" % e)
+        raise ReasonError("bad_manifest", "not JSON: %s" % e)
     if not isinstance(man, dict) or man.get("format") != 1:
-        raise InstallError("bad_manifest", "unknown manifest format")
+        raise ReasonError("bad_manifest", "unknown manifest format")
     if not _text(man.get("name"), 32) or not _text(man.get("version"), 11):
-        raise InstallError("bad_manifest", "name (1-32) and version (1-11 characters)")
+        raise ReasonError("bad_manifest", "name (1-32) and version (1-11 characters)")
     if not _count(man.get("counter")) or not _count(man.get("space")):
-        raise InstallError("bad_manifest", "counter and space must be whole numbers")
+        raise ReasonError("bad_manifest", "counter and space must be whole numbers")
     entries = man.get("files")
     if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_FILES:
-        raise InstallError("bad_manifest", "files must list 1 to %d files" % MAX_FILES)
+        raise ReasonError("bad_manifest", "files must list 1 to %d files" % MAX_FILES)
     files = {}
     for e in entries:
         if not isinstance(e, dict):
-            raise InstallError("bad_manifest", "file entry")
+            raise ReasonError("bad_manifest", "file entry")
         path, size, sha = e.get("path"), e.get("size"), e.get("sha256")
         try:
             check_name(path if isinstance(path, str) else "")
-        except TarError as err:
-            raise InstallError("bad_manifest", str(err))
+        except ReasonError as err:
+            raise ReasonError("bad_manifest", str(err))
         if path in files or path in ("manifest.json", "manifest.sig"):
-            raise InstallError("bad_manifest", "duplicate or reserved path %s" % path)
+            raise ReasonError("bad_manifest", "duplicate or reserved path %s" % path)
         if not _count(size) or not isinstance(sha, str) or len(sha) != 64:
-            raise InstallError("bad_manifest", "size/sha256 of %s" % path)
+            raise ReasonError("bad_manifest", "size/sha256 of %s" % path)
         for c in sha:
             if c not in "0123456789abcdef":
-                raise InstallError("bad_manifest", "sha256 of %s" % path)
+                raise ReasonError("bad_manifest", "sha256 of %s" % path)
         files[path] = (size, sha)
     man["files"] = files
     return man

@@ -6,8 +6,7 @@ import binascii
 import hashlib
 
 from . import httpclient
-from .httpclient import HttpError
-from .reason import iso_date
+from .reason import ReasonError, iso_date, reason_of
 
 IASLIB = "2.1.0-RC5.1"  # the IAS library version we speak for (x-ESP_IASLIB)
 UPDATE_PATH = "/ota/updates?"  # IAS always appends "?" and an empty argument list
@@ -109,18 +108,6 @@ def decide(resp):
     )
 
 
-def _reason(e, default):
-    reason = getattr(e, "reason", None)
-    if isinstance(reason, str) and reason:
-        return reason
-    if isinstance(e, OSError):
-        code = httpclient._errno(e)
-        return "no_space" if code == 28 else "io_error"
-    if isinstance(e, MemoryError):
-        return "no_memory"
-    return default
-
-
 class _Hasher:
     """The body sink: hashes and hands each chunk to the installer."""
 
@@ -153,7 +140,7 @@ def download(resp, update, make_installer, deadline=None, feed=None, timeout_ms=
         md5 = binascii.hexlify(sink.md5.digest()).decode()
         sha = binascii.hexlify(sink.sha.digest()).decode()
         if md5 != update["md5"]:
-            raise HttpError("md5_mismatch", "got %s, x-MD5 %s" % (md5, update["md5"]))
+            raise ReasonError("md5_mismatch", "got %s, x-MD5 %s" % (md5, update["md5"]))
         installer.finish(md5, sha)
     except BaseException:
         try:
@@ -205,7 +192,7 @@ def check(
         out.update({"md5": md5, "sha256": sha, "installer": installer})
     except Exception as e:
         out["outcome"] = "error"
-        out["reason"] = _reason(e, "install_error")
+        out["reason"] = reason_of(e, "install_error")
         out["detail"] = str(e)
     return out
 
@@ -218,7 +205,7 @@ def announce_on(stream, host, headers, msg, buf=None, deadline=None):
         httpclient.request(stream, "GET", host, path, headers)
         resp = httpclient.read_head(stream, buf or bytearray(BUF_SIZE), deadline, HEAD_TIMEOUT_MS)
         return resp.status
-    except (HttpError, OSError):
+    except (ReasonError, OSError):
         return None
 
 
@@ -323,8 +310,8 @@ def call_home(
         stream, host = _open(device, connect, deadline)
         refused = device.state.get(REFUSED_KEY, ()) if device.state is not None else ()
         out = check(stream, host, headers, make_installer, buf, deadline, feed, refused=refused)
-    except Exception as e:  # connect failures: NetError(reason) and friends
-        out = {"outcome": "error", "reason": _reason(e, "connect_failed"), "status": None}
+    except Exception as e:  # connect failures: ReasonError(reason) and friends
+        out = {"outcome": "error", "reason": reason_of(e, "connect_failed"), "status": None}
         out["detail"] = str(e)
     finally:
         if stream is not None:

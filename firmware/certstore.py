@@ -5,6 +5,7 @@ import os
 
 from . import board as board_mod
 from . import der, fsutil, log, net
+from .reason import ReasonError
 
 PRIMARY = "iasRootCa.cer"
 _PENDING = "replace.pending"  # names of a set being installed by replace_set()
@@ -15,35 +16,25 @@ MAX_FILE = 12288  # bytes of one anchor file (PEM of an 8 KiB DER, with labels)
 MAX_ANCHORS = 16  # each costs ~1-2 KiB of TLS heap; see docs/trust-store.md
 
 
-class CertError(ValueError):
-    """A refused store operation. `reason`: garbage, truncated, oversized, not_ca, duplicate,
-    expired, exists, bad_name, missing, last_anchor, too_many, no_anchors."""
-
-    def __init__(self, reason, detail=""):
-        super().__init__("%s: %s" % (reason, detail) if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
 def check_name(name):
     if not isinstance(name, str) or not name.endswith(".cer") or len(name) > MAX_NAME:
-        raise CertError(
+        raise ReasonError(
             "bad_name", "%r: a name ending in .cer, at most %d chars" % (name, MAX_NAME)
         )
     if name.startswith(".") or len(name) < 5:
-        raise CertError("bad_name", "%r" % name)
+        raise ReasonError("bad_name", "%r" % name)
     for c in name:
         if c not in _NAME_CHARS:
-            raise CertError("bad_name", "%r: letters, digits, '_', '-', '.' only" % name)
+            raise ReasonError("bad_name", "%r: letters, digits, '_', '-', '.' only" % name)
 
 
 def parse_anchor(data, n=None):
-    """One certificate (PEM or DER) as a der.Cert, or CertError with DerError's reason."""
+    """One certificate (PEM or DER) as a der.Cert, or ReasonError with ReasonError's reason."""
     try:
         return der.load(data, n)
-    except der.DerError as e:
+    except ReasonError as e:
         reason = e.reason if e.reason in ("truncated", "oversized") else "garbage"
-        raise CertError(reason, str(e))
+        raise ReasonError(reason, str(e))
 
 
 def usable(cert, now):
@@ -74,19 +65,19 @@ class CertStore:
         return found
 
     def load(self, name, buf=None):
-        """The parsed anchor `name` (CertError when missing or unparsable). `buf`: a
+        """The parsed anchor `name` (ReasonError when missing or unparsable). `buf`: a
         bytearray to read the file into, reused across anchors to spare the heap."""
         try:
             with open(self._path(name), "rb") as f:
                 size = f.seek(0, 2)
                 if size > MAX_FILE:
-                    raise CertError("oversized", "%s: %d bytes" % (name, size))
+                    raise ReasonError("oversized", "%s: %d bytes" % (name, size))
                 f.seek(0)
                 if buf is None or len(buf) < size:
                     buf = bytearray(size)
                 got = f.readinto(memoryview(buf)[:size])
         except OSError:
-            raise CertError("missing", name)
+            raise ReasonError("missing", name)
         return parse_anchor(buf, got)
 
     def _each(self):
@@ -103,7 +94,7 @@ class CertStore:
         for name in names:
             try:
                 cert = self.load(name, buf)
-            except CertError as e:
+            except ReasonError as e:
                 log.warn("cert", "%s skipped: %s" % (name, e))
                 cert = None
             yield name, cert
@@ -144,16 +135,16 @@ class CertStore:
 
     def _check_new(self, cert, now, others):
         if not cert.is_ca:
-            raise CertError(
+            raise ReasonError(
                 "not_ca", "%s is not a CA (a server certificate?)" % der.name_text(cert.subject)
             )
         if cert.not_after < now:
-            raise CertError(
+            raise ReasonError(
                 "expired", "%s expired on %s" % (der.name_text(cert.subject), _day(cert.not_after))
             )
         for name, c in others:
             if c is not None and c.sha256 == cert.sha256:
-                raise CertError("duplicate", "same certificate as %s" % name)
+                raise ReasonError("duplicate", "same certificate as %s" % name)
 
     def add(self, name, data, now, replace=False):
         """Validate and store one anchor (PEM or DER) as PEM. An existing name is refused
@@ -164,14 +155,14 @@ class CertStore:
         current = self._loaded()
         exists = any(n == name for n, _ in current)
         if exists and not replace:
-            raise CertError("exists", name)
+            raise ReasonError("exists", name)
         others = [(n, c) for n, c in current if n != name]
         self._check_new(cert, now, others)
         if exists and not usable(cert, now):
             if not any(c is not None and usable(c, now) for _, c in others):
-                raise CertError("last_anchor", "%s would replace the last usable anchor" % name)
+                raise ReasonError("last_anchor", "%s would replace the last usable anchor" % name)
         if len(others) + 1 > MAX_ANCHORS:
-            raise CertError("too_many", "at most %d anchors" % MAX_ANCHORS)
+            raise ReasonError("too_many", "at most %d anchors" % MAX_ANCHORS)
         fsutil.makedirs(self.root)
         fsutil.write_atomic(self._path(name), der.der_to_pem(cert.der))
         log.info("cert", "added %s (%s)" % (name, der.name_text(cert.subject)))
@@ -184,11 +175,11 @@ class CertStore:
         current = self._loaded()
         target = [c for n, c in current if n == name]
         if not target:
-            raise CertError("missing", name)
+            raise ReasonError("missing", name)
         if target[0] is not None:
             left = [c for n, c in current if n != name and c is not None and usable(c, now)]
             if not left:
-                raise CertError("last_anchor", "%s is the last usable anchor" % name)
+                raise ReasonError("last_anchor", "%s is the last usable anchor" % name)
         os.remove(self._path(name))
         log.info("cert", "removed %s" % name)
 
@@ -204,25 +195,25 @@ class CertStore:
         runs, and exactly the new one after; it is never empty and never holds a torn file."""
         self.recover()
         if not named_ders:
-            raise CertError("no_anchors", "empty set")
+            raise ReasonError("no_anchors", "empty set")
         if len(named_ders) > MAX_ANCHORS:
-            raise CertError("too_many", "at most %d anchors" % MAX_ANCHORS)
+            raise ReasonError("too_many", "at most %d anchors" % MAX_ANCHORS)
         staged = []
         for name, data in named_ders:
             check_name(name)
             cert = parse_anchor(data)
             if any(n == name for n, _ in staged):
-                raise CertError("duplicate", "name %s twice" % name)
+                raise ReasonError("duplicate", "name %s twice" % name)
             try:
                 self._check_new(cert, now, staged)
-            except CertError as e:
+            except ReasonError as e:
                 if e.reason != "expired":
                     raise
                 log.warn("cert", "%s left out: %s" % (name, e))  # useless, but not a bad set
                 continue
             staged.append((name, cert))
         if not any(usable(c, now) for _, c in staged):
-            raise CertError("no_anchors", "no anchor of the new set is usable now")
+            raise ReasonError("no_anchors", "no anchor of the new set is usable now")
         stage = self._path(_STAGE)
         fsutil.makedirs(stage)
         for name, cert in staged:
@@ -252,7 +243,7 @@ class CertStore:
         for name in keep:
             try:
                 check_name(name)
-            except CertError:
+            except ReasonError:
                 keep = []
         for name in keep:
             if fsutil.exists(stage + "/" + name):
@@ -261,7 +252,7 @@ class CertStore:
         for name in keep:
             try:
                 self.load(name)
-            except CertError:
+            except ReasonError:
                 complete = False
         if complete:  # only then may the old anchors go
             for name in self.names():
@@ -289,7 +280,7 @@ class CertStore:
             except (ValueError, OSError) as e:
                 log.warn("cert", "%s not loaded by TLS: %r" % (name, e))
         if not loaded:
-            raise CertError("no_anchors", "no anchor could be loaded from %s" % self.root)
+            raise ReasonError("no_anchors", "no anchor could be loaded from %s" % self.root)
         self.loaded = loaded
         return ctx
 
@@ -305,7 +296,7 @@ def unverified_context():
 
 
 class Stream:
-    """A connected (TLS) socket: read, readinto, write, close; failures raise net.NetError."""
+    """A connected (TLS) socket: read, readinto, write, close; failures raise ReasonError."""
 
     def __init__(self, sock, verified, raw=None):
         self.sock = sock  # the TLS socket
@@ -337,7 +328,7 @@ class Stream:
             while done < len(view):
                 n = self.sock.write(view[done:])
                 if not n:
-                    raise net.NetError("closed", "write returned %r" % n)
+                    raise ReasonError("closed", "write returned %r" % n)
                 done += n
         except (OSError, ValueError) as e:
             raise net.from_exception(e, "write")
@@ -353,22 +344,22 @@ class Stream:
 def check_clock(board, floor=0):
     now = board.time()
     if not board.clock_synced:
-        raise net.NetError("clock_unset", "the clock was never synced")
+        raise ReasonError("clock_unset", "the clock was never synced")
     if not board_mod.clock_is_sane(now, floor):
-        raise net.NetError("clock_unset", "clock %d is before the build or floor" % now)
+        raise ReasonError("clock_unset", "clock %d is before the build or floor" % now)
     return now
 
 
 def connect(host, port, store, board, timeout_ms=10000, floor=0):
     """A TLS stream to host:port verified against the store's anchors (server_hostname=host).
     On ports whose TLS cannot verify (board.tls_verifies False) the stream is encrypted only and
-    says so: stream.verified is False. Every failure is a net.NetError."""
+    says so: stream.verified is False. Every failure is a ReasonError."""
     if board.tls_verifies:
         check_clock(board, floor)
         try:
             ctx = store.context()
-        except CertError as e:
-            raise net.NetError("untrusted", str(e))
+        except ReasonError as e:
+            raise ReasonError("untrusted", str(e))
     else:
         ctx = unverified_context()
     sock = net.tcp_connect(host, port, timeout_ms)

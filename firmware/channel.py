@@ -12,8 +12,7 @@ import json
 import os
 
 from . import fsutil, httpclient
-from .httpclient import HttpError
-from .reason import ReasonError
+from .reason import ReasonError, reason_of
 
 DIR = "/staging"  # the partial download and its record
 PART = "/channel.part"
@@ -44,12 +43,6 @@ _TRANSIENT = (
     "trial_pending",
     "verify_failed",
 )
-
-
-class ChannelError(ReasonError):
-    """reason: no_channel, bad_url, http_status, bad_redirect, too_many_redirects, downgrade,
-    too_large, chunked, bad_channel, size_mismatch, bad_range, hash_mismatch, short_file,
-    no_space."""
 
 
 # -- URLs ------------------------------------------------------------------------------------
@@ -131,7 +124,7 @@ class Fetcher:
         if self.deadline is not None:
             left = self.deadline.left()
             if left <= 0:
-                raise HttpError("deadline")
+                raise ReasonError("deadline")
             if left < ms:
                 return left
         return ms
@@ -147,11 +140,11 @@ class Fetcher:
             try:
                 scheme, host, port, path = net.parse_url(url)
             except ValueError as e:
-                raise ChannelError("bad_url", str(e))
+                raise ReasonError("bad_url", str(e))
             if scheme == "https":
                 secure = True
             elif secure and not signed:
-                raise ChannelError("downgrade", "https redirected to %s" % url[:80])
+                raise ReasonError("downgrade", "https redirected to %s" % url[:80])
             gc.collect()  # before a TLS handshake: its buffers want contiguous heap
             stream = self.connect(scheme, host, port, self._timeout(CONNECT_TIMEOUT_MS))
             try:
@@ -176,12 +169,12 @@ class Fetcher:
             stream.close()
             loc = resp.header("location")
             if not loc:
-                raise ChannelError("bad_redirect", "%d without Location" % resp.status)
+                raise ReasonError("bad_redirect", "%d without Location" % resp.status)
             try:
                 url = resolve(url, loc)
             except ValueError as e:
-                raise ChannelError("bad_redirect", str(e))
-        raise ChannelError("too_many_redirects", "more than %d" % MAX_REDIRECTS)
+                raise ReasonError("bad_redirect", str(e))
+        raise ReasonError("too_many_redirects", "more than %d" % MAX_REDIRECTS)
 
     def small(self, url, limit, headers=(), signed=True):
         """(status, body bytes or None, response) of a small document: bodies only for 200."""
@@ -197,9 +190,9 @@ class Fetcher:
 def read_small(resp, limit, deadline=None):
     """The whole body (at most `limit` bytes): by Content-Length, or up to the close."""
     if resp.header("transfer-encoding") is not None:
-        raise ChannelError("chunked", "serve the channel with a Content-Length")
+        raise ReasonError("chunked", "serve the channel with a Content-Length")
     if resp.length is not None and resp.length > limit:
-        raise ChannelError("too_large", "%d bytes, at most %d" % (resp.length, limit))
+        raise ReasonError("too_large", "%d bytes, at most %d" % (resp.length, limit))
     out = bytearray(limit + 1 if resp.length is None else resp.length)
     got = [0]
 
@@ -210,12 +203,12 @@ def read_small(resp, limit, deadline=None):
 
     try:
         resp.read_body(sink, len(out), deadline, READ_TIMEOUT_MS)
-    except HttpError as e:
+    except ReasonError as e:
         if e.reason != "closed" or resp.length is not None:
             raise
         return bytes(out[: got[0]])  # no length: the body ended at the close
     if resp.length is None:
-        raise ChannelError("too_large", "more than %d bytes" % limit)
+        raise ReasonError("too_large", "more than %d bytes" % limit)
     return bytes(out)
 
 
@@ -234,31 +227,31 @@ def parse(data, base):
     try:
         doc = json.loads(data)
     except ValueError:
-        raise ChannelError("bad_channel", "not JSON")
+        raise ReasonError("bad_channel", "not JSON")
     if not isinstance(doc, dict):
-        raise ChannelError("bad_channel", "not an object")
+        raise ReasonError("bad_channel", "not an object")
     info = {}
     for key in ("app", "version", "bundle"):
         v = doc.get(key)
         if not isinstance(v, str) or not v or len(v) > 200:
-            raise ChannelError("bad_channel", "%s missing or not text" % key)
+            raise ReasonError("bad_channel", "%s missing or not text" % key)
         info[key] = v
     counter = doc.get("counter", 0)
     size = doc.get("size")
     if not isinstance(counter, int) or isinstance(counter, bool) or counter < 0:
-        raise ChannelError("bad_channel", "counter")
+        raise ReasonError("bad_channel", "counter")
     if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_BUNDLE:
-        raise ChannelError("bad_channel", "size")
+        raise ReasonError("bad_channel", "size")
     sha = doc.get("sha256")
     if not _hex64(sha):
-        raise ChannelError("bad_channel", "sha256 must be 64 lower-case hex digits")
+        raise ReasonError("bad_channel", "sha256 must be 64 lower-case hex digits")
     info.update({"counter": counter, "size": size, "sha256": sha})
     try:
         info["bundle"] = resolve(base, info["bundle"])
         anchors = doc.get("anchors")
         info["anchors"] = resolve(base, anchors) if isinstance(anchors, str) and anchors else None
     except ValueError as e:
-        raise ChannelError("bad_channel", str(e))
+        raise ReasonError("bad_channel", str(e))
     poll = doc.get("poll")
     if isinstance(poll, int) and not isinstance(poll, bool):
         info["poll"] = min(max(poll, MIN_POLL), MAX_POLL)
@@ -302,7 +295,7 @@ def _hash_file(path, length, sha, buf, feed=None):
             want = min(len(buf), length - done)
             n = f.readinto(view[:want])
             if not n:
-                raise ChannelError("short_file", "%s ends at %d" % (path, done))
+                raise ReasonError("short_file", "%s ends at %d" % (path, done))
             sha.update(view[:n])
             done += n
             if feed is not None:
@@ -347,7 +340,7 @@ def download(fetcher, info, folder=DIR, feed=None, stats=None):
         stats["resumed_from"] = offset
     if offset < size:
         if size - offset + MARGIN > _free(folder):
-            raise ChannelError(
+            raise ReasonError(
                 "no_space", "%d bytes to fetch, %d free" % (size - offset, _free(folder))
             )
         heads = [("Range", "bytes=%d-" % offset)] if offset else []
@@ -357,11 +350,11 @@ def download(fetcher, info, folder=DIR, feed=None, stats=None):
                 if not _content_range(resp.header("content-range"), offset, size) or (
                     resp.length is not None and resp.length != size - offset
                 ):
-                    raise ChannelError("bad_range", resp.header("content-range") or "none")
+                    raise ReasonError("bad_range", resp.header("content-range") or "none")
                 mode = "ab"
             elif resp.status == 200:
                 if resp.length != size:
-                    raise ChannelError(
+                    raise ReasonError(
                         "size_mismatch", "%s bytes, channel says %d" % (resp.length, size)
                     )
                 if offset:  # the server ignored Range: start again from 0
@@ -370,9 +363,9 @@ def download(fetcher, info, folder=DIR, feed=None, stats=None):
                 mode = "wb"
             elif resp.status == 416:
                 discard(folder)
-                raise ChannelError("bad_range", "416 at offset %d" % offset)
+                raise ReasonError("bad_range", "416 at offset %d" % offset)
             else:
-                raise ChannelError("http_status", "%d %s" % (resp.status, resp.reason))
+                raise ReasonError("http_status", "%d %s" % (resp.status, resp.reason))
             if stats is not None:
                 stats["status"] = resp.status
                 stats["fetched"] = 0
@@ -382,7 +375,7 @@ def download(fetcher, info, folder=DIR, feed=None, stats=None):
     got = binascii.hexlify(sha.digest()).decode()
     if got != want:
         discard(folder)
-        raise ChannelError("hash_mismatch", "got %s" % got)
+        raise ReasonError("hash_mismatch", "got %s" % got)
     return part
 
 
@@ -394,7 +387,7 @@ def _stream_to(resp, path, mode, length, sha, deadline, feed, stats):
             sha.update(chunk)
             n = f.write(chunk)
             if n is not None and n != len(chunk):
-                raise ChannelError("no_space", "short write")
+                raise ReasonError("no_space", "short write")
             state[0] += len(chunk)
             if stats is not None:
                 stats["fetched"] += len(chunk)
@@ -431,7 +424,7 @@ def install(part, info, make_installer, buf, feed=None):
             while done < size:
                 n = f.readinto(view[: min(len(buf), size - done)])
                 if not n:
-                    raise ChannelError("short_file", "part ends at %d" % done)
+                    raise ReasonError("short_file", "part ends at %d" % done)
                 chunk = view[:n]
                 sha.update(chunk)
                 if md5 is not None:
@@ -442,7 +435,7 @@ def install(part, info, make_installer, buf, feed=None):
                     feed()
             digest = sha.digest()
             if binascii.hexlify(digest).decode() != info["sha256"]:
-                raise ChannelError("hash_mismatch", "on the second read")  # flash changed
+                raise ReasonError("hash_mismatch", "on the second read")  # flash changed
             md5_hex = "" if md5 is None else binascii.hexlify(md5.digest()).decode()
             installer.finish(md5_hex, digest)  # ota.py takes the raw SHA-256 digest
         except BaseException:
@@ -455,17 +448,6 @@ def install(part, info, make_installer, buf, feed=None):
 
 
 # -- one poll ----------------------------------------------------------------------------------
-def _reason(e):
-    reason = getattr(e, "reason", None)
-    if isinstance(reason, str) and reason:
-        return reason
-    if isinstance(e, OSError):
-        return "no_space" if httpclient._errno(e) == 28 else "io_error"
-    if isinstance(e, MemoryError):
-        return "no_memory"
-    return "error"
-
-
 def connector(device):
     """connect(scheme, host, port, timeout_ms): verified TLS for https (certstore), plain TCP
     for http. Plain HTTP is safe here because everything fetched is signed."""
@@ -540,12 +522,12 @@ def check(
         out["poll"] = memo.get("poll")
         return out
     if status != 200:
-        raise ChannelError("http_status", "%d %s" % (status, resp.reason))
+        raise ReasonError("http_status", "%d %s" % (status, resp.reason))
     validators = {"etag": resp.header("etag"), "modified": resp.header("last-modified")}
     sstatus, sig, sresp = fetcher.small(sig_url(url), MAX_SIG, (), True)
     if sstatus != 200:
-        raise ChannelError("http_status", "signature: %d %s" % (sstatus, sresp.reason))
-    trust.check(data, sig, keys)  # TrustError(bad_signature | no_keys): nothing changes
+        raise ReasonError("http_status", "signature: %d %s" % (sstatus, sresp.reason))
+    trust.check(data, sig, keys)  # ReasonError(bad_signature | no_keys): nothing changes
     info = parse(data, url)
     out["poll"] = info["poll"]
     out["anchors"] = info["anchors"]
@@ -572,7 +554,7 @@ def check(
         installer = install(part, info, make_installer, fetcher.buf, feed)
     except Exception as e:
         discard(folder)
-        if _reason(e) not in _TRANSIENT and st is not None:
+        if reason_of(e) not in _TRANSIENT and st is not None:
             new["refused"] = info["sha256"]  # the same bytes would be refused again
             st.set("channel", new)
         raise
@@ -623,6 +605,6 @@ def poll(
             stats,
         )
     except Exception as e:
-        out = {"outcome": "error", "reason": _reason(e), "detail": str(e)}
+        out = {"outcome": "error", "reason": reason_of(e), "detail": str(e)}
         out["app"] = {"name": name, "version": version}
         return out

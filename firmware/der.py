@@ -1,9 +1,11 @@
 # X.509 certificate fields from DER, and PEM <-> DER, without any library.
 # Input is untrusted (uploads, bundles, files that may be torn): every length is checked against
-# its container, work is linear in the input, and anything wrong raises DerError.
+# its container, work is linear in the input, and anything wrong raises ReasonError.
 # Runs on MicroPython and CPython (CPython runs the hypothesis fuzz).
 import binascii
 import hashlib
+
+from .reason import ReasonError
 
 MAX_CERT = 8192  # bytes of DER per certificate; real roots are 0.5 to 2 KiB
 MAX_PEM = 65536  # characters of PEM text accepted by pem_blocks()
@@ -27,48 +29,38 @@ _BEGIN = b"-----BEGIN CERTIFICATE-----"
 _END = b"-----END CERTIFICATE-----"
 
 
-class DerError(ValueError):
-    """Not a well-formed certificate. `reason`: garbage, truncated, oversized, bad_tag,
-    bad_length, bad_time."""
-
-    def __init__(self, reason, detail=""):
-        super().__init__("%s: %s" % (reason, detail) if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
 def _tlv(buf, pos, end):
     """Read one DER header at pos (content must end by `end`): (tag, start, stop)."""
     if pos + 2 > end:
-        raise DerError("truncated", "header at %d" % pos)
+        raise ReasonError("truncated", "header at %d" % pos)
     tag = buf[pos]
     if tag & 0x1F == 0x1F:
-        raise DerError("bad_tag", "multi-byte tag at %d" % pos)
+        raise ReasonError("bad_tag", "multi-byte tag at %d" % pos)
     n = buf[pos + 1]
     pos += 2
     if n & 0x80:
         count = n & 0x7F
         if count == 0:
-            raise DerError("bad_length", "indefinite length")
+            raise ReasonError("bad_length", "indefinite length")
         if count > 3:  # 16 MiB is already absurd for one certificate
-            raise DerError("bad_length", "%d length bytes" % count)
+            raise ReasonError("bad_length", "%d length bytes" % count)
         if pos + count > end:
-            raise DerError("truncated", "length bytes")
+            raise ReasonError("truncated", "length bytes")
         n = 0
         for i in range(count):
             n = (n << 8) | buf[pos + i]
         if n < 0x80 or n >> ((count - 1) * 8) == 0:
-            raise DerError("bad_length", "non-minimal length")
+            raise ReasonError("bad_length", "non-minimal length")
         pos += count
     if n > end - pos:
-        raise DerError("truncated", "need %d bytes at %d, have %d" % (n, pos, end - pos))
+        raise ReasonError("truncated", "need %d bytes at %d, have %d" % (n, pos, end - pos))
     return tag, pos, pos + n
 
 
 def _expect(buf, pos, end, tag, what):
     t, start, stop = _tlv(buf, pos, end)
     if t != tag:
-        raise DerError("bad_tag", "%s: tag 0x%02x, want 0x%02x" % (what, t, tag))
+        raise ReasonError("bad_tag", "%s: tag 0x%02x, want 0x%02x" % (what, t, tag))
     return start, stop
 
 
@@ -76,7 +68,7 @@ def _text(buf, start, stop, tag):
     raw = bytes(buf[start:stop])
     if tag == 0x1E:  # BMPString: UTF-16BE; keep the BMP characters we can show
         if len(raw) & 1:
-            raise DerError("garbage", "odd BMPString")
+            raise ReasonError("garbage", "odd BMPString")
         return "".join(chr((raw[i] << 8) | raw[i + 1]) for i in range(0, len(raw), 2))
     try:
         return raw.decode("utf-8")
@@ -109,7 +101,7 @@ def _digits(buf, start, n):
     for i in range(start, start + n):
         c = buf[i] - 48
         if c < 0 or c > 9:
-            raise DerError("bad_time", "not a digit")
+            raise ReasonError("bad_time", "not a digit")
         v = v * 10 + c
     return v
 
@@ -135,13 +127,13 @@ def _time(buf, pos, end):
         year = _digits(buf, start, 4)
         p = start + 4
     else:
-        raise DerError("bad_time", "tag 0x%02x length %d" % (tag, n))
+        raise ReasonError("bad_time", "tag 0x%02x length %d" % (tag, n))
     if buf[stop - 1] != 0x5A:  # 'Z': DER times are UTC
-        raise DerError("bad_time", "not UTC")
+        raise ReasonError("bad_time", "not UTC")
     mon, day = _digits(buf, p, 2), _digits(buf, p + 2, 2)
     hh, mm, ss = _digits(buf, p + 4, 2), _digits(buf, p + 6, 2), _digits(buf, p + 8, 2)
     if not (1 <= mon <= 12 and 1 <= day <= 31 and hh < 24 and mm < 60 and ss < 61):
-        raise DerError("bad_time", "field out of range")
+        raise ReasonError("bad_time", "field out of range")
     secs = days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss
     return secs, stop
 
@@ -158,7 +150,7 @@ def _is_ca(buf, start, stop):
         if tag == _BOOL:  # critical flag
             tag, v_start, v_stop = _tlv(buf, v_stop, e_stop)
         if tag != _OCTETS:
-            raise DerError("bad_tag", "extension value")
+            raise ReasonError("bad_tag", "extension value")
         if bytes(buf[o_start:o_stop]) == _OID_BASIC:
             b_start, b_stop = _expect(buf, v_start, v_stop, _SEQ, "basicConstraints")
             if b_start == b_stop:
@@ -190,14 +182,14 @@ class Cert:
 def parse(der):
     """Parse one DER certificate (the whole input, nothing after it) into a Cert."""
     if not isinstance(der, (bytes, bytearray, memoryview)):
-        raise DerError("garbage", "not bytes")
+        raise ReasonError("garbage", "not bytes")
     if len(der) > MAX_CERT:
-        raise DerError("oversized", "%d bytes > %d" % (len(der), MAX_CERT))
+        raise ReasonError("oversized", "%d bytes > %d" % (len(der), MAX_CERT))
     buf = der
     end = len(buf)
     c_start, c_stop = _expect(buf, 0, end, _SEQ, "certificate")
     if c_stop != end:
-        raise DerError("garbage", "%d bytes after the certificate" % (end - c_stop))
+        raise ReasonError("garbage", "%d bytes after the certificate" % (end - c_stop))
     t_start, t_stop = _expect(buf, c_start, c_stop, _SEQ, "tbsCertificate")
     a_start, a_stop = _expect(buf, t_stop, c_stop, _SEQ, "signatureAlgorithm")
     _expect(buf, a_stop, c_stop, 0x03, "signature")
@@ -207,7 +199,7 @@ def parse(der):
         pos = stop
         tag, start, stop = _tlv(buf, pos, t_stop)
     if tag != _INT:
-        raise DerError("bad_tag", "serial number")
+        raise ReasonError("bad_tag", "serial number")
     _, pos = _expect(buf, stop, t_stop, _SEQ, "signature algorithm")
     i_start, i_stop = _expect(buf, pos, t_stop, _SEQ, "issuer")
     v_start, v_stop = _expect(buf, i_stop, t_stop, _SEQ, "validity")
@@ -215,7 +207,7 @@ def parse(der):
     cert.not_before, p = _time(buf, v_start, v_stop)
     cert.not_after, p = _time(buf, p, v_stop)
     if p != v_stop:
-        raise DerError("garbage", "validity")
+        raise ReasonError("garbage", "validity")
     s_start, s_stop = _expect(buf, v_stop, t_stop, _SEQ, "subject")
     _, pos = _expect(buf, s_stop, t_stop, _SEQ, "subjectPublicKeyInfo")
     cert.issuer = _name(buf, i_start, i_stop)
@@ -261,33 +253,33 @@ def _b64_body(data, start, stop):
         k = table[data[i]]
         if k == 1:
             if pad:
-                raise DerError("garbage", "base64 after padding")
+                raise ReasonError("garbage", "base64 after padding")
             count += 1
         elif k == 2:
             pad += 1
         elif k == 0:
-            raise DerError("garbage", "not base64")
+            raise ReasonError("garbage", "not base64")
     if (count + pad) % 4 or pad > 2:
-        raise DerError("truncated", "base64 body")
+        raise ReasonError("truncated", "base64 body")
     if count > (MAX_CERT * 4) // 3 + 4:
-        raise DerError("oversized", "base64 body")
+        raise ReasonError("oversized", "base64 body")
     try:
         return binascii.a2b_base64(memoryview(data)[start:stop])
     except (ValueError, TypeError):
-        raise DerError("garbage", "base64")
+        raise ReasonError("garbage", "base64")
 
 
 def pem_blocks(text, n=None):
     """The DER of every CERTIFICATE block in PEM text (str, bytes, or the first n bytes of a
     bytearray: a reused read buffer). Text outside the blocks (labels, comments) is ignored;
-    a broken block raises DerError."""
+    a broken block raises ReasonError."""
     if isinstance(text, str):
         text = text.encode()
     elif not isinstance(text, (bytes, bytearray)):
         text = bytes(text)
     n = len(text) if n is None else min(n, len(text))
     if n > MAX_PEM:
-        raise DerError("oversized", "PEM text of %d characters" % n)
+        raise ReasonError("oversized", "PEM text of %d characters" % n)
     out = []
     pos = 0
     while True:
@@ -296,7 +288,7 @@ def pem_blocks(text, n=None):
             return out
         e = text.find(_END, b, n)
         if e < 0:
-            raise DerError("truncated", "no END line")
+            raise ReasonError("truncated", "no END line")
         out.append(_b64_body(text, b + len(_BEGIN), e))
         pos = e + len(_END)
 
@@ -321,7 +313,7 @@ def load(data, n=None):
         return parse(memoryview(data)[:n] if n < len(data) else data)
     blocks = pem_blocks(data, n)
     if not blocks:
-        raise DerError("garbage", "neither DER nor a PEM certificate")
+        raise ReasonError("garbage", "neither DER nor a PEM certificate")
     if len(blocks) > 1:
-        raise DerError("garbage", "%d certificates; one a file" % len(blocks))
+        raise ReasonError("garbage", "%d certificates; one a file" % len(blocks))
     return parse(blocks[0])

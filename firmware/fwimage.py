@@ -4,7 +4,7 @@ import hashlib
 
 from . import log
 from .ota import FLASH_BLOCK, _artifact, _Base, _label, _trial_pointer, _unsigned_policy
-from .reason import InstallError
+from .reason import ReasonError
 
 _APP_DESC_MAGIC = b"\x32\x54\xcd\xab"  # esp_app_desc_t magic 0xABCD5432, little-endian
 
@@ -59,13 +59,13 @@ class _ImageScan:
             self.next_hdr += 8 + length
             self.segs_left -= 1
             if self.next_hdr > self.size:
-                raise InstallError("not_app_image", "segment runs past the end of the image")
+                raise ReasonError("not_app_image", "segment runs past the end of the image")
             if not self.segs_left:
                 self._set_end(self.next_hdr)
         for at in (0x7000, 0x8000):
             if base <= at < stop - 1 and view[at - base] == 0xAA and view[at - base + 1] == 0x50:
                 if self.end is None or self.end <= at:
-                    raise InstallError("combined_image", _COMBINED)
+                    raise ReasonError("combined_image", _COMBINED)
         hash_end = stop if self.end is None or not self.hashed else min(stop, self.end - 32)
         if hash_end > base:
             self.h.update(view[: hash_end - base])
@@ -75,9 +75,9 @@ class _ImageScan:
     def _parse_head(self):
         h = self.head
         if h[0] != 0xE9 or not 1 <= h[1] <= 16:
-            raise InstallError("not_app_image", "no ESP image header")
+            raise ReasonError("not_app_image", "no ESP image header")
         if h[0x20:0x24] != _APP_DESC_MAGIC:
-            raise InstallError("not_app_image", "no app descriptor at 0x20. " + _COMBINED)
+            raise ReasonError("not_app_image", "no app descriptor at 0x20. " + _COMBINED)
         self.hashed = h[23] == 1
         self.segs_left = h[1]
         self.next_hdr = 24
@@ -88,18 +88,18 @@ class _ImageScan:
             end += 32
         self.end = end
         if end < self.size:
-            raise InstallError(
+            raise ReasonError(
                 "combined_image",
                 "the app image ends at %d of %d bytes. %s" % (end, self.size, _COMBINED),
             )
         if end > self.size:
-            raise InstallError("not_app_image", "image of %d bytes, %d sent" % (end, self.size))
+            raise ReasonError("not_app_image", "image of %d bytes, %d sent" % (end, self.size))
 
     def done(self):
         if self.end is None:
-            raise InstallError("not_app_image", "truncated image")
+            raise ReasonError("not_app_image", "truncated image")
         if self.hashed and self.h.digest() != bytes(self.tail):
-            raise InstallError("not_app_image", "appended SHA-256 does not match the image")
+            raise ReasonError("not_app_image", "appended SHA-256 does not match the image")
 
 
 _COMBINED = (
@@ -116,17 +116,17 @@ class FirmwareInstaller(_Base):
     def begin(self, size, name, version):
         b = self.board
         if not b.has_firmware_ota:
-            raise InstallError("no_firmware_ota", "this board takes app bundles only")
+            raise ReasonError("no_firmware_ota", "this board takes app bundles only")
         _unsigned_policy(b, self.settings, self.verified, "a firmware image (unsigned)")
         self._start(size, name, version)
         part = b.running_partition()
         if part is None:
-            raise InstallError("no_firmware_ota", "no OTA partition table")
+            raise ReasonError("no_firmware_ota", "no OTA partition table")
         self.running = part
         self.target = part.get_next_update()
         room = self.target.ioctl(4, 0) * self.target.ioctl(5, 0)
         if size > room:
-            raise InstallError("too_large", "%d bytes for a %d-byte partition" % (size, room))
+            raise ReasonError("too_large", "%d bytes for a %d-byte partition" % (size, room))
         self.buf = bytearray(FLASH_BLOCK)
         self.fill = 0
         self.block = 0
@@ -135,7 +135,7 @@ class FirmwareInstaller(_Base):
 
     def write(self, chunk):
         if self.got + len(chunk) > self.size:
-            raise InstallError("too_large", "more than the announced %d bytes" % self.size)
+            raise ReasonError("too_large", "more than the announced %d bytes" % self.size)
         view = memoryview(chunk)
         pos = 0
         while pos < len(view):
@@ -162,11 +162,11 @@ class FirmwareInstaller(_Base):
         if self.fill:
             self._flush()
         if self.got != self.size:
-            raise InstallError("not_app_image", "%d of %d bytes" % (self.got, self.size))
+            raise ReasonError("not_app_image", "%d of %d bytes" % (self.got, self.size))
         self.scan.done()
         digest = self.sha.digest()
         if sha256 is not None and _digest(sha256) != digest:
-            raise InstallError("hash_mismatch", "image SHA-256")
+            raise ReasonError("hash_mismatch", "image SHA-256")
         h = hashlib.sha256()  # read back what the flash holds now
         left = self.size
         for i in range(self.block):
@@ -175,7 +175,7 @@ class FirmwareInstaller(_Base):
             h.update(memoryview(self.buf)[:n])
             left -= n
         if h.digest() != digest:
-            raise InstallError("verify_failed", "the partition reads back differently")
+            raise ReasonError("verify_failed", "the partition reads back differently")
         self.md5 = md5_hex
         self.ready = True
 
@@ -184,7 +184,7 @@ class FirmwareInstaller(_Base):
 
     def activate(self):
         if not self.ready:
-            raise InstallError("not_app_image", "activate() before a successful finish()")
+            raise ReasonError("not_app_image", "activate() before a successful finish()")
         s = self.slots
         old = s.read()
         art = _artifact("firmware", self.name, self.version, 0, self.md5, self.size)
@@ -194,5 +194,5 @@ class FirmwareInstaller(_Base):
             self.target.set_boot()
         except OSError as e:
             s.write(old)
-            raise InstallError("set_boot_failed", repr(e))
+            raise ReasonError("set_boot_failed", repr(e))
         log.info("ota", "firmware %s set to boot from %s" % (self.version, trial["target"]))

@@ -23,17 +23,9 @@ MAX_LENGTH = 0x7FFFFFFF  # Content-Length beyond this is refused before anything
 HEAD_TIMEOUT_MS = 5000  # what IAS waits for the first response byte
 READ_TIMEOUT_MS = 10000
 
-# errno values that mean "no data in time": ETIMEDOUT (stream sockets, ESP32), EAGAIN (unix recv)
-_TIMEOUT_ERRNOS = (110, 11, 116)
-from .reason import ReasonError  # noqa: E402  (after the ticks fallback)
+from .reason import ReasonError, reason_of  # noqa: E402  (after the ticks fallback)
 
-_RESET_ERRNOS = (104, 32, 128, 113)  # ECONNRESET, EPIPE, ENOTCONN (lwIP), EHOSTUNREACH
 _TOKEN = b"!#$%&'*+-.^_`|~"
-
-
-class HttpError(ReasonError):
-    """reason: bad_status, bad_header, bad_length, head_too_large, too_many_headers,
-    line_too_long, closed, reset, timeout, deadline, io_error, bad_request."""
 
 
 class Deadline:
@@ -47,30 +39,14 @@ class Deadline:
         return ticks_diff(self.end, self.clock())
 
 
-def _errno(e):
-    code = getattr(e, "errno", None)
-    if code is None and e.args and isinstance(e.args[0], int):
-        code = e.args[0]
-    return code
-
-
-def _classify(e):
-    code = _errno(e)
-    if code in _TIMEOUT_ERRNOS or (code is None and "timed out" in str(e)):
-        return HttpError("timeout")
-    if code in _RESET_ERRNOS:
-        return HttpError("reset", str(code))
-    return HttpError("io_error", str(e))
-
-
 def _readinto(stream, view, deadline, timeout_ms):
-    """One read into `view`; returns n > 0 or raises HttpError. The socket timeout is cut to what
+    """One read into `view`; returns n > 0 or raises ReasonError. The socket timeout is cut to what
     is left of the deadline, so a trickling server cannot keep us past it."""
     wait = timeout_ms
     if deadline is not None:
         left = deadline.left()
         if left <= 0:
-            raise HttpError("deadline")
+            raise ReasonError("deadline")
         if left < wait:
             wait = left
     settimeout = getattr(stream, "settimeout", None)
@@ -79,19 +55,16 @@ def _readinto(stream, view, deadline, timeout_ms):
     try:
         n = stream.readinto(view)
     except Exception as e:
-        if isinstance(e, OSError):
-            err = _classify(e)
-        elif isinstance(getattr(e, "reason", None), str):  # a wrapper's error (net.NetError)
-            err = HttpError(e.reason, str(e))
-        else:
+        if not isinstance(e, (OSError, ReasonError)):
             raise
+        err = e if isinstance(e, ReasonError) else ReasonError(reason_of(e), str(e))
         if err.reason == "timeout" and deadline is not None and deadline.left() <= 0:
-            err = HttpError("deadline")  # the wait was cut short by the deadline
+            err = ReasonError("deadline")  # the wait was cut short by the deadline
         raise err
     if n is None:  # non-blocking stream with nothing to give
-        raise HttpError("timeout")
+        raise ReasonError("timeout")
     if n == 0:
-        raise HttpError("closed")
+        raise ReasonError("closed")
     return n
 
 
@@ -178,23 +151,23 @@ def _is_token(name):
 def _parse_status(line):
     # "HTTP/1.1 200 OK"; the reason phrase may be empty or missing
     if len(line) < 12 or line[:7] != b"HTTP/1." or line[8] != 32:
-        raise HttpError("bad_status", _text(line[:40]))
+        raise ReasonError("bad_status", _text(line[:40]))
     code = line[9:12]
     if not code.isdigit() or (len(line) > 12 and line[12] != 32):
-        raise HttpError("bad_status", _text(line[:40]))
+        raise ReasonError("bad_status", _text(line[:40]))
     status = int(code)
     if not 100 <= status <= 599:
-        raise HttpError("bad_status", str(status))
+        raise ReasonError("bad_status", str(status))
     return status, _text(line[13:].strip())
 
 
 def _parse_length(value):
     value = value.strip()
     if not value or not value.isdigit() or len(value) > 10:
-        raise HttpError("bad_length", _text(value[:20]))
+        raise ReasonError("bad_length", _text(value[:20]))
     n = int(value)
     if n > MAX_LENGTH:
-        raise HttpError("bad_length", "too large")
+        raise ReasonError("bad_length", "too large")
     return n
 
 
@@ -237,12 +210,12 @@ class Response:
 
     def read_body(self, sink, length=None, deadline=None, timeout_ms=READ_TIMEOUT_MS):
         """Pass exactly `length` (default Content-Length) body bytes to sink(memoryview), one
-        buffer's worth at a time; the view is only valid during the call. Raises HttpError
+        buffer's worth at a time; the view is only valid during the call. Raises ReasonError
         ("closed" on early end, "timeout", "deadline"). Returns the number of bytes."""
         if length is None:
             length = self.length
         if length is None:
-            raise HttpError("bad_length", "no Content-Length")
+            raise ReasonError("bad_length", "no Content-Length")
         deadline = deadline or self.deadline
         view = memoryview(self.buf)
         done = 0
@@ -274,7 +247,7 @@ def read_head(
 ):
     """Read the status line and headers into `buf` (the one buffer, at least max_line + 2 bytes)
     and return a Response. Header names are case-insensitive (stored lower-case), values trimmed;
-    a repeated header's values are joined with ", ". Raises HttpError on any violation."""
+    a repeated header's values are joined with ", ". Raises ReasonError on any violation."""
     size = len(buf)
     if size < max_line + 2:
         raise ValueError("buffer smaller than a header line")
@@ -289,17 +262,17 @@ def read_head(
         if nl < 0:
             pending = fill - start
             if pending > max_line + 1:
-                raise HttpError("line_too_long")
+                raise ReasonError("line_too_long")
             if total + pending > max_head:
-                raise HttpError("head_too_large")
+                raise ReasonError("head_too_large")
             if fill == size:  # keep the partial line, make room behind it
                 buf[0:pending] = view[start:fill]
                 start, fill = 0, pending
             try:
                 fill += _readinto(stream, view[fill:], deadline, timeout_ms)
-            except HttpError as e:
+            except ReasonError as e:
                 if e.reason == "closed" and status is not None:
-                    raise HttpError("closed", "inside the head")
+                    raise ReasonError("closed", "inside the head")
                 raise
             continue
         line = bytes(view[start:nl])
@@ -308,9 +281,9 @@ def read_head(
         if line.endswith(b"\r"):
             line = line[:-1]
         if len(line) > max_line:
-            raise HttpError("line_too_long")
+            raise ReasonError("line_too_long")
         if total > max_head:
-            raise HttpError("head_too_large")
+            raise ReasonError("head_too_large")
         if status is None:
             status, reason = _parse_status(line)
             continue
@@ -318,16 +291,16 @@ def read_head(
             return Response(stream, buf, status, reason, headers, start, fill, deadline)
         count += 1
         if count > max_headers:
-            raise HttpError("too_many_headers")
+            raise ReasonError("too_many_headers")
         colon = line.find(b":")
         name = line[:colon] if colon > 0 else b""
         if not _is_token(name):
-            raise HttpError("bad_header", _text(line[:40]))
+            raise ReasonError("bad_header", _text(line[:40]))
         key = _text(name).lower()
         value = _text(line[colon + 1 :].strip())
         if key in headers:
             if key == "content-length" and headers[key] != value:
-                raise HttpError("bad_length", "conflicting Content-Length")
+                raise ReasonError("bad_length", "conflicting Content-Length")
             if key != "content-length":
                 headers[key] = headers[key] + ", " + value
         else:
@@ -351,7 +324,7 @@ def request(stream, method, host, path, headers=()):
 
 def _field(text):
     if "\r" in text or "\n" in text or "\x00" in text:
-        raise HttpError("bad_request", "control character in %r" % text[:40])
+        raise ReasonError("bad_request", "control character in %r" % text[:40])
     return text
 
 
@@ -362,12 +335,12 @@ def write_all(stream, data):
         try:
             n = stream.write(view[sent:])
         except OSError as e:
-            raise _classify(e)
+            raise ReasonError(reason_of(e), str(e))
         except Exception as e:
             reason = getattr(e, "reason", None)
             if isinstance(reason, str):
-                raise HttpError(reason, str(e))
+                raise ReasonError(reason, str(e))
             raise
         if not n:
-            raise HttpError("closed", "while sending")
+            raise ReasonError("closed", "while sending")
         sent += n

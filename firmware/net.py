@@ -2,7 +2,7 @@
 # place that turns socket and mbedTLS failures into reasons (micropython-facts §1.7).
 import socket
 
-from .reason import ReasonError
+from .reason import ReasonError, errno_of, reason_of, verify_reason
 
 REASONS = (
     "untrusted",
@@ -17,30 +17,6 @@ REASONS = (
     "closed",
     "unauthenticated",
 )
-
-# errno values: Linux and lwIP agree on these.
-_EAGAIN = 11
-_ETIMEDOUT = 110
-_EINPROGRESS = 115
-_ECONNREFUSED = 111
-_ECONNRESET = 104
-_ENOTCONN = 107
-_EPIPE = 32
-_TIMEOUTS = (_EAGAIN, _ETIMEDOUT, _EINPROGRESS, -0x6800)  # -0x6800: MBEDTLS_ERR_SSL_TIMEOUT
-_CLOSED = (_ECONNRESET, _ENOTCONN, _EPIPE, -0x7280, -0x7880)  # CONN_EOF, PEER_CLOSE_NOTIFY
-
-# mbedTLS verification texts (x509.h) -> reason, in order of precedence when several flags
-# come together: a chain we do not trust makes every other finding moot.
-_VERIFY_TEXTS = (
-    ("not correctly signed by the trusted CA", "untrusted"),
-    ("validity has expired", "expired"),
-    ("starts in the future", "not_yet_valid"),
-    ("Common Name (CN) does not match", "name_mismatch"),
-)
-
-
-class NetError(ReasonError):
-    pass
 
 
 def parse_url(url):
@@ -89,23 +65,15 @@ def parse_url(url):
     return scheme, host, port, path
 
 
-def errno_of(e):
-    """The numeric code of an OSError (MicroPython: args[0]; CPython: errno)."""
-    code = getattr(e, "errno", None)
-    if code is None and e.args and isinstance(e.args[0], int):
-        code = e.args[0]
-    return code
-
-
 def tcp_connect(host, port, timeout_ms):
-    """A connected socket with a timeout on every operation, or NetError (dns, refused,
+    """A connected socket with a timeout on every operation, or ReasonError (dns, refused,
     timeout)."""
     try:
         infos = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
     except OSError as e:
-        raise NetError("dns", "%s: %r" % (host, e))
+        raise ReasonError("dns", "%s: %r" % (host, e))
     if not infos:
-        raise NetError("dns", "%s: no address" % host)
+        raise ReasonError("dns", "%s: no address" % host)
     ai = infos[0]
     sock = socket.socket(ai[0], socket.SOCK_STREAM)
     sock.settimeout(timeout_ms / 1000)
@@ -113,36 +81,24 @@ def tcp_connect(host, port, timeout_ms):
         sock.connect(ai[-1])
     except OSError as e:
         sock.close()
-        code = errno_of(e)
-        if code in _TIMEOUTS:
-            raise NetError("timeout", "connect %s:%d" % (host, port))
-        raise NetError("refused", "connect %s:%d errno %s" % (host, port, code))
+        why = "timeout" if reason_of(e) == "timeout" else "refused"
+        raise ReasonError(why, "connect %s:%d errno %s" % (host, port, errno_of(e)))
     return sock
 
 
-def verify_reason(text):
-    """The reason for an mbedTLS verification text, or None."""
-    for needle, reason in _VERIFY_TEXTS:
-        if needle in text:
-            return reason
-    return None
-
-
 def from_exception(e, doing="tls"):
-    """A NetError for any failure of a TLS (or plain) socket: handshake, read or write."""
-    if isinstance(e, NetError):
+    """A ReasonError for any failure of a TLS (or plain) socket: handshake, read or write."""
+    if isinstance(e, ReasonError):
         return e
     if isinstance(e, ValueError):
         # Verification failures: the message is the flag texts, one a line.
         text = " ".join(str(a) for a in e.args)
         flat = " / ".join(line for line in text.split("\n") if line)
         reason = verify_reason(text)
-        return NetError(reason or "tls_error", "%s: %s" % (doing, flat))
+        return ReasonError(reason or "tls_error", "%s: %s" % (doing, flat))
     if isinstance(e, OSError):
-        code = errno_of(e)
-        if code in _TIMEOUTS:
-            return NetError("timeout", "%s: %r" % (doing, e))
-        if code in _CLOSED:
-            return NetError("closed", "%s: %r" % (doing, e))
-        return NetError("tls_error", "%s: %r" % (doing, e))
-    return NetError("tls_error", "%s: %r" % (doing, e))
+        why = reason_of(e)
+        if why not in ("timeout", "closed"):
+            why = "tls_error"
+        return ReasonError(why, "%s: %r" % (doing, e))
+    return ReasonError("tls_error", "%s: %r" % (doing, e))

@@ -10,7 +10,7 @@ import json
 import os
 
 from . import fsutil, log
-from .reason import InstallError
+from .reason import ReasonError
 
 # trust and tarstream are imported where an install needs them: boot.py imports this module at
 # every boot, and RAM is scarce (ESP8266).
@@ -332,7 +332,7 @@ def installer_for(first_bytes, ctx):
         from .appbundle import BundleInstaller
 
         return BundleInstaller(ctx)
-    raise InstallError("unknown_format", "neither an app bundle nor an ESP32 app image")
+    raise ReasonError("unknown_format", "neither an app bundle nor an ESP32 app image")
 
 
 def _get_settings(settings):
@@ -342,11 +342,11 @@ def _get_settings(settings):
 def _unsigned_policy(board, settings, verified, what):
     """An unsigned payload needs TLS that verifies, a verified connection and allow_unsigned."""
     if not board.tls_verifies:
-        raise InstallError("unsigned", "%s: this board cannot verify TLS, only signed" % what)
+        raise ReasonError("unsigned", "%s: this board cannot verify TLS, only signed" % what)
     if not verified:
-        raise InstallError("unsigned", "%s over a connection that was not verified" % what)
+        raise ReasonError("unsigned", "%s over a connection that was not verified" % what)
     if not settings.get("allow_unsigned"):
-        raise InstallError("unsigned", "%s refused (settings allow_unsigned is off)" % what)
+        raise ReasonError("unsigned", "%s refused (settings allow_unsigned is off)" % what)
 
 
 class _Base:
@@ -364,7 +364,7 @@ class _Base:
     def _start(self, size, name, version):
         if self.slots.trial():
             if not (self.verified or not self.board.tls_verifies) or self.state is None:
-                raise InstallError("trial_pending", "the version on trial is not committed yet")
+                raise ReasonError("trial_pending", "the version on trial is not committed yet")
             # The server answered the version on trial over verified TLS (or the only kind this
             # board has): that is the call home its trial waits for. Keep it, then go on.
             commit(self.board, self.state, _get_settings(self.settings), self.slots)

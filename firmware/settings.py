@@ -4,6 +4,7 @@
 import json
 
 from . import fsutil, log
+from .reason import ReasonError
 
 PATH = "/settings.json"
 MAX_NETWORKS = 3
@@ -27,45 +28,43 @@ DEFAULTS = {
 }
 
 
-class SettingsError(ValueError):
-    pass
-
-
 def _text(value, name, most, least=0):
     if not isinstance(value, str):
-        raise SettingsError("%s must be text" % name)
+        raise ReasonError("bad_setting", "%s must be text" % name)
     if not least <= len(value) <= most:
-        raise SettingsError("%s must be %d to %d characters" % (name, least, most))
+        raise ReasonError("bad_setting", "%s must be %d to %d characters" % (name, least, most))
     if "\x00" in value:
-        raise SettingsError("%s holds a NUL character" % name)
+        raise ReasonError("bad_setting", "%s holds a NUL character" % name)
     return value
 
 
 def _url(value, name):
     _text(value, name, 200)
     if value and not (value.startswith("https://") or value.startswith("http://")):
-        raise SettingsError("%s must start with https:// or http://" % name)
+        raise ReasonError("bad_setting", "%s must start with https:// or http://" % name)
     return value
 
 
 def validate(data):
-    """Return a complete, checked copy of `data` (unknown keys dropped) or raise SettingsError."""
+    """Return a complete, checked copy of `data` (unknown keys dropped) or raise ReasonError."""
     if not isinstance(data, dict):
-        raise SettingsError("settings must be an object")
+        raise ReasonError("bad_setting", "settings must be an object")
     out = {}
     for key, default in DEFAULTS.items():
         out[key] = data.get(key, default)
     nets = out["wifi"]
     if not isinstance(nets, list) or len(nets) > MAX_NETWORKS:
-        raise SettingsError("wifi must be a list of at most %d networks" % MAX_NETWORKS)
+        raise ReasonError(
+            "bad_setting", "wifi must be a list of at most %d networks" % MAX_NETWORKS
+        )
     clean = []
     for net in nets:
         if not isinstance(net, dict):
-            raise SettingsError("each wifi network must be an object")
+            raise ReasonError("bad_setting", "each wifi network must be an object")
         ssid = _text(net.get("ssid", ""), "ssid", 32, 1)
         password = _text(net.get("password", ""), "wifi password", 63)
         if 0 < len(password) < 8:
-            raise SettingsError("a wifi password has 8 to 63 characters")
+            raise ReasonError("bad_setting", "a wifi password has 8 to 63 characters")
         clean.append({"ssid": ssid, "password": password})
     out["wifi"] = clean
     _text(out["device_name"], "device_name", 29)
@@ -74,27 +73,31 @@ def validate(data):
     _text(out["app_version"], "app_version", 11)
     _url(out["server"], "server")
     if not out["server"]:
-        raise SettingsError("server must be set")
+        raise ReasonError("bad_setting", "server must be set")
     _url(out["channel"], "channel")
     interval = out["interval"]
     if not isinstance(interval, int) or isinstance(interval, bool):
-        raise SettingsError("interval must be a whole number of seconds")
+        raise ReasonError("bad_setting", "interval must be a whole number of seconds")
     if interval != 0 and not 60 <= interval <= 30 * 86400:
-        raise SettingsError("interval must be 0 or 60 s to 30 days")
+        raise ReasonError("bad_setting", "interval must be 0 or 60 s to 30 days")
     pw = _text(out["ap_password"], "ap_password", 63)
     if 0 < len(pw) < 8:
-        raise SettingsError("ap_password has 8 to 63 characters")
+        raise ReasonError("bad_setting", "ap_password has 8 to 63 characters")
     for flag in ("ap_open", "allow_unsigned"):
         if not isinstance(out[flag], bool):
-            raise SettingsError("%s must be true or false" % flag)
+            raise ReasonError("bad_setting", "%s must be true or false" % flag)
     rec = out["recovery"]
     if not isinstance(rec, list) or len(rec) > MAX_RECOVERY:
-        raise SettingsError("recovery must be a list of at most %d URLs" % MAX_RECOVERY)
+        raise ReasonError(
+            "bad_setting", "recovery must be a list of at most %d URLs" % MAX_RECOVERY
+        )
     for url in rec:
         _url(url, "recovery URL")
     fields = out["fields"]
     if not isinstance(fields, dict) or len(fields) > MAX_FIELDS:
-        raise SettingsError("fields must be an object of at most %d values" % MAX_FIELDS)
+        raise ReasonError(
+            "bad_setting", "fields must be an object of at most %d values" % MAX_FIELDS
+        )
     for name, value in fields.items():
         _text(name, "field name", 24, 1)
         _text(value, "field " + name, 256)
@@ -108,7 +111,7 @@ def load(path=PATH):
             return validate(json.load(f))
     except OSError:
         log.info("settings", "no %s, using defaults" % path)
-    except (ValueError, SettingsError) as e:
+    except ValueError as e:
         log.warn("settings", "%s unusable (%s), using defaults" % (path, e))
     return validate({})
 

@@ -6,7 +6,7 @@ import json
 import os
 
 from . import fsutil
-from .reason import InstallError
+from .reason import ReasonError
 
 DIR = "/staging"
 MARGIN = 8192  # keep some free blocks for littlefs metadata and the state files
@@ -34,7 +34,7 @@ class StagingInstaller:
         self._discard()
         free = self.free(self.folder)
         if size + MARGIN > free:
-            raise InstallError("too_large", "%d bytes, %d free" % (size, free))
+            raise ReasonError("too_large", "%d bytes, %d free" % (size, free))
         self.size = size
         self.info = {"name": name, "version": version, "size": size}
         self.written = 0
@@ -42,21 +42,21 @@ class StagingInstaller:
 
     def write(self, chunk):
         if self._f is None:
-            raise InstallError("not_started")
+            raise ReasonError("not_started")
         if self.written + len(chunk) > self.size:
-            raise InstallError("too_long", "more than the announced %d bytes" % self.size)
+            raise ReasonError("too_long", "more than the announced %d bytes" % self.size)
         n = self._f.write(chunk)
         if n is not None and n != len(chunk):
-            raise InstallError("io_error", "short write")
+            raise ReasonError("io_error", "short write")
         self.written += len(chunk)
 
     def finish(self, md5_hex, sha256_hex):
         if self._f is None:
-            raise InstallError("not_started")
+            raise ReasonError("not_started")
         self._f.close()
         self._f = None
         if self.written != self.size:
-            raise InstallError("wrong_length", "%d of %d bytes" % (self.written, self.size))
+            raise ReasonError("wrong_length", "%d of %d bytes" % (self.written, self.size))
         os.rename(self._part, self.path)
         self.info["md5"] = md5_hex
         self.info["sha256"] = sha256_hex
@@ -72,7 +72,7 @@ class StagingInstaller:
         self._discard()
 
     def activate(self):
-        raise InstallError("not_supported", "staging only: ota.py activates an update")
+        raise ReasonError("not_supported", "staging only: ota.py activates an update")
 
     def _discard(self):
         for p in (self._part, self.path, self.meta_path):

@@ -4,8 +4,22 @@
 # a sink (an install parses the archive while it downloads). Neither holds a member in RAM. Both
 # are strict and share the header rules: checksums, octal fields, magic, names (relative, no
 # '..', a small character set) and types (regular files and folders only); anything else raises
-# TarError. Runs on MicroPython (deflate.DeflateIO) and CPython (zlib), where it is fuzzed.
+# ReasonError. Runs on MicroPython (deflate.DeflateIO) and CPython (zlib), where it is fuzzed.
 import io
+
+from .reason import ReasonError
+
+# What a malformed archive is refused with (ReasonError.reason).
+REASONS = (
+    "truncated",
+    "checksum",
+    "bad_header",
+    "bad_name",
+    "bad_type",
+    "too_large",
+    "bad_gzip",
+    "trailing",
+)
 
 BLOCK = 512
 MAX_NAME = 255
@@ -17,16 +31,6 @@ FILE = "file"
 DIR = "dir"
 
 
-class TarError(ValueError):
-    """`reason`: truncated, checksum, bad_header, bad_name, bad_type, too_large, bad_gzip,
-    trailing."""
-
-    def __init__(self, reason, detail=""):
-        super().__init__("%s: %s" % (reason, detail) if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
 def read_full(stream, view):
     """Fill `view` from the stream; returns how many bytes came before the end."""
     got = 0
@@ -35,9 +39,9 @@ def read_full(stream, view):
         try:
             n = stream.readinto(view[got:])
         except OSError as e:  # DeflateIO reports corrupt data as OSError
-            raise TarError("bad_gzip", str(e))
+            raise ReasonError("bad_gzip", str(e))
         except EOFError:  # ... and a cut-short stream as EOFError
-            raise TarError("bad_gzip", "compressed stream ends early")
+            raise ReasonError("bad_gzip", "compressed stream ends early")
         if not n:
             break
         got += n
@@ -83,12 +87,12 @@ class _Inflate(io.IOBase):
             if not data:
                 n = self.stream.readinto(self.inbuf)
                 if not n:
-                    raise TarError("bad_gzip", "compressed stream ends early")
+                    raise ReasonError("bad_gzip", "compressed stream ends early")
                 data = bytes(self.inbuf[:n])
             try:
                 out = self.z.decompress(data, len(buf))
             except zlib.error as e:
-                raise TarError("bad_gzip", str(e))
+                raise ReasonError("bad_gzip", str(e))
             self.tail = self.z.unconsumed_tail
             if out:
                 buf[: len(out)] = out
@@ -117,10 +121,10 @@ def _octal(hdr, start, length, what):
         digits += 1
         i += 1
     if not digits:
-        raise TarError("bad_header", "%s field has no digits" % what)
+        raise ReasonError("bad_header", "%s field has no digits" % what)
     while i < end:
         if hdr[i] not in (0, 0x20):
-            raise TarError("bad_header", "%s field is not octal" % what)
+            raise ReasonError("bad_header", "%s field is not octal" % what)
         i += 1
     return value
 
@@ -136,15 +140,15 @@ def _cstr(hdr, start, length):
 def check_name(name):
     """A relative path of plain components: no absolute path, '.', '..', '//' or odd bytes."""
     if not name or len(name) > MAX_NAME:
-        raise TarError("bad_name", "empty or too long")
+        raise ReasonError("bad_name", "empty or too long")
     for c in name:
         if c not in _NAME_CHARS:
-            raise TarError("bad_name", "character %r in %r" % (c, name))
+            raise ReasonError("bad_name", "character %r in %r" % (c, name))
     if name[0] == "/":
-        raise TarError("bad_name", "absolute path %r" % name)
+        raise ReasonError("bad_name", "absolute path %r" % name)
     for part in name.split("/"):
         if part in ("", ".", ".."):
-            raise TarError("bad_name", "component %r in %r" % (part, name))
+            raise ReasonError("bad_name", "component %r in %r" % (part, name))
     return name
 
 
@@ -164,7 +168,7 @@ class Member:
             return 0
         view = memoryview(buf)[:n]
         if read_full(self._reader.stream, view) != n:
-            raise TarError("truncated", "data of %s" % self.name)
+            raise ReasonError("truncated", "data of %s" % self.name)
         self.left -= n
         return n
 
@@ -203,7 +207,7 @@ class TarReader:
         while m.left:
             m.readinto(hdr[: min(BLOCK, m.left)])
         if pad and read_full(self.stream, hdr[:pad]) != pad:
-            raise TarError("truncated", "padding after %s" % m.name)
+            raise ReasonError("truncated", "padding after %s" % m.name)
         self._current = None
 
     def _zero(self):
@@ -217,17 +221,17 @@ class TarReader:
         hdr = self._hdr
         n = read_full(self.stream, memoryview(hdr))
         if n != BLOCK:
-            raise TarError("truncated", "header (%d bytes)" % n)
+            raise ReasonError("truncated", "header (%d bytes)" % n)
         if self._zero():
             # The end marker is two zero blocks; a lone one at the very end is tolerated.
             n = read_full(self.stream, memoryview(hdr))
             if n and (n != BLOCK or not self._zero()):
-                raise TarError("trailing", "data after the end marker")
+                raise ReasonError("trailing", "data after the end marker")
             self._done = True
             return None
         self.count += 1
         if self.count > self.max_members:
-            raise TarError("too_large", "more than %d members" % self.max_members)
+            raise ReasonError("too_large", "more than %d members" % self.max_members)
         m = self._parse()
         self._current = m
         return m
@@ -253,21 +257,21 @@ def parse_header(hdr, max_member=MAX_MEMBER):
     for i in range(156, BLOCK):
         total += hdr[i]
     if stored != total:
-        raise TarError("checksum", "header checksum %d, computed %d" % (stored, total))
+        raise ReasonError("checksum", "header checksum %d, computed %d" % (stored, total))
     magic = bytes(hdr[257:265])
     if magic == b"ustar\x0000":
         prefix = _cstr(hdr, 345, 155)
     elif magic == b"ustar  \x00":
         prefix = b""  # GNU keeps other fields there
     else:
-        raise TarError("bad_header", "not a ustar header")
+        raise ReasonError("bad_header", "not a ustar header")
     flag = hdr[156]
     if flag in (0x30, 0):
         kind = FILE
     elif flag == 0x35:
         kind = DIR
     else:
-        raise TarError("bad_type", "member type %r" % chr(flag))
+        raise ReasonError("bad_type", "member type %r" % chr(flag))
     size = _octal(hdr, 124, 12, "size")
     mode = _octal(hdr, 100, 8, "mode")
     raw = _cstr(hdr, 0, 100)
@@ -276,14 +280,14 @@ def parse_header(hdr, max_member=MAX_MEMBER):
     try:
         name = raw.decode()
     except UnicodeError:
-        raise TarError("bad_name", "not text")
+        raise ReasonError("bad_name", "not text")
     if kind == DIR:
         if size:
-            raise TarError("bad_header", "folder %r with data" % name)
+            raise ReasonError("bad_header", "folder %r with data" % name)
         if name.endswith("/"):
             name = name[:-1]
     if size > max_member:
-        raise TarError("too_large", "%s is %d bytes" % (name, size))
+        raise ReasonError("too_large", "%s is %d bytes" % (name, size))
     check_name(name)
     return name, kind, size, mode
 
@@ -327,7 +331,7 @@ class TarFeed:
             elif self._zeros == 2:
                 for i in range(pos, n):
                     if view[i]:
-                        raise TarError("trailing", "data after the end marker")
+                        raise ReasonError("trailing", "data after the end marker")
                 return
             else:
                 k = min(BLOCK - self._fill, n - pos)
@@ -339,18 +343,18 @@ class TarFeed:
                     self._block()
 
     def close(self):
-        """The input ended: raises TarError unless the archive was complete."""
+        """The input ended: raises ReasonError unless the archive was complete."""
         if self._zeros == 2:
             return
         if self._zeros == 1:
             if self._fill:
-                raise TarError("trailing", "data after the end marker")
+                raise ReasonError("trailing", "data after the end marker")
             self._zeros = 2  # a lone zero block at the very end is tolerated
             self.sink.end()
             return
         if self._m is not None or self._pad:
-            raise TarError("truncated", "data of %s" % (self._m or self._last).name)
-        raise TarError("truncated", "header (%d bytes)" % self._fill)
+            raise ReasonError("truncated", "data of %s" % (self._m or self._last).name)
+        raise ReasonError("truncated", "header (%d bytes)" % self._fill)
 
     def _block(self):
         if _is_zero(self._hdr):
@@ -359,10 +363,10 @@ class TarFeed:
                 self.sink.end()
             return
         if self._zeros:
-            raise TarError("trailing", "data after the end marker")
+            raise ReasonError("trailing", "data after the end marker")
         self.count += 1
         if self.count > self.max_members:
-            raise TarError("too_large", "more than %d members" % self.max_members)
+            raise ReasonError("too_large", "more than %d members" % self.max_members)
         name, kind, size, mode = parse_header(self._hdr, self.max_member)
         m = Member(None, name, kind, size, mode)
         self.sink.member(m)

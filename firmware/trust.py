@@ -8,6 +8,8 @@ import binascii
 import hashlib
 import os
 
+from .reason import ReasonError
+
 E = 65537
 MIN_BITS = 2048
 MAX_BITS = 4096
@@ -15,15 +17,6 @@ MAX_PEM = 4096  # characters of one public key file; a 4096-bit key is about 800
 # DER of DigestInfo { AlgorithmIdentifier { sha256, NULL }, OCTET STRING (32) } (RFC 8017 9.2)
 _SHA256_INFO = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
 _RSA_OID = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"  # 1.2.840.113549.1.1.1 rsaEncryption
-
-
-class TrustError(ValueError):
-    """`reason`: bad_key, bad_signature, no_keys."""
-
-    def __init__(self, reason, detail=""):
-        super().__init__("%s: %s" % (reason, detail) if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 class PublicKey:
@@ -44,60 +37,60 @@ class PublicKey:
 def _tlv(buf, pos, end, tag):
     """The element at pos must have `tag`; returns (content start, content end)."""
     if pos + 2 > end or buf[pos] != tag:
-        raise TrustError("bad_key", "expected tag 0x%02x at %d" % (tag, pos))
+        raise ReasonError("bad_key", "expected tag 0x%02x at %d" % (tag, pos))
     n = buf[pos + 1]
     pos += 2
     if n & 0x80:
         count = n & 0x7F
         if not 1 <= count <= 2 or pos + count > end:
-            raise TrustError("bad_key", "length at %d" % pos)
+            raise ReasonError("bad_key", "length at %d" % pos)
         n = 0
         for i in range(count):
             n = (n << 8) | buf[pos + i]
         if n < 0x80 or (count == 2 and n < 0x100):
-            raise TrustError("bad_key", "non-minimal length")
+            raise ReasonError("bad_key", "non-minimal length")
         pos += count
     if n > end - pos:
-        raise TrustError("bad_key", "truncated at %d" % pos)
+        raise ReasonError("bad_key", "truncated at %d" % pos)
     return pos, pos + n
 
 
 def _uint(buf, start, stop):
     if stop == start or buf[start] & 0x80:
-        raise TrustError("bad_key", "negative or empty integer")
+        raise ReasonError("bad_key", "negative or empty integer")
     if stop - start > 1 and buf[start] == 0 and not buf[start + 1] & 0x80:
-        raise TrustError("bad_key", "non-minimal integer")
+        raise ReasonError("bad_key", "non-minimal integer")
     return int.from_bytes(bytes(buf[start:stop]), "big")
 
 
 def key_from_der(der, name=""):
     """SubjectPublicKeyInfo { AlgorithmIdentifier { rsaEncryption, NULL }, BIT STRING {
-    RSAPublicKey { n, e } } } -> PublicKey. Anything else raises TrustError('bad_key')."""
+    RSAPublicKey { n, e } } } -> PublicKey. Anything else raises ReasonError('bad_key')."""
     end = len(der)
     s, e = _tlv(der, 0, end, 0x30)
     if e != end:
-        raise TrustError("bad_key", "trailing bytes")
+        raise ReasonError("bad_key", "trailing bytes")
     a, a_end = _tlv(der, s, e, 0x30)
     o, o_end = _tlv(der, a, a_end, 0x06)
     if bytes(der[o:o_end]) != _RSA_OID:
-        raise TrustError("bad_key", "not an RSA key")
+        raise ReasonError("bad_key", "not an RSA key")
     if a_end - o_end != 2 or der[o_end] != 0x05 or der[o_end + 1] != 0:
-        raise TrustError("bad_key", "RSA parameters must be NULL")
+        raise ReasonError("bad_key", "RSA parameters must be NULL")
     b, b_end = _tlv(der, a_end, e, 0x03)
     if b_end != e or b == b_end or der[b] != 0:
-        raise TrustError("bad_key", "bit string")
+        raise ReasonError("bad_key", "bit string")
     r, r_end = _tlv(der, b + 1, b_end, 0x30)
     if r_end != b_end:
-        raise TrustError("bad_key", "trailing bytes in key")
+        raise ReasonError("bad_key", "trailing bytes in key")
     n0, n1 = _tlv(der, r, r_end, 0x02)
     e0, e1 = _tlv(der, n1, r_end, 0x02)
     if e1 != r_end:
-        raise TrustError("bad_key", "trailing bytes in RSAPublicKey")
+        raise ReasonError("bad_key", "trailing bytes in RSAPublicKey")
     key = PublicKey(_uint(der, n0, n1), _uint(der, e0, e1), name)
     if key.e != E:
-        raise TrustError("bad_key", "exponent must be 65537")
+        raise ReasonError("bad_key", "exponent must be 65537")
     if not MIN_BITS <= key.bits <= MAX_BITS or key.bits % 8:
-        raise TrustError("bad_key", "%d-bit modulus" % key.bits)
+        raise ReasonError("bad_key", "%d-bit modulus" % key.bits)
     return key
 
 
@@ -105,18 +98,18 @@ def key_from_pem(text, name=""):
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode()
     if len(text) > MAX_PEM:
-        raise TrustError("bad_key", "PEM too long")
+        raise ReasonError("bad_key", "PEM too long")
     begin = "-----BEGIN PUBLIC KEY-----"
     end = "-----END PUBLIC KEY-----"
     i = text.find(begin)
     j = text.find(end)
     if i < 0 or j < i:
-        raise TrustError("bad_key", "no PUBLIC KEY block")
+        raise ReasonError("bad_key", "no PUBLIC KEY block")
     body = "".join(text[i + len(begin) : j].split())
     try:
         der = binascii.a2b_base64(body)
     except ValueError:
-        raise TrustError("bad_key", "bad base64")
+        raise ReasonError("bad_key", "bad base64")
     return key_from_der(der, name)
 
 
@@ -134,7 +127,7 @@ def load_keys(folder="/keys"):
         path = folder + "/" + fname
         try:
             if os.stat(path)[6] > MAX_PEM:
-                raise TrustError("bad_key", "file too large")
+                raise ReasonError("bad_key", "file too large")
             with open(path) as f:
                 keys.append(key_from_pem(f.read(), fname[:-4]))
         except (OSError, ValueError) as e:
@@ -147,7 +140,7 @@ def expected_em(digest, k):
     """EMSA-PKCS1-v1_5 encoding of a SHA-256 digest for a k-byte modulus."""
     pad = k - 3 - len(_SHA256_INFO) - len(digest)
     if pad < 8:
-        raise TrustError("bad_key", "modulus too short")
+        raise ReasonError("bad_key", "modulus too short")
     return b"\x00\x01" + b"\xff" * pad + b"\x00" + _SHA256_INFO + digest
 
 
@@ -167,7 +160,7 @@ def verify(data_or_hash, sig, keys, hashed=False):
     the signed bytes, or their SHA-256 when hashed=True."""
     digest = bytes(data_or_hash) if hashed else hashlib.sha256(data_or_hash).digest()
     if len(digest) != 32:
-        raise TrustError("bad_signature", "a SHA-256 digest has 32 bytes")
+        raise ReasonError("bad_signature", "a SHA-256 digest has 32 bytes")
     for key in keys:
         if verify_key(digest, sig, key):
             return key.name or "key"
@@ -175,12 +168,12 @@ def verify(data_or_hash, sig, keys, hashed=False):
 
 
 def check(data_or_hash, sig, keys, hashed=False):
-    """Like verify() but raises TrustError unless a key verifies; returns the key's name."""
+    """Like verify() but raises ReasonError unless a key verifies; returns the key's name."""
     if not keys:
-        raise TrustError("no_keys", "no update-signing public key on the device")
+        raise ReasonError("no_keys", "no update-signing public key on the device")
     name = verify(data_or_hash, sig, keys, hashed)
     if name is None:
-        raise TrustError("bad_signature", "no trusted key made this signature")
+        raise ReasonError("bad_signature", "no trusted key made this signature")
     return name
 
 

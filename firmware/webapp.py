@@ -15,6 +15,7 @@ from microdot.multipart import FileUpload, FormDataIter
 
 from . import board as board_mod
 from . import settings
+from .reason import ReasonError
 
 MAX_FORM = 2048  # bytes of any request body but an upload
 MAX_UPLOAD = 12 * 1024  # a certificate upload, multipart framing included
@@ -278,8 +279,8 @@ class ConfigApp:
     def _save(self, data):
         try:
             settings.save(data, self.settings_path)
-        except settings.SettingsError as e:
-            raise BadRequest(str(e))
+        except ReasonError as e:
+            raise BadRequest(e.detail or e.reason)  # a settings refusal says what is wrong
 
     def _now(self):
         # Before NTP answered, the build time is the best lower bound of "now" (the RTC starts
@@ -538,8 +539,8 @@ class ConfigApp:
         probe["wifi"] = [{"ssid": ssid, "password": password}]
         try:
             settings.validate(probe)
-        except settings.SettingsError as e:
-            raise BadRequest(str(e))
+        except ReasonError as e:
+            raise BadRequest(e.detail or e.reason)  # a settings refusal says what is wrong
         t = self._trial
         if t is None or t[0] != ssid or t[1] != password or t[2] == "3 told":
             # As IAS: a poll after a reported failure starts a new attempt.
@@ -582,14 +583,14 @@ class ConfigApp:
             raise BadRequest("refused: %s is the last trust anchor; add another first" % name, 409)
         try:
             self.store.remove(name, self._now())
-        except ValueError as e:  # certstore.CertError
+        except ValueError as e:  # a ReasonError
             raise BadRequest("refused: %s" % e, 409)
 
     def _add_cert(self, name, data):
         try:
             # An upload under an existing name renews it, as IAS's "get root cert" does.
             self.store.add(name, data, self._now(), replace=True)
-        except ValueError as e:  # certstore.CertError: not a usable CA certificate
+        except ValueError as e:  # ReasonError: not a usable CA certificate
             raise BadRequest("not stored: %s" % e)
 
 

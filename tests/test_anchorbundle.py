@@ -201,6 +201,7 @@ def test_fixtures_build(tmp_path):
 CLIENT = r"""
 import sys, json, time
 from ias import anchors, certstore, net, state
+from ias.reason import ReasonError
 
 class Board:
     clock_synced = True
@@ -227,7 +228,7 @@ def connect(host, port, timeout_ms, scheme="https"):
 def call_home():
     try:
         s = connect("127.0.0.1", p["tls_port"], 5000)
-    except net.NetError as e:
+    except ReasonError as e:
         return e.reason
     s.write(b"GET /ota/updates? HTTP/1.1\r\nHost: x\r\n\r\n")
     buf = bytearray(80)

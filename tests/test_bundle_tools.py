@@ -235,7 +235,7 @@ def test_tool_bundles_verify_and_install_on_micropython(app, tmp_path):
         bundle.build(app, keys.load_private(other / "update.key"), "blink", "3.0", counter=3)
     )
     r = run_device(folder, root, "c")
-    assert r.returncode != 0 and "InstallError: bad_signature" in r.stdout + r.stderr
+    assert r.returncode != 0 and "ReasonError: bad_signature" in r.stdout + r.stderr
 
 
 def test_firmware_trust_module_runs_on_cpython_too(keydir):

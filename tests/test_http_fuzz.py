@@ -1,4 +1,4 @@
-"""Hypothesis fuzz of firmware/httpclient.py on CPython: whatever a server sends, only HttpError
+"""Hypothesis fuzz of firmware/httpclient.py on CPython: whatever a server sends, only ReasonError
 escapes, the parser reads a bounded amount, and well-formed heads parse to what was sent."""
 
 import sys
@@ -11,7 +11,7 @@ from tools import pkg_path  # noqa: E402
 sys.path.insert(0, pkg_path())
 
 from ias import httpclient  # noqa: E402
-from ias.httpclient import HttpError  # noqa: E402
+from ias.reason import ReasonError  # noqa: E402
 
 
 class Chunks:
@@ -53,7 +53,7 @@ LIMIT = httpclient.MAX_HEAD + httpclient.MAX_LINE + 1024  # what one head may ma
 def _parse(stream, size=1024):
     try:
         r = httpclient.read_head(stream, bytearray(size))
-    except HttpError as e:
+    except ReasonError as e:
         assert e.reason in (
             "bad_status",
             "bad_header",
@@ -162,7 +162,7 @@ def test_truncated_bodies_report_closed(body, keep, cuts):
     got = bytearray()
     try:
         r.read_body(got.extend)
-    except HttpError as e:
+    except ReasonError as e:
         assert e.reason == "closed"
     else:
         raise AssertionError("a truncated body was accepted")

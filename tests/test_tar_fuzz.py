@@ -1,5 +1,5 @@
 """Hypothesis fuzz of firmware/tarstream.py on CPython: arbitrary bytes, mutated and truncated
-archives (plain and gzip) either read cleanly or raise TarError, never anything else; archives
+archives (plain and gzip) either read cleanly or raise ReasonError, never anything else; archives
 made by tarfile round-trip exactly through small buffers and a stream that returns short reads;
 every name the reader lets through is a safe relative path."""
 
@@ -15,7 +15,8 @@ from tools import pkg_path  # noqa: E402
 
 sys.path.insert(0, pkg_path())
 from ias import tarstream  # noqa: E402
-from ias.tarstream import TarError, TarReader  # noqa: E402
+from ias.reason import ReasonError
+from ias.tarstream import TarReader  # noqa: E402
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -82,10 +83,10 @@ def safe(name):
 
 
 def survives(data, **kw):
-    """Reading may fail only with TarError; whatever it yields has safe names."""
+    """Reading may fail only with ReasonError; whatever it yields has safe names."""
     try:
         got = read_all(io.BytesIO(data), **kw)
-    except TarError as e:
+    except ReasonError as e:
         assert e.reason in (
             "truncated",
             "checksum",
@@ -160,7 +161,7 @@ def test_header_names(raw):
 def test_check_name_only_passes_safe_paths(name):
     try:
         tarstream.check_name(name)
-    except TarError:
+    except ReasonError:
         return
     assert safe(name)
 
@@ -202,14 +203,14 @@ def feed_all(data, step):
 )
 def test_push_parser_agrees_with_pull_reader(content, step, flips):
     """TarFeed (bodies as they arrive) accepts exactly what TarReader accepts, with the same
-    members, or fails with TarError; it never raises anything else."""
+    members, or fails with ReasonError; it never raises anything else."""
     data = bytearray(make_tar(content))
     for pos, value in flips:
         data[pos % len(data)] = value
     pulled = survives(bytes(data))
     try:
         pushed = feed_all(bytes(data), step)
-    except TarError:
+    except ReasonError:
         pushed = None
     if pushed is not None:
         for name, _kind, _ in pushed:

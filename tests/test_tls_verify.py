@@ -24,6 +24,7 @@ FIRMWARE = REPO / "firmware"
 CLIENT = r"""
 import sys, json, time
 from ias import certstore, net
+from ias.reason import ReasonError
 
 class Board:
     def __init__(self, p):
@@ -52,9 +53,9 @@ try:
         s.close()
     else:
         out = {"ok": True}
-except net.NetError as e:
+except ReasonError as e:
     out = {"ok": False, "reason": e.reason, "detail": e.detail}
-except certstore.CertError as e:
+except ReasonError as e:
     out = {"ok": False, "cert_reason": e.reason, "detail": e.detail}
 print("RESULT " + json.dumps(out))
 """

@@ -38,7 +38,7 @@ def fetch_anchors():
         data = f.read()
     try:
         store.add(cfg["fetch_name"], data, board.time(), replace=True)
-    except certstore.CertError as e:
+    except ReasonError as e:
         return {"ok": False, "message": str(e), "version": None}
     return {"ok": True, "message": "installed anchor bundle v%d" % cfg["version"],
             "version": cfg["version"]}

@@ -8,6 +8,7 @@ import sys
 
 from ias import anchors, certstore, fsutil, trust
 from ias import state as state_mod
+from ias.reason import ReasonError
 
 DAY = 86400
 _FX = {}
@@ -102,7 +103,7 @@ class Fetch:
         self.calls.append(url)
         a = self.answers.get(url)
         if a is None:
-            raise anchors.AnchorError("http_404", url)
+            raise ReasonError("http_404", url)
         if isinstance(a, Exception):
             raise a
         assert len(a) <= limit
@@ -142,7 +143,7 @@ def _refused(name, reason, installed=1, now=0, host="ias.example"):
     now = fixtures()["now"] if now == 0 else now
     try:
         anchors.verify_bundle(raw, sig, keys_of(dev), installed, now, host)
-    except anchors.AnchorError as e:
+    except ReasonError as e:
         assert e.reason == reason, "%s: %s, wanted %s" % (name, e, reason)
         return
     raise AssertionError("%s accepted" % name)
@@ -171,7 +172,7 @@ def test_tampered_byte_is_bad_signature():
     evil[raw.find(b'"version":2') + 10] = ord("9")
     try:
         anchors.verify_bundle(bytes(evil), sig, keys_of(dev), 1, fixtures()["now"])
-    except anchors.AnchorError as e:
+    except ReasonError as e:
         assert e.reason == "bad_signature"
     else:
         raise AssertionError("tampered bundle accepted")
@@ -328,11 +329,10 @@ def test_locations():
 
 
 def test_ladder_falls_to_plain_http_and_installs():
-    from ias import net
 
     dev = new_device()
     answers = serve(HTTP, "good2")
-    answers[HTTPS + "anchors.json"] = net.NetError("untrusted", "chain")
+    answers[HTTPS + "anchors.json"] = ReasonError("untrusted", "chain")
     f = Fetch(answers)
     out = anchors.recover(dev, f, keys_dir=dev.keys_dir)
     assert out["outcome"] == "installed" and out["version"] == 2
@@ -347,12 +347,11 @@ def test_ladder_falls_to_plain_http_and_installs():
 
 
 def test_plain_http_only_with_a_valid_signature():
-    from ias import net
 
     dev = new_device()
     before = snapshot(dev.store)
     answers = serve(HTTP, "otherkey")
-    answers[HTTPS + "anchors.json"] = net.NetError("untrusted")
+    answers[HTTPS + "anchors.json"] = ReasonError("untrusted")
     out = anchors.recover(dev, Fetch(answers), keys_dir=dev.keys_dir)
     assert out["outcome"] == "failed"
     assert out["report"][-1] == "2 %s bad_signature" % HTTP
@@ -467,7 +466,7 @@ def test_expiry_countdown_and_date():
     for bad in ("2030-13-01", "2030/01/01", "yesterday", 1.5, None, True):
         try:
             anchors.parse_time(bad)
-        except anchors.AnchorError as e:
+        except ReasonError as e:
             assert e.reason == "malformed"
         else:
             raise AssertionError("%r parsed" % (bad,))
@@ -480,7 +479,7 @@ def test_key_rotation_accepted_only_from_current_key():
     doc, sig = fx("rot_b/keys.json"), fx("rot_b/keys.json.sig")
     try:
         anchors.rotate_key(doc, sig, keys_of(dev), dev.state, now, dev.keys_dir)
-    except anchors.AnchorError as e:
+    except ReasonError as e:
         assert e.reason == "bad_signature"
     else:
         raise AssertionError("keys.json signed by a stranger accepted")
@@ -490,7 +489,7 @@ def test_key_rotation_accepted_only_from_current_key():
     try:
         anchors.verify_bundle(raw, bsig, keys_of(dev), 1, now)
         raise AssertionError("bundle by an unknown key accepted")
-    except anchors.AnchorError as e:
+    except ReasonError as e:
         assert e.reason == "bad_signature"
     doc, sig = fx("rot_a/keys.json"), fx("rot_a/keys.json.sig")
     names = anchors.rotate_key(doc, sig, keys_of(dev), dev.state, now, dev.keys_dir)
@@ -502,7 +501,7 @@ def test_key_rotation_accepted_only_from_current_key():
     try:
         anchors.rotate_key(doc, sig, keys_of(dev), dev.state, now, dev.keys_dir)
         raise AssertionError("replayed keys.json accepted")
-    except anchors.AnchorError as e:
+    except ReasonError as e:
         assert e.reason == "not_newer"
     # the transition window ends: the old key is retired, never the new one
     assert anchors.retire_keys(dev.state, now + 29 * DAY, dev.keys_dir) == []
@@ -511,7 +510,7 @@ def test_key_rotation_accepted_only_from_current_key():
     try:
         anchors.verify_bundle(*bundle("good2"), keys_of(dev), 1, now + 31 * DAY)
         raise AssertionError("retired key still honoured")
-    except anchors.AnchorError as e:
+    except ReasonError as e:
         assert e.reason == "bad_signature"
 
 
@@ -570,7 +569,7 @@ def test_http_fetcher_bounded_and_plain():
     try:
         fetch("https://ias.example:8443/ota/anchors/anchors.json", 1000)
         raise AssertionError("oversized body read")
-    except anchors.AnchorError as e:
+    except ReasonError as e:
         assert e.reason == "oversized"
     assert made[2] == ("ias.example", 8443, "https") and made[3].pos <= 600  # head only
     assert b"Host: ias.example:8443" in made[3].sent
@@ -578,7 +577,7 @@ def test_http_fetcher_bounded_and_plain():
     try:
         fetch("http://ias.example/x", 1000)
         raise AssertionError("404 accepted")
-    except anchors.AnchorError as e:
+    except ReasonError as e:
         assert e.reason == "http_404"
 
 

@@ -7,6 +7,7 @@ import os
 
 import fakesock
 from ias import callhome, httpclient, staging, state
+from ias.reason import ReasonError
 
 TMP = "/tmp/ias_test_callhome_%s" % binascii.hexlify(os.urandom(4)).decode()
 
@@ -396,7 +397,9 @@ def test_fault_early_close():
 
 def test_fault_reset_mid_body():
     body = b"payload" * 100
-    _fault([update_reply(body) + body[:600], OSError(104)], "reset")
+    _fault(
+        [update_reply(body) + body[:600], OSError(104)], "closed"
+    )  # a reset is a closed connection (one errno table)
 
 
 def test_fault_stall():
@@ -430,7 +433,7 @@ def test_fault_trickle_bounded_by_deadline():
 def test_fault_installer_failure_aborts():
     class Failing(RecordingInstaller):
         def write(self, chunk):
-            raise staging.InstallError("flash_write", "bad block")
+            raise ReasonError("flash_write", "bad block")
 
     body = b"x" * 3000
     out, maker, _, _ = run(update_reply(body) + body, maker=Maker(Failing))
@@ -438,10 +441,9 @@ def test_fault_installer_failure_aborts():
 
 
 def test_fault_connect_error_reason():
-    from ias import net
 
     def connect(host, port, t):
-        raise net.NetError("untrusted", "handshake")
+        raise ReasonError("untrusted", "handshake")
 
     out = callhome.call_home(Device(), connect, Maker(), INSTALLED)
     assert out["outcome"] == "error" and out["reason"] == "untrusted"
@@ -477,7 +479,7 @@ def test_staging_installer_end_to_end():
         try:
             out["installer"].activate()
             raise AssertionError("staging activated")
-        except staging.InstallError as e:
+        except ReasonError as e:
             assert e.reason == "not_supported"
         # an aborted download removes what was staged, including an earlier complete one
         out, _, _, _ = run(update_reply(body) + body[:5000], None, maker=maker)

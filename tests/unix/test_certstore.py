@@ -16,6 +16,7 @@ from ias import (
     der,  # noqa: E402
     net,  # noqa: E402
 )
+from ias.reason import ReasonError  # noqa: E402
 
 ROOT = "/cs/cert"
 NOW = int(time.time())
@@ -49,7 +50,7 @@ def pem(name):
 def refused(fn, reason):
     try:
         fn()
-    except certstore.CertError as e:
+    except ReasonError as e:
         assert e.reason == reason, "want %s, got %r" % (reason, e)
         return e
     raise AssertionError("not refused (want %s)" % reason)
@@ -268,10 +269,10 @@ class Board:
 def net_refused(fn, reason):
     try:
         fn()
-    except net.NetError as e:
+    except ReasonError as e:
         assert e.reason == reason, "want %s, got %r" % (reason, e)
         return e
-    raise AssertionError("no NetError (want %s)" % reason)
+    raise AssertionError("no ReasonError (want %s)" % reason)
 
 
 def test_connect_refuses_without_a_sane_clock():

@@ -16,10 +16,10 @@ from ias import (
     channel,  # noqa: E402
     fsutil,  # noqa: E402
     net,  # noqa: E402
-    staging,  # noqa: E402
     state,  # noqa: E402
     trust,  # noqa: E402
 )
+from ias.reason import ReasonError, reason_of  # noqa: E402
 
 TMP = "/tmp/ias_test_channel_%s" % binascii.hexlify(os.urandom(4)).decode()
 
@@ -159,7 +159,7 @@ class Recorder:
     def finish(self, md5_hex, sha_hex):
         self.calls.append(("finish", md5_hex, sha_hex))
         if self.fail:
-            raise staging.InstallError(self.fail, "refused by the test")
+            raise ReasonError(self.fail, "refused by the test")
 
     def abort(self):
         self.calls.append(("abort",))
@@ -206,7 +206,7 @@ def poll(dev, folder, maker, force=False, connect=plain_connect):
     try:
         return run(dev, folder, maker, force, connect)
     except Exception as e:
-        return {"outcome": "error", "reason": channel._reason(e), "detail": str(e)}
+        return {"outcome": "error", "reason": reason_of(e), "detail": str(e)}
 
 
 class WriteCounter:
@@ -270,7 +270,7 @@ def test_parse_checks_every_field():
     ):
         try:
             channel.parse(doc(**bad), URL)
-        except channel.ChannelError as e:
+        except ReasonError as e:
             assert e.reason == "bad_channel"
             continue
         raise AssertionError("accepted %r" % bad)
@@ -411,7 +411,7 @@ def test_https_to_http_only_for_signed_content():
         f = channel.Fetcher(connect, bytearray(channel.BUF_SIZE))
         try:
             status, body, _ = f.small("https://secure.example/f", 100, (), signed)
-        except channel.ChannelError as e:
+        except ReasonError as e:
             assert not signed and e.reason == "downgrade"
             assert requests(("plain.example", 80)) == []
             continue

@@ -2,7 +2,7 @@
 # through one buffer, early close, timeouts and the overall deadline, the request writer.
 import fakesock
 from ias import httpclient
-from ias.httpclient import HttpError
+from ias.reason import ReasonError
 
 
 def stream(*replies):
@@ -20,10 +20,10 @@ def head(*replies, **kw):
 def fails(reason, fn, *args, **kw):
     try:
         fn(*args, **kw)
-    except HttpError as e:
+    except ReasonError as e:
         assert e.reason == reason, "%s != %s (%s)" % (e.reason, reason, e)
         return e
-    raise AssertionError("no HttpError(%s)" % reason)
+    raise AssertionError("no ReasonError(%s)" % reason)
 
 
 class Clock:
@@ -127,7 +127,8 @@ def test_closed_before_and_inside_head():
 def test_timeout_and_reset_errors():
     fails("timeout", head, OSError(110))
     fails("timeout", head, b"HTTP/1.1 200 OK\r\n", OSError(11))
-    fails("reset", head, b"HTTP/1.1 200", OSError(104))
+    fails("closed", head, b"HTTP/1.1 200", OSError(104))  # a reset is a closed connection
+    fails("closed", head, b"HTTP/1.1 200", OSError(128))  # lwIP's ENOTCONN
 
 
 def test_small_buffer_refused():
@@ -208,13 +209,11 @@ def test_socket_timeout_cut_to_deadline():
 
 
 def test_net_error_reasons_pass_through():
-    class NetError(Exception):
-        def __init__(self, reason):
-            self.reason = reason
+    from ias.reason import ReasonError
 
     class S:
         def readinto(self, b):
-            raise NetError("timeout")
+            raise ReasonError("timeout")
 
     fails("timeout", httpclient.read_head, S(), bytearray(1024))
 

@@ -9,6 +9,7 @@ import sys
 import ota_fixtures as fx
 from ias import appbundle, fwimage, ota
 from ias import state as state_mod
+from ias.reason import ReasonError
 from ota_fixtures import Ctx, FakeBoard, Reset
 
 FIX = fx.make("bundles")
@@ -48,7 +49,7 @@ def refused(ctx, name, reason):
     before = snapshot()
     try:
         fx.install(ctx, bundle(name))
-    except ota.InstallError as e:
+    except ReasonError as e:
         assert e.reason == reason, "%s: want %s, got %r" % (name, reason, e)
         after = snapshot()
         assert after == before, "%s changed the device: %r" % (
@@ -133,7 +134,7 @@ def test_signature_is_checked_before_any_file_is_written():
         for name in ("badsig", "other", "unsigned", "bad_manifest"):
             try:
                 fx.install(ctx, bundle(name))
-            except ota.InstallError:
+            except ReasonError:
                 pass
             assert fx.tree("/pc/" + slots.inactive()) is None, name  # not even the folder
         assert calls == [], calls
@@ -235,14 +236,14 @@ def test_space_and_size_limits():
     try:
         inst.begin(10 * 1024 * 1024, "blink", "9")
         raise AssertionError("10 MiB staged on a 512 KiB flash")
-    except ota.InstallError as e:
+    except ReasonError as e:
         assert e.reason == "no_space"
     inst = appbundle.BundleInstaller(ctx)
     inst.begin(100, "blink", "9")
     try:
         inst.write(memoryview(bytearray(101)))
         raise AssertionError("more than announced accepted")
-    except ota.InstallError as e:
+    except ReasonError as e:
         assert e.reason == "too_large"
     inst.abort()
     assert "ota.part" not in snapshot()
@@ -259,7 +260,7 @@ def test_installer_choice():
     try:
         ota.installer_for(b"<html>" + bytes(600), ctx)
         raise AssertionError("HTML taken for an update")
-    except ota.InstallError as e:
+    except ReasonError as e:
         assert e.reason == "unknown_format"
 
 

@@ -9,6 +9,7 @@ import time
 import ota_fixtures as fx
 from ias import ota, vpartition
 from ias import state as state_mod
+from ias.reason import ReasonError
 from ias.vpartition import VirtualPartition
 from ota_fixtures import Ctx, FakeBoard, Reset
 
@@ -126,7 +127,7 @@ def refused(ctx, h, name, reason):
     before = otadata(h)
     try:
         fx.install(ctx, image(name))
-    except ota.InstallError as e:
+    except ReasonError as e:
         assert e.reason == reason, "%s: want %s, got %r" % (name, reason, e)
         assert otadata(h) == before
         assert ctx.slots.trial() is None
@@ -146,7 +147,7 @@ def test_bad_images_are_refused():
     try:
         inst.begin(SLOT + 1, "fw", "9")
         raise AssertionError("image larger than the slot accepted")
-    except ota.InstallError as e:
+    except ReasonError as e:
         assert e.reason == "too_large"
     fx.cleanup(h)
 
@@ -179,7 +180,7 @@ def test_unsigned_policy_for_firmware():
     try:
         ota.installer_for(b"\xe9", ctx).begin(1000, "fw", "1")
         raise AssertionError("firmware on a board without OTA slots")
-    except ota.InstallError as e:
+    except ReasonError as e:
         assert e.reason == "no_firmware_ota"
 
 
@@ -199,7 +200,7 @@ def test_read_back_catches_bad_flash():
     try:
         fx.install(ctx, image("v2"))
         raise AssertionError("a flash write error went unnoticed")
-    except ota.InstallError as e:
+    except ReasonError as e:
         assert e.reason == "verify_failed", e
     assert "ota_1" not in otadata(h)["states"]
     fx.cleanup(h)

@@ -36,7 +36,7 @@ def state(root):
     store = certstore.CertStore(root + "/cert")
     out = {}
     for name in store.names():
-        c = store.load(name)  # raises CertError on a torn file
+        c = store.load(name)  # raises ReasonError on a torn file
         out[name] = c.sha256
     usable = [r for r in store.report(NOW) if r["usable"]]
     assert usable, "no usable anchor left: %r" % out

@@ -9,6 +9,7 @@ import ota_fixtures as fx
 import powercut
 from ias import ota
 from ias import state as state_mod
+from ias.reason import ReasonError
 from ota_fixtures import Ctx, FakeBoard
 
 FIX = fx.make("powercut")
@@ -38,7 +39,7 @@ def sweep_install(body, min_old):
     def install_v2(root):
         try:
             fx.install(ctx_for(root), path)
-        except ota.InstallError as e:
+        except ReasonError as e:
             # only acceptable as the consequence of a cut (the sweep checks the device is dead)
             raise OSError("install failed: %r" % e)
 

@@ -2,6 +2,7 @@
 import os
 
 from ias import settings
+from ias.reason import ReasonError
 
 TMP = "/tmp/ias_settings_test.json"
 
@@ -72,7 +73,7 @@ def test_rejects_bad_values():
     for data in bad:
         try:
             settings.validate(data)
-        except settings.SettingsError:
+        except ReasonError:
             continue
         raise AssertionError("accepted %r" % (data,))
 
@@ -86,7 +87,7 @@ def test_invalid_save_leaves_file_alone():
     s["interval"] = -1
     try:
         settings.save(s, TMP)
-    except settings.SettingsError:
+    except ReasonError:
         pass
     else:
         raise AssertionError("saved an invalid interval")

@@ -1,6 +1,6 @@
 # tarstream on MicroPython: archives made by CPython's tarfile (plain and gzip) stream through a
 # small buffer; hostile archives (paths, types, checksums, sizes, truncation, bad gzip) raise
-# TarError with the right reason. Every archive goes through both readers: TarReader (pull) and
+# ReasonError with the right reason. Every archive goes through both readers: TarReader (pull) and
 # TarFeed (push, fed in chunks of several sizes), which must agree member for member and on the
 # reason of every refusal.
 import hashlib
@@ -8,7 +8,8 @@ import io
 
 import ota_fixtures as fx
 from ias import tarstream
-from ias.tarstream import TarError, TarFeed, TarReader
+from ias.reason import ReasonError
+from ias.tarstream import TarFeed, TarReader
 from ota_tar import archive, header, member
 
 FIX = fx.make("bundles")
@@ -82,24 +83,24 @@ def pushed(data, step):
 def _outcome(fn, *args):
     try:
         return fn(*args)
-    except TarError as e:
+    except ReasonError as e:
         return e
 
 
 def listing(data, bufsize=100):
     """pulled(data, bufsize); TarFeed must give the same members, or refuse for the same
-    reason, fed in any chunk size. Raises the TarError of the pull reader."""
+    reason, fed in any chunk size. Raises the ReasonError of the pull reader."""
     want = _outcome(pulled, data, bufsize)
     steps = (1, 7, 512, 4096) if len(data) <= 8192 else (7, 700, 4096)
     for step in steps:
         got = _outcome(pushed, data, step)
-        if isinstance(want, TarError):
-            assert isinstance(got, TarError), "push accepted what pull refused (%r)" % want
+        if isinstance(want, ReasonError):
+            assert isinstance(got, ReasonError), "push accepted what pull refused (%r)" % want
             if data[:2] != b"\x1f\x8b":  # gzip: push reads to the end and may see more
                 assert got.reason == want.reason, (step, got, want)
         else:
             assert got == want, (step, got)
-    if isinstance(want, TarError):
+    if isinstance(want, ReasonError):
         raise want
     return want
 
@@ -107,7 +108,7 @@ def listing(data, bufsize=100):
 def refuse(data, reason):
     try:
         listing(data)
-    except TarError as e:
+    except ReasonError as e:
         assert e.reason == reason, "want %s, got %r" % (reason, e)
         return str(e)
     raise AssertionError("accepted an archive that should fail with %s" % reason)
@@ -213,7 +214,7 @@ def test_feed_end_marker_and_record_padding():
         try:
             pushed(whole + tail, 333)
             raise AssertionError("data after the end marker accepted")
-        except TarError as e:
+        except ReasonError as e:
             assert e.reason == "trailing"
 
 
@@ -223,7 +224,7 @@ def test_feed_refuses_more_members_than_allowed():
     try:
         feed.feed(many)
         raise AssertionError("member limit ignored")
-    except TarError as e:
+    except ReasonError as e:
         assert e.reason == "too_large"
 
 
@@ -233,7 +234,7 @@ def test_gzip_damage():
         try:
             listing(gz[:cut])
             raise AssertionError("truncated gzip accepted at %d" % cut)
-        except TarError as e:
+        except ReasonError as e:
             assert e.reason in ("truncated", "bad_gzip"), e
     bad = bytearray(gz)
     for i in range(40, 60):
@@ -241,7 +242,7 @@ def test_gzip_damage():
     try:
         listing(bytes(bad))
         raise AssertionError("corrupt gzip accepted")
-    except TarError as e:
+    except ReasonError as e:
         assert e.reason in ("bad_gzip", "truncated", "checksum", "bad_header", "bad_name"), e
 
 
@@ -250,12 +251,12 @@ def test_member_limits():
     try:
         list(TarReader(io.BytesIO(many), max_members=4))
         raise AssertionError("member limit ignored")
-    except TarError as e:
+    except ReasonError as e:
         assert e.reason == "too_large"
     try:
         list(TarReader(io.BytesIO(archive(member("a", b"x" * 100))), max_member=99))
         raise AssertionError("size limit ignored")
-    except TarError as e:
+    except ReasonError as e:
         assert e.reason == "too_large"
     assert tarstream.check_name("lib/a-b_c.1+2.py") == "lib/a-b_c.1+2.py"
 

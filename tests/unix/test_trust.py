@@ -5,6 +5,7 @@ import time
 
 import ota_fixtures as fx
 from ias import trust
+from ias.reason import ReasonError
 
 FIX = fx.make("trust")
 MSG = fx.read(FIX + "/msg.bin")
@@ -50,12 +51,12 @@ def test_other_key_fails_and_any_of_several_keys_works():
     try:
         trust.check(MSG, sig("other"), [k2, k3])
         raise AssertionError("check() accepted another key's signature")
-    except trust.TrustError as e:
+    except ReasonError as e:
         assert e.reason == "bad_signature"
     try:
         trust.check(MSG, sig("k2048"), [])
         raise AssertionError("no keys must fail")
-    except trust.TrustError as e:
+    except ReasonError as e:
         assert e.reason == "no_keys"
 
 
@@ -72,20 +73,20 @@ def test_key_parsing_refuses_what_we_do_not_verify():
     try:
         trust.key_from_pem(fx.read(FIX + "/e3.pub"))
         raise AssertionError("e=3 key accepted")
-    except trust.TrustError as e:
+    except ReasonError as e:
         assert e.reason == "bad_key" and "65537" in str(e)
     pem = fx.read(FIX + "/k2048.pub").decode()
     for bad in ("", "garbage", pem.replace("PUBLIC KEY", "CERTIFICATE"), pem[:200] + pem[-30:]):
         try:
             trust.key_from_pem(bad)
             raise AssertionError("accepted %r" % bad[:40])
-        except trust.TrustError:
+        except ReasonError:
             pass
     for blob in (b"", b"\x30", b"\x30\x82\xff\xff", bytes(10), b"\x30\x03\x02\x01\x01"):
         try:
             trust.key_from_der(blob)
             raise AssertionError("accepted %r" % blob)
-        except trust.TrustError:
+        except ReasonError:
             pass
 
 

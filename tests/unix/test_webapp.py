@@ -58,7 +58,7 @@ def fake_cert(subject, ca=True, days=1000, pad=0):
 
 
 class FakeStore:
-    """The CertStore contract (names, report, add, remove; CertError is a ValueError)."""
+    """The CertStore contract (names, report, add, remove; ReasonError is a ValueError)."""
 
     def __init__(self, root):
         self.root = root
