@@ -21,7 +21,7 @@ from tools import keys as keytool
 from tools import pkg_path, pki
 
 sys.path.insert(0, pkg_path())
-from ias import anchors, appbundle, channel, trust, webapp  # noqa: E402
+from ias import anchorset, appbundle, channel, reason, trust, webapp  # noqa: E402
 from ias import settings as settings_mod  # noqa: E402
 from ias.reason import ReasonError  # noqa: E402
 
@@ -95,8 +95,8 @@ times = st.one_of(
 def bundle_docs():
     good = {
         "version": 2,
-        "issued": anchors.iso_date(NOW - 86400),
-        "expires": anchors.iso_date(NOW + 86400 * 365),
+        "issued": reason.iso_date(NOW - 86400),
+        "expires": reason.iso_date(NOW + 86400 * 365),
         "hosts": ["127.0.0.1"],
         "anchors": [CA.pem.decode()],
     }
@@ -131,7 +131,7 @@ def bundle_docs():
 def test_anchor_bundle_signed_structure(doc, installed, host):
     raw = json.dumps(doc).encode()
     out = bounded(
-        anchors.verify_bundle, 1 << 20, raw, sign(raw), DEVICE_KEYS, installed, NOW, host
+        anchorset.verify_bundle, 1 << 20, raw, sign(raw), DEVICE_KEYS, installed, NOW, host
     )
     only(out, ReasonError)
     tally("anchor bundle (signed structure)")
@@ -140,7 +140,7 @@ def test_anchor_bundle_signed_structure(doc, installed, host):
 @FUZZ
 @given(raw=st.binary(max_size=3000), sig=st.binary(max_size=1100))
 def test_anchor_bundle_bytes(raw, sig):
-    out = bounded(anchors.verify_bundle, 1 << 20, raw, sig, DEVICE_KEYS, 0, NOW, None)
+    out = bounded(anchorset.verify_bundle, 1 << 20, raw, sig, DEVICE_KEYS, 0, NOW, None)
     assert isinstance(out, ReasonError), "unsigned bytes accepted: %r" % (out,)
     tally("anchor bundle (raw bytes, random signature)")
 
@@ -148,7 +148,7 @@ def test_anchor_bundle_bytes(raw, sig):
 @FUZZ
 @given(value=times)
 def test_anchor_time(value):
-    only(bounded(anchors.parse_time, 1 << 16, value), ReasonError)
+    only(bounded(anchorset.parse_time, 1 << 16, value), ReasonError)
     tally("anchor timestamps")
 
 
