@@ -2,10 +2,12 @@
 # held 4 to 10 s enters config mode (so "hold it 7 to 8 seconds" works), over 10 s cancels,
 # under 0.5 s does nothing. The LED changes at each threshold, so the person holding the button
 # sees what letting go will do.
-SHORT_MS = 500
-LONG_MS = 4000
-CANCEL_MS = 10000
-DEBOUNCE_MS = 50
+from micropython import const
+
+SHORT_MS = const(500)
+LONG_MS = const(4000)
+CANCEL_MS = const(10000)
+DEBOUNCE_MS = const(50)
 
 CALLHOME = "callhome"
 CONFIG = "config"

@@ -1,10 +1,12 @@
 # A small levelled logger: the console always, and the board's log where it keeps one.
 import sys
 
-DEBUG = 10
-INFO = 20
-WARN = 30
-ERROR = 40
+from .reason import const
+
+DEBUG = const(10)
+INFO = const(20)
+WARN = const(30)
+ERROR = const(40)
 level = INFO
 _NAMES = {DEBUG: "D", INFO: "I", WARN: "W", ERROR: "E"}
 

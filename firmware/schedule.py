@@ -1,22 +1,14 @@
 # When to call home: at boot, then every interval with +-10% jitter (so a fleet does not call in
 # step), exponential backoff after failures, the server's Retry-After, and at once on a short
 # press of the mode button. Pure logic: the clock (ms ticks) and the random source are injected.
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    import time as _time
+from time import ticks_diff, ticks_ms
 
-    def ticks_ms():
-        return int(_time.monotonic() * 1000)
+from micropython import const
 
-    def ticks_diff(a, b):
-        return a - b
-
-
-DEFAULT_INTERVAL = 7200
-BACKOFF_START = 60
+DEFAULT_INTERVAL = const(7200)
+BACKOFF_START = const(60)
 JITTER = 0.1
-MAX_RETRY_AFTER = 86400  # a server cannot silence a device for longer than a day
+MAX_RETRY_AFTER = const(86400)  # a server cannot silence a device for longer than a day
 
 
 def _random():
