@@ -7,7 +7,6 @@ from . import board as board_mod
 from . import der, fsutil, log, net
 from .reason import ReasonError, const
 
-PRIMARY = "iasRootCa.cer"
 _PENDING = "replace.pending"  # names of a set being installed by replace_set()
 _STAGE = "staged"  # folder in the store where replace_set() writes the new set first
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
