@@ -2,6 +2,8 @@
 # OTA partitions and the watchdog through a Board, so every module runs on the unix port.
 import sys
 
+from .reason import const
+
 # Unix seconds of the firmware's build; an NTP answer before this is a broken clock.
 # tools/deploy.py rewrites this line when it compiles the firmware.
 BUILD_TIME = 1795000000
@@ -16,8 +18,8 @@ SOFT = "soft"
 DEEPSLEEP = "deepsleep"
 UNKNOWN = "unknown"
 
-_EPOCH_2000 = 946684800  # ESP ports count from 2000-01-01; we speak Unix time everywhere.
-_MAX_CLOCK_AHEAD = 20 * 365 * 86400  # an NTP answer this far past the build is not believed
+EPOCH_2000 = const(946684800)  # ESP ports count from 2000-01-01; we speak Unix time everywhere
+_MAX_CLOCK_AHEAD = const(20 * 365 * 86400)  # an NTP answer this far past the build is a lie
 
 
 def format_mac(raw):
@@ -33,6 +35,11 @@ def clock_is_sane(now, floor=0):
     """True when `now` (Unix seconds) is no earlier than the build time and the persisted floor."""
     low = BUILD_TIME if BUILD_TIME > floor else floor
     return low <= now <= BUILD_TIME + _MAX_CLOCK_AHEAD
+
+
+def unix_time(t):
+    """Unix seconds from a port's time(), which counts from 2000 on the ESP ports."""
+    return t + EPOCH_2000 if t < EPOCH_2000 else t
 
 
 def trusted_time(board, floor=0):
@@ -56,8 +63,7 @@ class BoardBase:
     def time(self):
         import time
 
-        t = time.time()
-        return t + _EPOCH_2000 if t < _EPOCH_2000 else t
+        return unix_time(time.time())
 
     def ticks_ms(self):
         import time

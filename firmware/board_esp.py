@@ -3,10 +3,9 @@
 import machine
 import network
 
-from .board import BoardBase, format_mac
+from .board import EPOCH_2000, BoardBase, format_mac, unix_time
 
 RESET_MARK = b"IASR"  # kept in RTC memory across machine.reset(): a deliberate reset, not a crash
-_EPOCH_2000 = 946684800
 
 
 class EspBoard(BoardBase):
@@ -30,12 +29,12 @@ class EspBoard(BoardBase):
             t = ntptime.time()
         except (OSError, OverflowError, IndexError):
             return None
-        return t + _EPOCH_2000 if t < _EPOCH_2000 else t  # ntptime answers in the port's epoch
+        return unix_time(t)  # ntptime answers in the port's epoch
 
     def set_time(self, t):
         import time
 
-        tm = time.gmtime(t - _EPOCH_2000)
+        tm = time.gmtime(t - EPOCH_2000)
         machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
 
     def mac_bytes(self):

@@ -1,23 +1,16 @@
 # The virtual board: the unix port standing in for an ESP32 or ESP8266.
 # Its hardware description and run-time facts live in a host folder (mounted at /host by the
 # launcher, tools/vboard/launch.py); flash is a littlefs image mounted at /.
-import json
 import os
 import sys
 import time
 
+from . import fsutil
 from .board import BoardBase, chip_id_from_mac, format_mac
+from .reason import const
 
-EXIT_RESET = 75  # the process ends; the host starts the next boot (a hard reset)
-EXIT_HALT = 76  # the scripted run is over
-
-
-def _load(path, default):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return default
+EXIT_RESET = const(75)  # the process ends; the host starts the next boot (a hard reset)
+EXIT_HALT = const(76)  # the scripted run is over
 
 
 class VirtualBoard(BoardBase):
@@ -25,8 +18,8 @@ class VirtualBoard(BoardBase):
 
     def __init__(self, host="/host"):
         self.host = host
-        self.hw = _load(host + "/board.json", {})
-        self.run = _load(host + "/run.json", {})
+        self.hw = fsutil.read_json(host + "/board.json", {})
+        self.run = fsutil.read_json(host + "/run.json", {})
         self.chip = self.hw.get("chip", "esp32")
         self.tls_verifies = self.chip != "esp8266" or self.hw.get("tls_verifies", False)
         self.has_firmware_ota = self.chip == "esp32"

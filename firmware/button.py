@@ -2,18 +2,18 @@
 # held 4 to 10 s enters config mode (so "hold it 7 to 8 seconds" works), over 10 s cancels,
 # under 0.5 s does nothing. The LED changes at each threshold, so the person holding the button
 # sees what letting go will do.
-SHORT_MS = 500
-LONG_MS = 4000
-CANCEL_MS = 10000
-DEBOUNCE_MS = 50
+from micropython import const
+
+SHORT_MS = const(500)
+LONG_MS = const(4000)
+CANCEL_MS = const(10000)
+DEBOUNCE_MS = const(50)
+STUCK_MS = const(CANCEL_MS + 5000)  # held this long from power-on: a stuck button
+_WAIT_STEP_MS = const(10)
 
 CALLHOME = "callhome"
 CONFIG = "config"
 CANCEL = "cancel"
-
-
-def _diff(a, b):
-    return a - b
 
 
 def action_for(held_ms):
@@ -42,12 +42,11 @@ class Button:
     """Debounced mode button. `pressed()` reads the pin (True while held), `ticks_ms()` is the
     clock, `led(name)` shows a pattern (board.led_pattern)."""
 
-    def __init__(self, pressed, ticks_ms, ticks_diff=None, led=None, debounce_ms=DEBOUNCE_MS):
+    def __init__(self, pressed, ticks_ms, ticks_diff, led=None):
         self._pressed = pressed
         self._now = ticks_ms
-        self._diff = ticks_diff or _diff
+        self._diff = ticks_diff
         self._led = led
-        self._debounce = debounce_ms
         self.held = False  # the debounced state
         self._raw = False  # the last raw reading
         self._raw_since = ticks_ms()  # when the raw reading last changed
@@ -60,12 +59,6 @@ class Button:
             if self._led is not None:
                 self._led(name)
 
-    def held_ms(self):
-        """How long the current press has lasted (0 when released)."""
-        if not self.held:
-            return 0
-        return self._diff(self._now(), self._down_at)
-
     def poll(self):
         """Read the pin once; returns 'callhome', 'config' or 'cancel' when a press ends."""
         now = self._now()
@@ -73,7 +66,7 @@ class Button:
         if raw != self._raw:
             self._raw = raw
             self._raw_since = now
-        stable = self._diff(now, self._raw_since) >= self._debounce
+        stable = self._diff(now, self._raw_since) >= DEBOUNCE_MS
         if stable and raw != self.held:
             self.held = raw
             if raw:
@@ -87,18 +80,18 @@ class Button:
             self._show(_pattern_for(self._diff(now, self._down_at)))
         return None
 
-    def wait_release(self, sleep_ms, step_ms=10, max_ms=CANCEL_MS + 5000):
+    def wait_release(self, sleep_ms):
         """Block while the button is held (boot.py at power-on). Returns the action of the
-        release, or None when it was not held. A button stuck down for `max_ms` gives 'cancel'."""
+        release, or None when it was not held. A button stuck down for STUCK_MS gives 'cancel'."""
         start = self._now()
         while True:
             act = self.poll()
             if act is not None:
                 return act
             if not self.held and not self._raw:
-                if self._diff(self._now(), self._raw_since) >= self._debounce:
+                if self._diff(self._now(), self._raw_since) >= DEBOUNCE_MS:
                     return None  # released (or never pressed) and settled
-            if self._diff(self._now(), start) >= max_ms:
+            if self._diff(self._now(), start) >= STUCK_MS:
                 self._show("off")
                 return CANCEL
-            sleep_ms(step_ms)
+            sleep_ms(_WAIT_STEP_MS)

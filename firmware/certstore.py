@@ -5,15 +5,14 @@ import os
 
 from . import board as board_mod
 from . import der, fsutil, log, net
-from .reason import ReasonError
+from .reason import ReasonError, const
 
-PRIMARY = "iasRootCa.cer"
 _PENDING = "replace.pending"  # names of a set being installed by replace_set()
 _STAGE = "staged"  # folder in the store where replace_set() writes the new set first
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
-MAX_NAME = 40
-MAX_FILE = 12288  # bytes of one anchor file (PEM of an 8 KiB DER, with labels)
-MAX_ANCHORS = 16  # each costs ~1-2 KiB of TLS heap; see docs/trust-store.md
+MAX_NAME = const(40)
+MAX_FILE = const(12288)  # bytes of one anchor file (PEM of an 8 KiB DER, with labels)
+MAX_ANCHORS = const(16)  # each costs ~1-2 KiB of TLS heap; see docs/trust-store.md
 
 
 def check_name(name):

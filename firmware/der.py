@@ -5,21 +5,21 @@
 import binascii
 import hashlib
 
-from .reason import ReasonError
+from .reason import ReasonError, const
 
-MAX_CERT = 8192  # bytes of DER per certificate; real roots are 0.5 to 2 KiB
-MAX_PEM = 65536  # characters of PEM text accepted by pem_blocks()
+MAX_CERT = const(8192)  # bytes of DER per certificate; real roots are 0.5 to 2 KiB
+MAX_PEM = const(65536)  # characters of PEM text accepted by pem_blocks()
 
-_SEQ = 0x30
-_SET = 0x31
-_OID = 0x06
-_BOOL = 0x01
-_INT = 0x02
-_OCTETS = 0x04
-_UTCTIME = 0x17
-_GENTIME = 0x18
-_EXT_TAG = 0xA3  # [3] EXPLICIT extensions in TBSCertificate
-_VER_TAG = 0xA0  # [0] EXPLICIT version
+_SEQ = const(0x30)
+_SET = const(0x31)
+_OID = const(0x06)
+_BOOL = const(0x01)
+_INT = const(0x02)
+_OCTETS = const(0x04)
+_UTCTIME = const(0x17)
+_GENTIME = const(0x18)
+_EXT_TAG = const(0xA3)  # [3] EXPLICIT extensions in TBSCertificate
+_VER_TAG = const(0xA0)  # [0] EXPLICIT version
 
 _OID_CN = b"\x55\x04\x03"
 _OID_O = b"\x55\x04\x0a"

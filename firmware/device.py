@@ -53,9 +53,9 @@ class Device:
         # A power cut may have interrupted an anchor-set change: the store finishes its own
         # writes; a pending signed set (rare) needs anchors.py and a sane clock.
         if self.state.get("anchors_pending"):
-            from . import anchors
+            from . import anchors, anchortx
 
-            anchors.resume(self.state, self.store, anchors.sane_time(self.board, self.state))
+            anchortx.resume(self.state, self.store, anchors.sane_time(self.board, self.state))
             return
         try:
             self.store.recover()
@@ -177,10 +177,11 @@ class Device:
         return result["outcome"] == "installed"
 
     def _new_update_key(self, connect, force):
-        from . import anchors
+        from . import anchors, keyrotation
 
         fetch = anchors.http_fetcher(connect, self.board.ticks_ms)
-        found = anchors.look_for_keys(self, fetch, force=force)
+        places = anchors.recovery_locations(self.settings)
+        found = keyrotation.look_for_keys(self, fetch, places, force=force)
         log.info("anchors", "update key rotation: %s" % ("new key" if found else "none found"))
         return found
 
@@ -220,14 +221,14 @@ class Device:
         return expiry is not None and expiry - now <= REFRESH_HORIZON_S
 
     def _anchors_after(self, out, connect, now, verified_ok):
-        from . import anchors
+        from . import anchors, anchortx, keyrotation
 
-        anchors.after_call_home(self.state, self.store, now, verified_ok, out.get("reason"))
+        anchortx.after_call_home(self.state, self.store, now, verified_ok, out.get("reason"))
         if out["outcome"] == "error":
             return
         anchors.report_sent(self.state)
         if now is not None:
-            anchors.retire_keys(self.state, now)
+            keyrotation.retire_keys(self.state, now)
             anchors.refresh(self, anchors.http_fetcher(connect, self.board.ticks_ms))
 
     def _healthy(self):

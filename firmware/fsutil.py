@@ -31,6 +31,17 @@ def read_bytes(path):
         return f.read()
 
 
+def read_json(path, default=None):
+    """The JSON value in `path`, or `default` when it is missing or not JSON."""
+    import json
+
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return default
+
+
 def same_content(path, data):
     """True when the file holds exactly `data`, compared 256 bytes at a time."""
     try:

@@ -1,21 +1,18 @@
-# A small levelled logger: the console always, and the board's log where it keeps one.
+# A small levelled logger on the console (the virtual board's host keeps what it prints).
 import sys
 
-DEBUG = 10
-INFO = 20
-WARN = 30
-ERROR = 40
+from .reason import const
+
+INFO = const(20)
+WARN = const(30)
+ERROR = const(40)
 level = INFO
-_NAMES = {DEBUG: "D", INFO: "I", WARN: "W", ERROR: "E"}
+_NAMES = {INFO: "I", WARN: "W", ERROR: "E"}
 
 
 def _emit(lvl, tag, msg):
     if lvl >= level:
         print("%s %s: %s" % (_NAMES[lvl], tag, msg))
-
-
-def debug(tag, msg):
-    _emit(DEBUG, tag, msg)
 
 
 def info(tag, msg):
@@ -26,15 +23,6 @@ def warn(tag, msg):
     _emit(WARN, tag, msg)
 
 
-def error(tag, msg):
-    _emit(ERROR, tag, msg)
-
-
 def exc(tag, msg, e):
     _emit(ERROR, tag, "%s: %r" % (msg, e))
-    if hasattr(sys, "print_exception"):
-        sys.print_exception(e)
-    else:  # CPython, when a module is fuzzed or tested there
-        import traceback
-
-        traceback.print_exception(e)
+    sys.print_exception(e)

@@ -1,22 +1,14 @@
 # When to call home: at boot, then every interval with +-10% jitter (so a fleet does not call in
 # step), exponential backoff after failures, the server's Retry-After, and at once on a short
 # press of the mode button. Pure logic: the clock (ms ticks) and the random source are injected.
-try:
-    from time import ticks_diff, ticks_ms
-except ImportError:  # CPython
-    import time as _time
+from time import ticks_diff
 
-    def ticks_ms():
-        return int(_time.monotonic() * 1000)
+from micropython import const
 
-    def ticks_diff(a, b):
-        return a - b
-
-
-DEFAULT_INTERVAL = 7200
-BACKOFF_START = 60
+DEFAULT_INTERVAL = const(7200)
+BACKOFF_START = const(60)
 JITTER = 0.1
-MAX_RETRY_AFTER = 86400  # a server cannot silence a device for longer than a day
+MAX_RETRY_AFTER = const(86400)  # a server cannot silence a device for longer than a day
 
 
 def _random():
@@ -29,16 +21,16 @@ class Schedule:
     """poll() says why a call home is due now ("boot", "button", "interval", "retry") or None;
     after each call home, done(outcome, retry_after) plans the next one."""
 
-    def __init__(self, interval_s=DEFAULT_INTERVAL, clock=None, rand=None, at_boot=True):
-        self.clock = clock or ticks_ms
+    def __init__(self, interval_s, clock, rand=None):
+        self.clock = clock
         self.rand = rand or _random
         self.interval_s = interval_s
         self.failures = 0
         self.forced = False
         self._last = self.clock()
         self._t = 0  # ms since start as an unbounded int: ticks wrap, long intervals do not
-        self._due = 0 if at_boot else self._plan(self._period_s())
-        self._why = "boot" if at_boot else "interval"
+        self._due = 0  # at boot
+        self._why = "boot"
 
     def _now(self):
         # Accumulate elapsed ticks; poll() runs every loop, far inside the ticks wrap period.

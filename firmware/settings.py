@@ -4,12 +4,12 @@
 import json
 
 from . import fsutil, log
-from .reason import ReasonError
+from .reason import ReasonError, const
 
 PATH = "/settings.json"
-MAX_NETWORKS = 3
-MAX_FIELDS = 16
-MAX_RECOVERY = 6
+MAX_NETWORKS = const(3)
+MAX_FIELDS = const(16)
+MAX_RECOVERY = const(6)
 
 DEFAULTS = {
     "wifi": [],  # up to three {"ssid": ..., "password": ...}, tried in order

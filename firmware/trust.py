@@ -8,12 +8,12 @@ import binascii
 import hashlib
 import os
 
-from .reason import ReasonError
+from .reason import ReasonError, const
 
-E = 65537
-MIN_BITS = 2048
-MAX_BITS = 4096
-MAX_PEM = 4096  # characters of one public key file; a 4096-bit key is about 800
+E = const(65537)
+MIN_BITS = const(2048)
+MAX_BITS = const(4096)
+MAX_PEM = const(4096)  # characters of one public key file; a 4096-bit key is about 800
 # DER of DigestInfo { AlgorithmIdentifier { sha256, NULL }, OCTET STRING (32) } (RFC 8017 9.2)
 _SHA256_INFO = b"\x30\x31\x30\x0d\x06\x09\x60\x86\x48\x01\x65\x03\x04\x02\x01\x05\x00\x04\x20"
 _RSA_OID = b"\x2a\x86\x48\x86\xf7\x0d\x01\x01\x01"  # 1.2.840.113549.1.1.1 rsaEncryption

@@ -1,68 +1,25 @@
 # The config web app (Microdot): the IAS routes with IAS's replies (ias-protocol §4.3), so IAS's
-# own pages keep working, plus our one-page UI at / and a few JSON routes it uses.
-# Everything a browser sends is hostile until checked: bodies and heads are size-limited, every
-# value shown is escaped, settings are saved only after the whole request validated.
+# own pages keep working, plus our one-page UI at / and a few JSON routes it uses. Settings are
+# saved only after the whole request validated; the server's hardening (size limits, drained
+# refusals, origin check, no caching) is webguard.py.
+import asyncio
 import json
 
-try:
-    import asyncio
-except ImportError:  # ESP8266 builds without asyncio cannot run config mode
-    asyncio = None
-
-from microdot import Microdot, Request, Response
-from microdot.microdot import HTTPException
-from microdot.multipart import FileUpload, FormDataIter
+from microdot import Response
 
 from . import board as board_mod
 from . import settings
 from .reason import ReasonError
+from .webguard import BadRequest, escape, guarded_app, read_form, text
 
-MAX_FORM = 2048  # bytes of any request body but an upload
-MAX_UPLOAD = 12 * 1024  # a certificate upload, multipart framing included
-MAX_CERT = 8 * 1024  # one certificate file
-MAX_HEAD = 4096  # request line and headers together
-MAX_PARTS = 40  # multipart parts in one request
-MAX_CONNECTIONS = 6  # browsers preconnect idle sockets; lwIP has about 10
-REQUEST_TIMEOUT_S = 20  # a client that sends slower than this is dropped
-DRAIN_MAX = 64 * 1024  # a refused body up to this size is read and dropped, so the client
-DRAIN_S = 1  # sees our reply rather than a reset
-
-NO_CACHE = {
-    "Cache-Control": "no-cache, no-store, must-revalidate",
-    "Pragma": "no-cache",
-    "Expires": "-1",
-}
 CERT_DIR = "/cert"
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
 _CERT_EXTS = (".cer", ".pem", ".crt", ".der")
 
 
-class BadRequest(HTTPException):
-    """Refuse the request; Microdot sends `message` as the plain-text body."""
-
-    def __init__(self, message, status=400):
-        super().__init__(status, message)
-
-
-def escape(text):
-    """Text made safe inside HTML element content and attribute values."""
-    return (
-        str(text)
-        .replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace('"', "&quot;")
-        .replace("'", "&#39;")
-    )
-
-
 def _data(obj):
     # IAS sends its JSON as text/json; every data reply goes out uncached (hdlReturn()).
     return Response(json.dumps(obj), headers={"Content-Type": "text/json"})
-
-
-def _text(s, status=200):
-    return Response(s, status, {"Content-Type": "text/plain; charset=UTF-8"})
 
 
 def cert_name(filename):
@@ -82,166 +39,6 @@ def cert_name(filename):
         if ch not in _NAME_CHARS:
             raise BadRequest("file name may hold only letters, digits, '.', '_' and '-'")
     return base + ".cer"
-
-
-class _Body:
-    """The request body, never read past Content-Length; running dry early is a bad request
-    (Microdot's multipart parser would otherwise spin on a truncated body)."""
-
-    def __init__(self, stream, length):
-        self._stream = stream
-        self._left = length
-
-    async def read(self, n=-1):
-        if n == 0:
-            return b""
-        if self._left <= 0:
-            raise BadRequest("malformed multipart body")
-        if n < 0 or n > self._left:
-            n = self._left
-        data = await self._stream.read(n)
-        if not data:
-            raise BadRequest("request body ended early")
-        self._left -= len(data)
-        return data
-
-
-class _Conn:
-    """The connection's reader, with a cap on the request head (Microdot caps each line but not
-    the number of header lines), and a count of the body bytes read, so a refused body can be
-    drained before closing (closing on unread data resets the connection, and the browser
-    would show that instead of our reply)."""
-
-    def __init__(self, reader):
-        self._r = reader
-        self._head = 0
-        self.head_done = False
-        self.length = 0  # Content-Length, as far as we can tell
-        self.body_read = 0
-
-    async def readline(self):
-        line = await self._r.readline()
-        self._head += len(line)
-        if self._head > MAX_HEAD:
-            raise ValueError("request head too large")
-        if line in (b"\r\n", b"\n"):
-            self.head_done = True
-        elif line[:15].lower() == b"content-length:":
-            # Checked here: Microdot would wait forever to read a negative length.
-            self.length = int(line[15:].strip())  # ValueError: a bad request
-            if self.length < 0:
-                raise ValueError("negative Content-Length")
-        return line
-
-    async def read(self, n=-1):
-        data = await self._r.read(n)
-        self.body_read += len(data)
-        return data
-
-    async def readexactly(self, n):
-        data = await self._r.readexactly(n)
-        self.body_read += len(data)
-        return data
-
-    async def drain(self):
-        """Read and drop what the client still sends of this request (bounded in size)."""
-        if self.head_done:
-            left = min(self.length - self.body_read, DRAIN_MAX)
-        else:
-            left = MAX_HEAD  # a refused head: whatever is already on its way
-        while left > 0:
-            data = await self._r.read(min(left, 512))
-            if not data:
-                break
-            left -= len(data)
-
-
-class _Writer:
-    """The connection's writer; closing drains the unread request first, for a short while."""
-
-    def __init__(self, writer, conn):
-        self._w = writer
-        self._conn = conn
-
-    async def awrite(self, data):
-        await self._w.awrite(data)
-
-    def get_extra_info(self, name):
-        return self._w.get_extra_info(name)
-
-    async def aclose(self):
-        # A refused head: only what is already on its way, not what a slow client might send.
-        wait = DRAIN_S if self._conn.head_done else 0.2
-        try:
-            await asyncio.wait_for(self._conn.drain(), wait)
-        except Exception:  # a timeout or a reset: close anyway
-            pass
-        await self._w.aclose()
-
-
-class _Server(Microdot):
-    active = 0
-
-    async def handle_request(self, reader, writer):
-        if self.active >= MAX_CONNECTIONS:
-            await writer.aclose()
-            return
-        self.active += 1
-        conn = _Conn(reader)
-        try:
-            await asyncio.wait_for(
-                Microdot.handle_request(self, conn, _Writer(writer, conn)), REQUEST_TIMEOUT_S
-            )
-        except (asyncio.TimeoutError, OSError):
-            try:
-                await writer.aclose()
-            except OSError:
-                pass
-        finally:
-            self.active -= 1
-
-
-async def _read_file(upload):
-    # In steps of the parser's buffer size: a bigger step lets Microdot's parser swallow a
-    # boundary split across two reads.
-    data = b""
-    while True:
-        chunk = await upload.read(FormDataIter.buffer_size)
-        if not chunk:
-            return data
-        data += chunk
-        if len(data) > MAX_CERT:
-            raise BadRequest("file larger than %d bytes" % MAX_CERT, 413)
-
-
-async def read_form(req, files=False):
-    """The form fields of a urlencoded or multipart body as a dict (first value of each name).
-    With `files`, also returns the uploaded files as [(field, filename, bytes)]."""
-    ctype = (req.content_type or "").split(";")[0].strip().lower()
-    got, uploads = {}, []
-    if ctype == "application/x-www-form-urlencoded":
-        for key in req.form or {}:
-            got[key] = req.form[key]
-    elif ctype == "multipart/form-data":
-        req._stream = _Body(req.stream, req.content_length)
-        parts = 0
-        try:
-            async for name, value in FormDataIter(req):
-                parts += 1
-                if parts > MAX_PARTS:
-                    raise BadRequest("too many form fields")
-                if isinstance(value, FileUpload):
-                    if not files:
-                        raise BadRequest("no file expected here")
-                    data = await _read_file(value)
-                    uploads.append((name, value.filename, data))
-                elif name not in got:
-                    got[name] = value
-        except (IndexError, KeyError, ValueError) as e:  # UnicodeError is a ValueError
-            raise BadRequest("malformed multipart body (%s)" % e)
-    elif req.content_length:
-        raise BadRequest("send the form as urlencoded or multipart data")
-    return (got, uploads) if files else got
 
 
 class ConfigApp:
@@ -273,6 +70,9 @@ class ConfigApp:
         self.app = self._build()
 
     # -- helpers ----------------------------------------------------------------------------
+    def _touched(self):
+        self.last_request = self.board.ticks_ms()
+
     def _settings(self):
         return settings.load(self.settings_path)
 
@@ -309,37 +109,7 @@ class ConfigApp:
 
     # -- routes -----------------------------------------------------------------------------
     def _build(self):
-        app = _Server()
-        Request.max_content_length = MAX_UPLOAD
-        Request.max_body_length = 4096  # larger bodies are streamed, not buffered
-        Request.max_readline = 1024
-
-        @app.before_request
-        def _limits(req):
-            self.last_request = self.board.ticks_ms()
-            limit = MAX_UPLOAD if req.path == "/certupl" else MAX_FORM
-            if req.content_length < 0:
-                return _text("bad Content-Length", 400)
-            if req.content_length > limit:
-                return _text("request body too large", 413)
-            if req.method == "POST":
-                origin = req.headers.get("Origin")
-                host = req.headers.get("Host", "")
-                if origin and origin != "null" and origin.split("://", 1)[-1] != host:
-                    return _text("cross-site request refused", 403)
-            return None
-
-        def _no_cache(req, res):
-            for k in NO_CACHE:
-                res.headers[k] = NO_CACHE[k]
-            return res
-
-        app.after_request(_no_cache)
-        app.after_error_request(_no_cache)
-
-        @app.errorhandler(UnicodeError)
-        def _bad_utf8(req, e):
-            return _text("invalid UTF-8", 400)
+        app = guarded_app(self._touched)
 
         @app.get("/")
         def index(req):
@@ -348,7 +118,7 @@ class ConfigApp:
                     self.www_dir + "/index.html", content_type="text/html; charset=UTF-8"
                 )
             except OSError:
-                return _text("the config page is missing from %s" % self.www_dir, 404)
+                return text("the config page is missing from %s" % self.www_dir, 404)
 
         @app.get("/i")
         def info(req):
@@ -410,8 +180,8 @@ class ConfigApp:
                 if slot not in ("1", "2", "3"):
                     raise BadRequest("i must be 1, 2 or 3")
                 self._store_slot(int(slot) - 1, ssid, password)
-                return _text("1")
-            return _text(self._test_connect(ssid, password))
+                return text("1")
+            return text(self._test_connect(ssid, password))
 
         @app.get("/app")
         def app_fields(req):
@@ -433,7 +203,7 @@ class ConfigApp:
         async def app_save(req):
             form = await read_form(req)
             if not self.fields:
-                return _text("0")
+                return text("0")
             s = self._settings()
             values = dict(s["fields"])
             for i, f in enumerate(self.fields):
@@ -441,17 +211,17 @@ class ConfigApp:
                     values[f["name"]] = check_field(f, form[str(i)])
             s["fields"] = values
             self._save(s)
-            return _text("1")
+            return text("1")
 
         @app.post("/ds")
         async def activation(req):
             code = (await read_form(req)).get("ac", "")[:6]
             if not code:
-                return _text("0")
+                return text("0")
             s = self._settings()
             s["act_code"] = code
             self._save(s)
-            return _text("1")
+            return text("1")
 
         @app.get("/csr")
         def cert_files(req):
@@ -479,7 +249,7 @@ class ConfigApp:
             _field, filename, data = files[0]
             name = cert_name(filename)
             self._add_cert(name, data)
-            return _text("")
+            return text("")
 
         @app.post("/anchors/fetch")
         def anchors_fetch(req):
@@ -502,7 +272,7 @@ class ConfigApp:
         @app.get("/close")
         def close(req):
             self.closed = True  # configmode stops the server once this reply is out
-            return _text("closing")
+            return text("closing")
 
         return app
 

@@ -200,7 +200,7 @@ def test_fixtures_build(tmp_path):
 # -- the IAS incident end to end: real TLS, real plain HTTP, the real micropython binary -------
 CLIENT = r"""
 import sys, json, time
-from ias import anchors, certstore, net, state
+from ias import anchors, anchortx, certstore, net, state
 from ias.reason import ReasonError
 
 class Board:
@@ -240,7 +240,7 @@ out = {"first": call_home()}
 r = anchors.recover(dev, anchors.http_fetcher(connect), keys_dir=p["root"] + "/keys")
 out["ladder"] = r["report"]
 out["second"] = call_home()
-out["after"] = anchors.after_call_home(dev.state, dev.store, dev.board.time(), True)
+out["after"] = anchortx.after_call_home(dev.state, dev.store, dev.board.time(), True)
 out["names"] = dev.store.names()
 out["version"] = dev.state.get("anchors_version")
 print("RESULT " + json.dumps(out))

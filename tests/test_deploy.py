@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from ptydevice import MICROPYTHON, PtyDevice, list_image
 
-from tools import cli, deploy
+from tools import cli, deploy, repl
 from tools.progress import Progress
 
 ROOT = Path(deploy.ROOT)
@@ -141,16 +141,16 @@ def test_deploy_to_a_board_then_redeploy_skips(tmp_path):
 
 
 def test_corrupted_copy_fails_verification(tmp_path, monkeypatch):
-    real = deploy.Board.write_file
+    real = repl.Board.write_file
 
     def flaky(self, dest, data, progress=None):
         if dest == "/lib/ias/log.mpy":
             data = data[:-1] + bytes([data[-1] ^ 0xFF])  # one bit pattern lost on the wire
         return real(self, dest, data, progress)
 
-    monkeypatch.setattr(deploy.Board, "write_file", flaky)
+    monkeypatch.setattr(repl.Board, "write_file", flaky)
     with PtyDevice(tmp_path / "flash.img") as dev:
-        with pytest.raises(deploy.DeployError, match="verification failed.*/lib/ias/log.mpy"):
+        with pytest.raises(repl.DeployError, match="verification failed.*/lib/ias/log.mpy"):
             deploy.deploy_to(dev.port, stream=io.StringIO(), build_time=1000)
 
 
@@ -226,9 +226,9 @@ def test_progress_prints_one_line_when_not_a_tty():
 
 def test_board_error_is_the_last_line(tmp_path):
     with PtyDevice(tmp_path / "flash.img") as dev:
-        board = deploy.Board(dev.port)
+        board = repl.Board(dev.port)
         try:
-            with pytest.raises(deploy.DeployError) as e:
+            with pytest.raises(repl.DeployError) as e:
                 board.exec("open('/no/such/file')")
             assert str(e.value).startswith("board error: OSError")
             assert board.platform() == "linux"  # the REPL still answers afterwards

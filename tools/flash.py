@@ -208,7 +208,8 @@ def add_parser(subparsers, summary):
 
 
 def run(args):
-    from tools.deploy import BuildError, DeployError
+    from tools.deploy import BuildError
+    from tools.repl import DeployError
 
     extra = {"settings": args.settings, "update_key": args.update_key}
     try:

@@ -19,7 +19,7 @@ from tools import anchorbundle, keys, pkg_path, pki
 from tools.server import UpdateServer
 
 sys.path.insert(0, pkg_path())
-from ias import anchors, trust  # noqa: E402
+from ias import anchorset, trust  # noqa: E402
 from ias.reason import ReasonError  # noqa: E402
 
 CAT = "attacks"
@@ -185,7 +185,7 @@ def test_anchor_bundle_replay_and_foreign_key():
     dev_keys = [trust.key_from_pem(keys.public_pem(key).decode(), "update")]
     now = int(time.time())
     raw, sig = _anchor_bundle(key, 3, now)
-    assert anchors.verify_bundle(raw, sig, dev_keys, 2, now, "127.0.0.1")["version"] == 3
+    assert anchorset.verify_bundle(raw, sig, dev_keys, 2, now, "127.0.0.1")["version"] == 3
     cases = [
         ("anchor bundle replay: same version", (raw, sig, dev_keys, 3), "not_newer"),
         ("anchor bundle replay: older version", (raw, sig, dev_keys, 5), "not_newer"),
@@ -204,6 +204,6 @@ def test_anchor_bundle_replay_and_foreign_key():
     for name, (r, s, k, installed), reason in cases:
         host = "evil.example" if reason == "wrong_host" else "127.0.0.1"
         with pytest.raises(ReasonError) as err:
-            anchors.verify_bundle(r, s, k, installed, now, host)
+            anchorset.verify_bundle(r, s, k, installed, now, host)
         record(CAT, name, err.value.reason == reason, reason=err.value.reason)
         assert err.value.reason == reason, (name, err.value)

@@ -21,7 +21,7 @@ from tools import keys as keytool
 from tools import pkg_path, pki
 
 sys.path.insert(0, pkg_path())
-from ias import anchors, appbundle, channel, trust, webapp  # noqa: E402
+from ias import anchorset, appbundle, channel, reason, trust, webapp, webguard  # noqa: E402
 from ias import settings as settings_mod  # noqa: E402
 from ias.reason import ReasonError  # noqa: E402
 
@@ -95,8 +95,8 @@ times = st.one_of(
 def bundle_docs():
     good = {
         "version": 2,
-        "issued": anchors.iso_date(NOW - 86400),
-        "expires": anchors.iso_date(NOW + 86400 * 365),
+        "issued": reason.iso_date(NOW - 86400),
+        "expires": reason.iso_date(NOW + 86400 * 365),
         "hosts": ["127.0.0.1"],
         "anchors": [CA.pem.decode()],
     }
@@ -131,7 +131,7 @@ def bundle_docs():
 def test_anchor_bundle_signed_structure(doc, installed, host):
     raw = json.dumps(doc).encode()
     out = bounded(
-        anchors.verify_bundle, 1 << 20, raw, sign(raw), DEVICE_KEYS, installed, NOW, host
+        anchorset.verify_bundle, 1 << 20, raw, sign(raw), DEVICE_KEYS, installed, NOW, host
     )
     only(out, ReasonError)
     tally("anchor bundle (signed structure)")
@@ -140,7 +140,7 @@ def test_anchor_bundle_signed_structure(doc, installed, host):
 @FUZZ
 @given(raw=st.binary(max_size=3000), sig=st.binary(max_size=1100))
 def test_anchor_bundle_bytes(raw, sig):
-    out = bounded(anchors.verify_bundle, 1 << 20, raw, sig, DEVICE_KEYS, 0, NOW, None)
+    out = bounded(anchorset.verify_bundle, 1 << 20, raw, sig, DEVICE_KEYS, 0, NOW, None)
     assert isinstance(out, ReasonError), "unsigned bytes accepted: %r" % (out,)
     tally("anchor bundle (raw bytes, random signature)")
 
@@ -148,7 +148,7 @@ def test_anchor_bundle_bytes(raw, sig):
 @FUZZ
 @given(value=times)
 def test_anchor_time(value):
-    only(bounded(anchors.parse_time, 1 << 16, value), ReasonError)
+    only(bounded(anchorset.parse_time, 1 << 16, value), ReasonError)
     tally("anchor timestamps")
 
 
@@ -260,7 +260,7 @@ def test_public_keys(raw):
 @FUZZ
 @given(name=st.text(max_size=60))
 def test_cert_upload_name(name):
-    out = only(bounded(webapp.cert_name, 1 << 16, name), webapp.BadRequest)
+    out = only(bounded(webapp.cert_name, 1 << 16, name), webguard.BadRequest)
     if not isinstance(out, Exception):
         assert "/" not in out and "\\" not in out and not out.startswith(".") and ".." not in out
         assert out.endswith(".cer") and len(out) <= 32
@@ -301,7 +301,7 @@ def run_form(body, declared, step, files):
     req = Request(None, ("127.0.0.1", 1), "POST", "/", "1.1", headers, stream=_Stream(body, step))
 
     async def go():
-        return await asyncio.wait_for(webapp.read_form(req, files=files), 5)
+        return await asyncio.wait_for(webguard.read_form(req, files=files), 5)
 
     return asyncio.run(go())
 
@@ -329,13 +329,13 @@ def test_multipart_form(fields, cut, extra, step, noise, files):
     declared = max(0, len(body) + extra)
     out = bounded(run_form, 4 << 20, body, declared, step, files)
     # a hang shows as asyncio.TimeoutError, which is not allowed; microdot's own HTTPException
-    # (webapp.BadRequest's base) becomes a 4xx answer, as BadRequest does
+    # (webguard.BadRequest's base) becomes a 4xx answer, as BadRequest does
     from microdot.microdot import HTTPException
 
     only(out, HTTPException)
     if isinstance(out, HTTPException):
         assert 400 <= out.status_code < 500, out
-    tally("multipart forms (webapp.read_form over microdot)")
+    tally("multipart forms (webguard.read_form over microdot)")
 
 
 def test_zz_report():

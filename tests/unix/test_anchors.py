@@ -1,12 +1,13 @@
-# firmware/anchors.py on the MicroPython unix port: signed anchor bundles (built by
-# tools/anchorbundle.py on CPython into a temp folder), pending/confirm/revert, the recovery
-# ladder with a fake fetch and a fake clock, refresh thresholds, update-key rotation.
+# Trust continuity on the MicroPython unix port: signed anchor bundles (anchorset.py; built by
+# tools/anchorbundle.py on CPython into a temp folder), pending/confirm/revert (anchortx.py), the
+# recovery ladder with a fake fetch and a fake clock and refresh thresholds (anchors.py),
+# update-key rotation (keyrotation.py).
 import binascii
 import json
 import os
 import sys
 
-from ias import anchors, certstore, fsutil, trust
+from ias import anchors, anchorset, anchortx, certstore, fsutil, keyrotation, reason, trust
 from ias import state as state_mod
 from ias.reason import ReasonError
 
@@ -127,14 +128,14 @@ def keys_of(dev):
 def test_accepts_valid_bundle():
     dev = new_device()
     raw, sig = bundle("good2")
-    b = anchors.verify_bundle(raw, sig, keys_of(dev), 1, fixtures()["now"], "ias.example")
+    b = anchorset.verify_bundle(raw, sig, keys_of(dev), 1, fixtures()["now"], "ias.example")
     assert b["version"] == 2
     assert [c.sha256 for c in b["certs"]] == [sha("old1"), sha("new1"), sha("new2")]
     assert b["hosts"] == ["ias.example"]
     assert b["expires"] > fixtures()["now"] + 300 * DAY
     # a signature sent as base64 text is the same signature
     b64 = binascii.b2a_base64(sig).strip()
-    assert anchors.verify_bundle(raw, b64, keys_of(dev), 1, fixtures()["now"])["version"] == 2
+    assert anchorset.verify_bundle(raw, b64, keys_of(dev), 1, fixtures()["now"])["version"] == 2
 
 
 def _refused(name, reason, installed=1, now=0, host="ias.example"):
@@ -142,7 +143,7 @@ def _refused(name, reason, installed=1, now=0, host="ias.example"):
     raw, sig = bundle(name)
     now = fixtures()["now"] if now == 0 else now
     try:
-        anchors.verify_bundle(raw, sig, keys_of(dev), installed, now, host)
+        anchorset.verify_bundle(raw, sig, keys_of(dev), installed, now, host)
     except ReasonError as e:
         assert e.reason == reason, "%s: %s, wanted %s" % (name, e, reason)
         return
@@ -171,7 +172,7 @@ def test_tampered_byte_is_bad_signature():
     evil = bytearray(raw)
     evil[raw.find(b'"version":2') + 10] = ord("9")
     try:
-        anchors.verify_bundle(bytes(evil), sig, keys_of(dev), 1, fixtures()["now"])
+        anchorset.verify_bundle(bytes(evil), sig, keys_of(dev), 1, fixtures()["now"])
     except ReasonError as e:
         assert e.reason == "bad_signature"
     else:
@@ -215,8 +216,9 @@ def test_refused_bundles_leave_the_store_unchanged():
 def _install(dev, name="good2"):
     raw, sig = bundle(name)
     now = fixtures()["now"]
-    b = anchors.verify_bundle(raw, sig, keys_of(dev), anchors.installed_version(dev.state), now)
-    return anchors.install_bundle(b, dev.store, dev.state, now)
+    installed = anchorset.installed_version(dev.state)
+    b = anchorset.verify_bundle(raw, sig, keys_of(dev), installed, now)
+    return anchortx.install_bundle(b, dev.store, dev.state, now)
 
 
 def test_pending_then_confirm():
@@ -229,14 +231,14 @@ def test_pending_then_confirm():
     # both sets are trusted until a verified call home
     assert shas(dev.store) == sorted([sha("old1"), sha("old2"), sha("new1"), sha("new2")])
     assert dev.store.context() is not None and dev.store.loaded == 4
-    assert anchors.installed_version(dev.state) == 2
-    assert anchors.confirm(dev.state, dev.store, now)
+    assert anchorset.installed_version(dev.state) == 2
+    assert anchortx.confirm(dev.state, dev.store, now)
     assert shas(dev.store) == sorted([sha("old1"), sha("new1"), sha("new2")])
     assert dev.state.get("anchors_version") == 2 and dev.state.get("anchors_pending") is None
     assert fsutil.read_bytes(dev.store.root + "/bundle.json") == bundle("good2")[0]
     assert fsutil.read_bytes(dev.store.root + "/bundle.sig") == bundle("good2")[1]
     assert not fsutil.exists(dev.store.root + "/bundle.pending.json")
-    assert not anchors.confirm(dev.state, dev.store, now)  # nothing pending any more
+    assert not anchortx.confirm(dev.state, dev.store, now)  # nothing pending any more
     # the state survives a reload (what call home reports as x-IAS-ANCHORS)
     assert state_mod.State(dev.state.path).get("anchors_version") == 2
 
@@ -246,7 +248,7 @@ def test_revert_restores_old_set_and_is_not_reinstalled_by_schedule():
     now = fixtures()["now"]
     before = snapshot(dev.store)
     _install(dev)
-    assert anchors.revert(dev.state, dev.store, now)
+    assert anchortx.revert(dev.state, dev.store, now)
     assert snapshot(dev.store) == before
     assert dev.state.get("anchors_version") == 1 and dev.state.get("anchors_rejected") == 2
     assert not fsutil.exists(dev.store.root + "/bundle.pending.json")
@@ -263,16 +265,16 @@ def test_after_call_home_counts_tls_failures_then_reverts():
     now = fixtures()["now"]
     before = snapshot(dev.store)
     _install(dev)
-    assert anchors.after_call_home(dev.state, dev.store, now, False, "timeout") == "pending"
-    assert anchors.after_call_home(dev.state, dev.store, now, False, "untrusted") == "pending"
-    assert anchors.after_call_home(dev.state, dev.store, now, False, "expired") == "pending"
+    assert anchortx.after_call_home(dev.state, dev.store, now, False, "timeout") == "pending"
+    assert anchortx.after_call_home(dev.state, dev.store, now, False, "untrusted") == "pending"
+    assert anchortx.after_call_home(dev.state, dev.store, now, False, "expired") == "pending"
     assert dev.state.get("anchors_pending")["fails"] == 2
-    assert anchors.after_call_home(dev.state, dev.store, now, False, "untrusted") == "reverted"
+    assert anchortx.after_call_home(dev.state, dev.store, now, False, "untrusted") == "reverted"
     assert snapshot(dev.store) == before
-    assert anchors.after_call_home(dev.state, dev.store, now, True) is None
+    assert anchortx.after_call_home(dev.state, dev.store, now, True) is None
     dev2 = new_device()
     _install(dev2)
-    assert anchors.after_call_home(dev2.state, dev2.store, now, True) == "confirmed"
+    assert anchortx.after_call_home(dev2.state, dev2.store, now, True) == "confirmed"
     assert dev2.state.get("anchors_version") == 2
 
 
@@ -284,7 +286,7 @@ def test_newer_bundle_while_pending_replaces_the_pending_set():
     p = dev.state.get("anchors_pending")
     assert p["version"] == 3
     assert shas(dev.store) == sorted([sha("old1"), sha("old2"), sha("new2")])
-    anchors.confirm(dev.state, dev.store, now)
+    anchortx.confirm(dev.state, dev.store, now)
     assert shas(dev.store) == [sha("new2")]
     assert dev.state.get("anchors_version") == 3
 
@@ -293,18 +295,18 @@ def test_resume_completes_a_union_cut_before_the_store_write():
     dev = new_device()
     now = fixtures()["now"]
     raw, sig = bundle("good2")
-    b = anchors.verify_bundle(raw, sig, keys_of(dev), 1, now)
+    b = anchorset.verify_bundle(raw, sig, keys_of(dev), 1, now)
     # as if power went after the intent was written but before the anchors were
     fsutil.write_atomic(dev.store.root + "/bundle.pending.json", raw)
     fsutil.write_atomic(dev.store.root + "/bundle.pending.sig", sig)
-    names = anchors._names_for(b["certs"], dev.store)
+    names = anchortx.names_for(b["certs"], dev.store)
     dev.state.set(
         "anchors_pending",
         {"version": 2, "old": dev.store.names(), "new": names, "since": now, "fails": 0},
     )
-    assert not anchors.confirm(dev.state, dev.store, now)  # not tried yet: completes instead
+    assert not anchortx.confirm(dev.state, dev.store, now)  # not tried yet: completes instead
     assert len(dev.store.names()) == 4
-    assert anchors.confirm(dev.state, dev.store, now)
+    assert anchortx.confirm(dev.state, dev.store, now)
     assert shas(dev.store) == sorted([sha("old1"), sha("new1"), sha("new2")])
 
 
@@ -389,7 +391,7 @@ def test_scheduled_stops_at_first_install_forced_takes_the_highest():
     assert out["version"] == 3 and len(f.calls) == 4
     assert dev.state.get("anchors_pending")["version"] == 3
     assert "old2" not in "".join(out["report"])
-    anchors.confirm(dev.state, dev.store, dev.board.t)
+    anchortx.confirm(dev.state, dev.store, dev.board.t)
     assert shas(dev.store) == [sha("new2")]
 
 
@@ -444,28 +446,22 @@ def test_refresh_long_offline_fires_once_and_resets_with_new_expiry():
     assert anchors.refresh_due(dev.state, dev.store, dev.board.t) == 60
     out = anchors.refresh(dev, Fetch(serve(HTTPS, "good2")), keys_dir=dev.keys_dir)
     assert out["outcome"] == "installed"
-    anchors.confirm(dev.state, dev.store, dev.board.t)
+    anchortx.confirm(dev.state, dev.store, dev.board.t)
     new_exp = dev.store.earliest_expiry(dev.board.t)
     assert new_exp > expiry
     assert anchors.refresh_due(dev.state, dev.store, new_exp - 100 * DAY) == 180
 
 
-def test_expiry_countdown_and_date():
-    dev = new_device(names=("soon", "new1"))
-    now = fixtures()["now"]
-    days = anchors.expiry_countdown(dev.store, now)
-    assert days in (199, 200), days  # the CA was made for 200 days a moment after "now"
-    exp = dev.store.earliest_expiry(now)
-    assert anchors.expiry_date(dev.store, now) == anchors.iso_date(exp)
-    assert anchors.iso_date(0) == "1970-01-01"
-    assert anchors.iso_date(951782400) == "2000-02-29"
-    assert anchors.iso_date(4107542399) == "2100-02-28"
-    assert anchors.parse_time("2000-02-29") == 951782400
-    assert anchors.parse_time("2030-03-17T17:46:40Z") == 1900000000
-    assert anchors.parse_time(5) == 5
+def test_dates_and_times():
+    assert reason.iso_date(0) == "1970-01-01"
+    assert reason.iso_date(951782400) == "2000-02-29"
+    assert reason.iso_date(4107542399) == "2100-02-28"
+    assert anchorset.parse_time("2000-02-29") == 951782400
+    assert anchorset.parse_time("2030-03-17T17:46:40Z") == 1900000000
+    assert anchorset.parse_time(5) == 5
     for bad in ("2030-13-01", "2030/01/01", "yesterday", 1.5, None, True):
         try:
-            anchors.parse_time(bad)
+            anchorset.parse_time(bad)
         except ReasonError as e:
             assert e.reason == "malformed"
         else:
@@ -478,7 +474,7 @@ def test_key_rotation_accepted_only_from_current_key():
     now = fixtures()["now"]
     doc, sig = fx("rot_b/keys.json"), fx("rot_b/keys.json.sig")
     try:
-        anchors.rotate_key(doc, sig, keys_of(dev), dev.state, now, dev.keys_dir)
+        keyrotation.rotate_key(doc, sig, keys_of(dev), dev.state, now, dev.keys_dir)
     except ReasonError as e:
         assert e.reason == "bad_signature"
     else:
@@ -487,28 +483,28 @@ def test_key_rotation_accepted_only_from_current_key():
     # a bundle signed by key c is refused before the rotation ...
     raw, bsig = bundle("byc4")
     try:
-        anchors.verify_bundle(raw, bsig, keys_of(dev), 1, now)
+        anchorset.verify_bundle(raw, bsig, keys_of(dev), 1, now)
         raise AssertionError("bundle by an unknown key accepted")
     except ReasonError as e:
         assert e.reason == "bad_signature"
     doc, sig = fx("rot_a/keys.json"), fx("rot_a/keys.json.sig")
-    names = anchors.rotate_key(doc, sig, keys_of(dev), dev.state, now, dev.keys_dir)
+    names = keyrotation.rotate_key(doc, sig, keys_of(dev), dev.state, now, dev.keys_dir)
     assert names == ["k1-0.pub"]
     assert sorted(os.listdir(dev.keys_dir)) == ["a.pub", "k1-0.pub"]
     # ... and accepted after it; the old key still works during the transition
-    assert anchors.verify_bundle(raw, bsig, keys_of(dev), 1, now)["version"] == 4
-    assert anchors.verify_bundle(*bundle("good2"), keys_of(dev), 1, now)["version"] == 2
+    assert anchorset.verify_bundle(raw, bsig, keys_of(dev), 1, now)["version"] == 4
+    assert anchorset.verify_bundle(*bundle("good2"), keys_of(dev), 1, now)["version"] == 2
     try:
-        anchors.rotate_key(doc, sig, keys_of(dev), dev.state, now, dev.keys_dir)
+        keyrotation.rotate_key(doc, sig, keys_of(dev), dev.state, now, dev.keys_dir)
         raise AssertionError("replayed keys.json accepted")
     except ReasonError as e:
         assert e.reason == "not_newer"
     # the transition window ends: the old key is retired, never the new one
-    assert anchors.retire_keys(dev.state, now + 29 * DAY, dev.keys_dir) == []
-    assert anchors.retire_keys(dev.state, now + 31 * DAY, dev.keys_dir) == ["a.pub"]
+    assert keyrotation.retire_keys(dev.state, now + 29 * DAY, dev.keys_dir) == []
+    assert keyrotation.retire_keys(dev.state, now + 31 * DAY, dev.keys_dir) == ["a.pub"]
     assert sorted(os.listdir(dev.keys_dir)) == ["k1-0.pub"]
     try:
-        anchors.verify_bundle(*bundle("good2"), keys_of(dev), 1, now + 31 * DAY)
+        anchorset.verify_bundle(*bundle("good2"), keys_of(dev), 1, now + 31 * DAY)
         raise AssertionError("retired key still honoured")
     except ReasonError as e:
         assert e.reason == "bad_signature"
@@ -527,6 +523,26 @@ def test_ladder_picks_up_a_rotated_key():
     answers[HTTPS + "keys.json.sig"] = fx("rot_b/keys.json.sig")
     out = anchors.recover(dev, Fetch(answers), keys_dir=dev.keys_dir)
     assert out["outcome"] == "failed" and dev.state.get("keys_doc") is None
+
+
+def test_look_for_keys_walks_the_locations_and_is_rate_limited():
+    dev = new_device()
+    places = [HTTPS, HTTP]
+    answers = {HTTP + "keys.json": fx("rot_a/keys.json")}
+    answers[HTTP + "keys.json.sig"] = fx("rot_a/keys.json.sig")
+    f = Fetch({})  # nothing anywhere: looked for, none found, the look is recorded
+    assert not keyrotation.look_for_keys(dev, f, places, keys_dir=dev.keys_dir)
+    assert f.calls == [HTTPS + "keys.json", HTTP + "keys.json"]
+    f = Fetch(answers)
+    assert not keyrotation.look_for_keys(dev, f, places, keys_dir=dev.keys_dir)
+    assert f.calls == []  # within RATE_S of the last look
+    assert keyrotation.look_for_keys(dev, f, places, force=True, keys_dir=dev.keys_dir)
+    assert f.calls[-2:] == [HTTP + "keys.json", HTTP + "keys.json.sig"]
+    assert sorted(os.listdir(dev.keys_dir)) == ["a.pub", "k1-0.pub"]
+    dev.board.clock_synced = False  # no sane time: never looked for
+    f = Fetch(answers)
+    assert not keyrotation.look_for_keys(dev, f, places, force=True, keys_dir=dev.keys_dir)
+    assert f.calls == []
 
 
 # -- the HTTP fetcher -----------------------------------------------------------------------------
@@ -562,7 +578,7 @@ def test_http_fetcher_bounded_and_plain():
         return made[-1]
 
     fetch = anchors.http_fetcher(connect)
-    body = fetch("http://ias.example/ota/anchors/anchors.json", anchors.MAX_BUNDLE)
+    body = fetch("http://ias.example/ota/anchors/anchors.json", anchorset.MAX_BUNDLE)
     assert bytes(body) == raw and made[0] == ("ias.example", 80, "http")
     assert made[1].closed
     assert made[1].sent.startswith(b"GET /ota/anchors/anchors.json HTTP/1.1\r\nHost: ias.example")
@@ -586,7 +602,7 @@ def test_resume_without_time_only_recovers_the_store():
     now = fixtures()["now"]
     _install(dev)
     names = dev.store.names()
-    assert not anchors.resume(dev.state, dev.store, None)
+    assert not anchortx.resume(dev.state, dev.store, None)
     assert dev.store.names() == names and dev.state.get("anchors_pending")["version"] == 2
-    assert not anchors.resume(dev.state, dev.store, now)  # union already complete
-    assert anchors.confirm(dev.state, dev.store, now)
+    assert not anchortx.resume(dev.state, dev.store, now)  # union already complete
+    assert anchortx.confirm(dev.state, dev.store, now)

@@ -3,7 +3,7 @@
 # device holds a usable anchor set that is exactly the old one, the pending union or the new
 # one, and the state says which; it never holds zero usable anchors or a torn file.
 import powercut
-from ias import anchors, certstore
+from ias import anchorset, anchortx, certstore
 from ias import state as state_mod
 from test_anchors import bundle, fixtures, fx, keys_of, new_device, sha
 
@@ -20,7 +20,7 @@ def _prepare(root):
 def _verified(name="good2"):
     dev = new_device()  # keys live on the host folder; only the store goes on the flash
     raw, sig = bundle(name)
-    return anchors.verify_bundle(raw, sig, keys_of(dev), 1, fixtures()["now"])
+    return anchorset.verify_bundle(raw, sig, keys_of(dev), 1, fixtures()["now"])
 
 
 OLD = sorted([sha("old1"), sha("old2")])
@@ -44,7 +44,7 @@ def _check(root, completed, want_done):
     store, st = _open(root)
     before = _live(store, now)  # as the cut left it: whole anchors of the old or new set
     assert all(h in UNION for h in before), "a foreign anchor before resume"
-    anchors.resume(st, store, now)  # what boot does
+    anchortx.resume(st, store, now)  # what boot does
     live = _live(store, now)
     p = st.get("anchors_pending")
     if p is not None:
@@ -69,15 +69,15 @@ def test_install_and_confirm_survive_every_cut():
 
     def op(root):
         store, st = _open(root)
-        anchors.resume(st, store, now)
-        anchors.install_bundle(bundle_, store, st, now)
-        assert anchors.confirm(st, store, now)
+        anchortx.resume(st, store, now)
+        anchortx.install_bundle(bundle_, store, st, now)
+        assert anchortx.confirm(st, store, now)
 
     def check(root, completed):
         label = _check(root, completed, "new")
         if label == "pending":  # the next verified call home finishes the job
             store, st = _open(root)
-            assert anchors.confirm(st, store, now)
+            assert anchortx.confirm(st, store, now)
             assert _live(store, now) == NEW and st.get("anchors_version") == 2
         return label
 
@@ -95,14 +95,14 @@ def test_revert_survives_every_cut():
     def prepare(root):
         _prepare(root)
         store, st = _open(root)
-        anchors.install_bundle(bundle_, store, st, now)
+        anchortx.install_bundle(bundle_, store, st, now)
 
     image = powercut.fresh_image(prepare)
 
     def op(root):
         store, st = _open(root)
-        anchors.resume(st, store, now)
-        assert anchors.revert(st, store, now)
+        anchortx.resume(st, store, now)
+        assert anchortx.revert(st, store, now)
 
     def check(root, completed):
         label = _check(root, completed, "old")

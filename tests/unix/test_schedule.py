@@ -10,14 +10,14 @@ class Clock:
         return self.t
 
 
-def make(interval=7200, rand=0.5, at_boot=True):
+def make(interval=7200, rand=0.5):
     clock = Clock()
     values = rand if isinstance(rand, list) else None
 
     def r():
         return values.pop(0) if values is not None else rand
 
-    return schedule.Schedule(interval, clock, r, at_boot), clock
+    return schedule.Schedule(interval, clock, r), clock
 
 
 def due_after(s, clock, step_ms=1000, limit_s=10**6):
@@ -38,12 +38,6 @@ def test_boot_call_then_interval():
     assert s.poll() is None
     waited, why = due_after(s, clock)
     assert waited == 7200 and why == "interval"
-
-
-def test_no_boot_call_when_asked():
-    s, clock = make(at_boot=False)
-    assert s.poll() is None
-    assert due_after(s, clock)[0] == 7200
 
 
 def test_jitter_bounds():

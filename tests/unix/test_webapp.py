@@ -22,7 +22,7 @@ except ImportError:
 
 import asyncio
 
-from ias import configmode, settings, webapp
+from ias import configmode, settings, webapp, webguard
 from ias.board_unix import VirtualBoard
 
 BASE = "/tmp/ias_webapp_test"
@@ -667,13 +667,13 @@ def test_cert_name_rules():
     for bad in ("", ".cer", "../x.cer", "a/b.cer", "c:\\x.cer", "..", "a..b.cer", "é.cer"):
         try:
             webapp.cert_name(bad)
-        except webapp.BadRequest:
+        except webguard.BadRequest:
             continue
         raise AssertionError("accepted %r" % bad)
 
 
 def test_escape():
-    assert webapp.escape(EVIL) == (
+    assert webguard.escape(EVIL) == (
         "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;&#39;&quot;"
     )
 
