@@ -477,7 +477,9 @@ def default_installer(device):
 
             return staging.StagingInstaller()
         st, slots = device.state, device.slots
-        return formats.installer_for(first, device.board, device.settings, st, slots, None, trusted)
+        return formats.installer_for(
+            first, device.board, device.settings, st, slots, None, trusted
+        )
 
     return make
 

@@ -177,7 +177,9 @@ class Device:
                     raise ReasonError("trial_pending", "the version on trial is not committed yet")
                 self._healthy()
             b, st = self.board, self.state
-            installer = formats.installer_for(first, b, self.settings, st, self.slots, None, trusted)
+            installer = formats.installer_for(
+                first, b, self.settings, st, self.slots, None, trusted
+            )
             return installer if self.app is None else _Reported(installer, self.app)
 
         return make

@@ -72,7 +72,9 @@ class StagingInstaller:
         self._discard()
 
     def activate(self):
-        raise ReasonError("not_supported", "staging only: appbundle.py or fwimage.py activates an update")
+        raise ReasonError(
+            "not_supported", "staging only: appbundle.py or fwimage.py activates an update"
+        )
 
     def _discard(self):
         for p in (self._part, self.path, self.meta_path):

@@ -7,7 +7,7 @@ manifest.json and whose second is manifest.sig, then the app's files:
                     "files": [{"path": "app.py", "size": 123, "sha256": "<hex>"}, ...]}
     manifest.sig   RSA PKCS#1 v1.5 SHA-256 signature of manifest.json's exact bytes
 
-The device (firmware/appbundle.py) checks the signature before it writes any file, then every file's
+The device (appbundle.py) checks the signature before it writes any file, then every file's
 size and SHA-256; `counter` is the anti-rollback security counter (raise it when an older
 version must never be installed again). Builds are reproducible: fixed owners, modes, times.
 """

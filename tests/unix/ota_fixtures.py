@@ -76,7 +76,8 @@ class Reset(Exception):
 
 
 class FakeBoard:
-    """Enough of a Board for the installers and trial.py: clock, uptime, reset cause, reset, partitions."""
+    """Enough of a Board for the installers and trial.py: clock, uptime, reset cause, reset,
+    partitions."""
 
     def __init__(self, tls_verifies=True, cause="power_on", host=None):
         self.tls_verifies = tls_verifies

@@ -7,9 +7,9 @@ import os
 import time
 
 import ota_fixtures as fx
-from ias import trial, vpartition
 from ias import slots as slots_mod
 from ias import state as state_mod
+from ias import trial, vpartition
 from ias.reason import ReasonError
 from ias.vpartition import VirtualPartition
 from ota_fixtures import Ctx, FakeBoard, Reset

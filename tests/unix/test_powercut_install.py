@@ -8,8 +8,8 @@ import json
 import ota_fixtures as fx
 import powercut
 from ias import slots as slots_mod
-from ias import trial
 from ias import state as state_mod
+from ias import trial
 from ias.reason import ReasonError
 from ota_fixtures import Ctx, FakeBoard
 
