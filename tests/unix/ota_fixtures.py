@@ -137,7 +137,7 @@ def installer(first, ctx):
     return formats.installer_for(first, *ctx.args())
 
 
-def install(ctx, path, chunk=700, activate=True, hex_sha=False, make=None):
+def install(ctx, path, chunk=700, activate=True, hex_sha=False, make=None, name="", version=""):
     """Feed the file at `path` to the installer formats picks (or make(first) gives), as
     callhome does. Aborts and re-raises on any error."""
     md5 = hashlib.md5()
@@ -150,7 +150,7 @@ def install(ctx, path, chunk=700, activate=True, hex_sha=False, make=None):
         first = memoryview(buf)[:n]
         inst = make(first) if make is not None else installer(first, ctx)
         try:
-            inst.begin(size, "", "")
+            inst.begin(size, name, version)
             while n:
                 view = memoryview(buf)[:n]
                 md5.update(view)
