@@ -440,6 +440,25 @@ def test_install_heap_does_not_grow_with_payload():
         fx.cleanup(fix)
 
 
+def test_installed_version_has_one_home():
+    # the pointer names what runs; settings app_name/app_version only name the factory app,
+    # read when the pointer has no record of its own
+    board, st, slots, ctx = device()
+    with open("/pc/settings.json", "w") as f:
+        json.dump({"app_name": "factory", "app_version": "0.1"}, f)
+    assert slots_mod.Slots(ROOT).installed_artifact()["version"] == "0.1"
+    given = slots_mod.Slots(ROOT, {"app_name": "given", "app_version": "0.2"})
+    assert given.installed_artifact()["name"] == "given"
+    installed(ctx, "v1")
+    fx.install(ctx, bundle("v2"))  # on trial: v2 runs and is reported, v1 is committed
+    s = slots_mod.Slots(ROOT, {"app_name": "given", "app_version": "0.2"})
+    assert s.installed_artifact()["version"] == "2.0" and s.committed()["version"] == "1.0"
+    assert trial.counter_floor(st, s, "app") == 1
+    trial.rollback(board, st, "test", s, reset=False)
+    assert s.installed_artifact()["version"] == "1.0" and s.committed()["version"] == "1.0"
+    assert json.loads(fx.read("/pc/settings.json"))["app_version"] == "0.1"  # never written
+
+
 def test_zz_cleanup():
     fx.unmount(ROOT)
     fx.cleanup(FIX)
