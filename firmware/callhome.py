@@ -5,7 +5,7 @@
 import binascii
 import hashlib
 
-from . import httpclient
+from . import httpclient, trial
 from .reason import ReasonError, iso_date, reason_of
 
 IASLIB = "2.1.0-RC5.1"  # the IAS library version we speak for (x-ESP_IASLIB)
@@ -18,7 +18,6 @@ HEAD_TIMEOUT_MS = 5000  # as IAS: first response byte within 5 s
 READ_TIMEOUT_MS = 10000  # every later read
 DEADLINE_MS = 300000  # the whole call home, download included
 MAX_RETRY_AFTER = 7 * 86400
-REFUSED_KEY = "refused_md5"  # state: MD5s of artifacts that failed their trial (trial.py)
 
 
 def _clean(value):
@@ -259,7 +258,7 @@ def telemetry(device):
     tel = {}
     if st is not None:
         tel["anchors"] = st.get("anchors_version")
-        errors = [e for e in (st.get("ota_error"), st.get("last_error")) if e]
+        errors = [e for e in (trial.last_error(st), st.get("last_error")) if e]
         tel["last_error"] = "; ".join(errors) if errors else None
         if st.get("anchors_report"):
             tel["recovery"] = _recovery_report(st)
@@ -317,7 +316,7 @@ def call_home(
     stream = None
     try:
         stream, host = _open(device, connect, deadline)
-        refused = device.state.get(REFUSED_KEY, ()) if device.state is not None else ()
+        refused = trial.refused(device.state) if device.state is not None else ()
         out = check(stream, host, headers, make_installer, buf, deadline, feed, refused=refused)
     except Exception as e:  # connect failures: ReasonError(reason) and friends
         out = {"outcome": "error", "reason": reason_of(e, "connect_failed"), "status": None}
@@ -334,7 +333,7 @@ def call_home(
         elif tel.get("last_error") is not None:
             # Reported in this request; the server has them.
             device.state.drop("last_error")
-            device.state.drop("ota_error")
+            trial.clear_error(device.state)
     return out
 
 
