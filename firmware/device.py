@@ -176,9 +176,8 @@ class Device:
                 if not (trusted or not self.board.tls_verifies):
                     raise ReasonError("trial_pending", "the version on trial is not committed yet")
                 self._healthy()
-            b, st = self.board, self.state
             installer = formats.installer_for(
-                first, b, self.settings, st, self.slots, None, trusted
+                first, self.board, self.settings, self.state, self.slots, None, trusted
             )
             return installer if self.app is None else _Reported(installer, self.app)
 
@@ -247,8 +246,9 @@ class Device:
             anchors.refresh(self, anchors.http_fetcher(connect, self.board.ticks_ms))
 
     def _healthy(self):
-        """A verified call home completed on this version: the version on trial has proven
-        itself, and a failure it reported is delivered."""
+        """The update source confirmed this version (a verified call home, or a trusted answer
+        to the installer factory): the version on trial is committed, the only place a commit
+        happens, and a failure it reported is delivered."""
         from . import trial
 
         trial.commit(self.board, self.state, self.slots)
