@@ -363,6 +363,7 @@ def test_install_during_a_trial():
     fx.install(ctx, bundle("v3"), hex_sha=True, make=lambda first: make(first, True))
     assert settings == {"app_name": "blink", "app_version": "1.0"}  # settings are not written
     assert st.get("counters") == {"app": 2}
+    assert board.resets == 0
     info = json.loads(fx.read("/pc/app.json"))
     assert info["version"] == "3.0" and info["prev"]["version"] == "2.0"
     assert fx.tree("/pc/" + info["prev"]["active"]) == V2
@@ -438,6 +439,20 @@ def test_install_heap_does_not_grow_with_payload():
         assert (big[2] - big[1]) - (small[2] - small[1]) < 2048, "peak grows with the payload"
     finally:
         fx.cleanup(fix)
+
+
+def test_board_without_verifying_tls_takes_its_servers_word():
+    # ESP8266: no verified TLS at all, so the device's factory commits on any answer
+    from ias import device
+
+    board, st, slots, ctx = trial_device()
+    board.tls_verifies = False
+    assert trial.boot_check(board, st, slots) == "trial"
+    make = device.Device(board, {}, st, None, slots)._make_installer()
+    fx.install(Ctx(board, st, slots, {}, False), bundle("v3"), make=lambda f: make(f, False))
+    info = json.loads(fx.read("/pc/app.json"))
+    assert info["version"] == "3.0" and info["prev"]["version"] == "2.0"
+    assert st.get("counters") == {"app": 2}
 
 
 def test_installed_version_has_one_home():
