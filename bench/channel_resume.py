@@ -1,6 +1,6 @@
 """Bytes on the wire for a download cut part-way: resumed with Range vs restarted from zero.
 
-The real firmware (channel.py + ota.py in the MicroPython unix port) polls a tree from
+The real firmware (channel.py + appbundle.py in the MicroPython unix port) polls a tree from
 tools/publish.py on tests/statichost.py (plain HTTP on loopback). The host cuts the bundle
 once at a given fraction; the next poll either resumes (`Range: bytes=N-`, 206) or, when the
 host ignores Range, fetches the whole file again. Both must end with the same installed app.

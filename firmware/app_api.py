@@ -25,9 +25,9 @@ class App:
         self.board = board
         self.settings = settings
         installed = installed or {}
-        # What is running (also on trial, before settings record it at commit).
-        self.name = installed.get("name") or settings.get("app_name", "")
-        self.version = installed.get("version") or settings.get("app_version", "")
+        # What is running, also on trial: the slot pointer's record (slots.installed_artifact).
+        self.name = installed.get("name", "")
+        self.version = installed.get("version", "")
         self.fields = []
         self._hooks = {}
         self.module = None

@@ -1,11 +1,11 @@
 # App bundles: a tar (or tar.gz) whose signed manifest names every file with its size and
 # SHA-256. Verified before any file is written, unpacked into the inactive slot, switched by one
-# atomic write of the slot pointer (ota.py). Loaded only when a bundle arrives.
+# atomic write of the slot pointer (trial.begin). Loaded only when a bundle arrives.
 import hashlib
 import json
 
-from . import fsutil, log
-from .ota import FLASH_BLOCK, _artifact, _Base, _trial_pointer, _unsigned_policy
+from . import fsutil, log, trial
+from .installer import FLASH_BLOCK, Installer, unsigned_policy
 from .reason import ReasonError
 
 MAX_MANIFEST = 8192
@@ -15,7 +15,7 @@ BUF = 1024  # the one copy buffer of a bundle install (gzip bodies)
 
 
 # -- app bundles --------------------------------------------------------------------------------
-class BundleInstaller(_Base):
+class BundleInstaller(Installer):
     """A plain tar body is parsed while it arrives (tarstream.TarFeed): manifest.json and
     manifest.sig are held in RAM (bounded), the signature and the manifest are checked, and only
     then is each file written straight into the inactive slot, its size and SHA-256 checked on
@@ -24,8 +24,8 @@ class BundleInstaller(_Base):
 
     kind = "bundle"
 
-    def __init__(self, ctx):
-        _Base.__init__(self, ctx)
+    def __init__(self, board, settings, state, slots=None, keys=None, verified=False):
+        Installer.__init__(self, board, settings, state, slots, keys, verified)
         self.f = None  # the staging file (gzip bodies)
         self.tar = None  # the TarFeed of a plain body
         self.head = b""  # the first bytes, until gzip or not is known
@@ -42,7 +42,7 @@ class BundleInstaller(_Base):
         self.seen = None
 
     def begin(self, size, name, version):
-        self._start(size, name, version)
+        self.start(size, name, version)
         s = self.slots
         fsutil.remove(s.staging)
         self.slot = s.inactive()
@@ -131,8 +131,8 @@ class BundleInstaller(_Base):
             raise ReasonError("bad_archive", "activate() before a successful finish()")
         s = self.slots
         m = self.manifest
-        art = _artifact("bundle", m["name"], m["version"], m["counter"], self.md5, self.size)
-        s.write(_trial_pointer(s, self.board, self.slot, art, {"kind": "bundle"}))
+        art = trial.artifact("bundle", m["name"], m["version"], m["counter"], self.md5, self.size)
+        trial.begin(s, self.board, self.slot, art, {"kind": "bundle"})
         fsutil.remove(s.staging)
         log.info("ota", "switched to %s %s in %s" % (m["name"], m["version"], self.slot))
 
@@ -230,19 +230,15 @@ class BundleInstaller(_Base):
                 raise ReasonError("bad_signature", e.detail)
             return
         what = "unsigned bundle" if sig is None else "bundle signed by no key on this device"
-        _unsigned_policy(self.board, self.settings, self.verified, what)
+        unsigned_policy(self.board, self.settings, self.verified, what)
         self.signed_by = None
         log.warn("ota", "installing an %s (verified TLS, allow_unsigned)" % what)
 
     def _check_policy(self, man):
-        from . import trust
-
-        installed = self.slots.installed_artifact()["counter"]
-        floor = trust.counter_floor(self.state, "app") if self.state is not None else 0
-        if man["counter"] < max(floor, installed):
+        floor = trial.counter_floor(self.state, self.slots, "app")
+        if man["counter"] < floor:
             raise ReasonError(
-                "old_counter",
-                "security counter %d below %d" % (man["counter"], max(floor, installed)),
+                "old_counter", "security counter %d below %d" % (man["counter"], floor)
             )
         if (self.name and self.name != man["name"]) or (
             self.version and self.version != man["version"]

@@ -20,9 +20,9 @@ def run(b=None, state_path=None):
 
     st = state.State(state_path) if state_path else state.State()
     decision["state"] = st
-    from . import ota
+    from . import trial
 
-    ota.boot_check(b, st)
+    trial.boot_check(b, st)
     if st.get("mode") == "config":
         decision["mode"] = "config"
     elif b.button_pressed():

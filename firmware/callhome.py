@@ -5,7 +5,7 @@
 import binascii
 import hashlib
 
-from . import httpclient
+from . import httpclient, trial
 from .reason import ReasonError, iso_date, reason_of
 
 IASLIB = "2.1.0-RC5.1"  # the IAS library version we speak for (x-ESP_IASLIB)
@@ -18,7 +18,6 @@ HEAD_TIMEOUT_MS = 5000  # as IAS: first response byte within 5 s
 READ_TIMEOUT_MS = 10000  # every later read
 DEADLINE_MS = 300000  # the whole call home, download included
 MAX_RETRY_AFTER = 7 * 86400
-REFUSED_KEY = "refused_md5"  # state: MD5s of artifacts that failed their trial (ota.py)
 
 
 def _clean(value):
@@ -33,9 +32,8 @@ def ias_headers(board, settings, installed, mode="sketch", telemetry=None):
     """The IAS header list (after Host), names and order as IAS 2.1 sends them (§1.3), then our
     telemetry (x-IAS-*) and Connection: close last, as IAS ends its request."""
     ip = board.wifi_ip() or "0.0.0.0"
-    # The running version, also while it is on trial (settings change only at commit).
-    name = installed.get("name") or settings.get("app_name", "")
-    version = "%s v%s" % (name, installed.get("version") or settings.get("app_version", ""))
+    # The running version, also while it is on trial: the slot pointer's (slots.py).
+    version = "%s v%s" % (installed.get("name", ""), installed.get("version", ""))
     heads = [
         ("User-Agent", "ESP-http-Update"),
         ("x-ESP-STA-MAC", board.mac()),
@@ -127,12 +125,21 @@ class _Hasher:
             self.feed()
 
 
-def download(resp, update, make_installer, deadline=None, feed=None, timeout_ms=READ_TIMEOUT_MS):
-    """Stream the body of an accepted update into an installer chosen from its first bytes.
+def download(
+    resp,
+    update,
+    make_installer,
+    deadline=None,
+    feed=None,
+    timeout_ms=READ_TIMEOUT_MS,
+    trusted=False,
+):
+    """Stream the body of an accepted update into an installer chosen from its first bytes
+    (make_installer(first, trusted): trusted, the answer came over verified TLS).
     Returns (installer, md5_hex, sha256_hex); on any failure the installer is aborted and the
     exception (with a reason) propagates."""
     first = resp.peek(PEEK if update["size"] > PEEK else update["size"], deadline, timeout_ms)
-    installer = make_installer(first)
+    installer = make_installer(first, trusted)
     try:
         installer.begin(update["size"], update["name"], update["version"])
         sink = _Hasher(installer, feed)
@@ -185,8 +192,9 @@ def check(
             return out
         out["outcome"] = "error"
         out["app"] = {"name": update["name"], "version": update["version"]}
+        trusted = bool(getattr(stream, "verified", False))
         installer, md5, sha = download(
-            resp, update, make_installer, deadline, feed, read_timeout_ms
+            resp, update, make_installer, deadline, feed, read_timeout_ms, trusted
         )
         out.update({"outcome": "updated", "reason": "", "size": update["size"]})
         out.update({"md5": md5, "sha256": sha, "installer": installer})
@@ -250,7 +258,7 @@ def telemetry(device):
     tel = {}
     if st is not None:
         tel["anchors"] = st.get("anchors_version")
-        errors = [e for e in (st.get("ota_error"), st.get("last_error")) if e]
+        errors = [e for e in (trial.last_error(st), st.get("last_error")) if e]
         tel["last_error"] = "; ".join(errors) if errors else None
         if st.get("anchors_report"):
             tel["recovery"] = _recovery_report(st)
@@ -308,7 +316,7 @@ def call_home(
     stream = None
     try:
         stream, host = _open(device, connect, deadline)
-        refused = device.state.get(REFUSED_KEY, ()) if device.state is not None else ()
+        refused = trial.refused(device.state) if device.state is not None else ()
         out = check(stream, host, headers, make_installer, buf, deadline, feed, refused=refused)
     except Exception as e:  # connect failures: ReasonError(reason) and friends
         out = {"outcome": "error", "reason": reason_of(e, "connect_failed"), "status": None}
@@ -317,17 +325,15 @@ def call_home(
         if stream is not None:
             stream.close()
     if out.get("app") is None:
-        out["app"] = {
-            "name": device.settings.get("app_name", ""),
-            "version": device.settings.get("app_version", ""),
-        }
+        installed = installed or {}
+        out["app"] = {"name": installed.get("name", ""), "version": installed.get("version", "")}
     if device.state is not None:
         if out["outcome"] == "error":
             device.state.set("last_error", out["reason"])
         elif tel.get("last_error") is not None:
             # Reported in this request; the server has them.
             device.state.drop("last_error")
-            device.state.drop("ota_error")
+            trial.clear_error(device.state)
     return out
 
 

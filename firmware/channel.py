@@ -414,7 +414,7 @@ def install(part, info, make_installer, buf, feed=None):
     size = info["size"]
     with open(part, "rb") as f:
         n = f.readinto(view[: min(PEEK, size)])
-        installer = make_installer(bytes(view[:n]))
+        installer = make_installer(bytes(view[:n]), True)  # the channel's signature verified
         try:
             installer.begin(size, info["app"], info["version"])
             f.seek(0)
@@ -437,7 +437,7 @@ def install(part, info, make_installer, buf, feed=None):
             if binascii.hexlify(digest).decode() != info["sha256"]:
                 raise ReasonError("hash_mismatch", "on the second read")  # flash changed
             md5_hex = "" if md5 is None else binascii.hexlify(md5.digest()).decode()
-            installer.finish(md5_hex, digest)  # ota.py takes the raw SHA-256 digest
+            installer.finish(md5_hex, digest)  # the installers take the raw SHA-256 digest
         except BaseException:
             try:
                 installer.abort()
@@ -466,21 +466,28 @@ def connector(device):
 
 
 def default_installer(device):
-    def make(first):
+    """make(first, trusted) for a device without its own factory: never commits a trial (the
+    installer refuses while one is pending)."""
+
+    def make(first, trusted):
         try:
-            from . import ota
+            from . import formats
         except ImportError:
             from . import staging
 
             return staging.StagingInstaller()
-        return ota.installer_for(first, device)
+        st, slots = device.state, device.slots
+        return formats.installer_for(
+            first, device.board, device.settings, st, slots, None, trusted
+        )
 
     return make
 
 
 def installed(device):
-    s = device.settings
-    return s.get("app_name", ""), s.get("app_version", "")
+    """(name, version) running now: the slot pointer's, also while on trial."""
+    art = device.slots.installed_artifact()
+    return art["name"], art["version"]
 
 
 def check(
@@ -497,7 +504,7 @@ def check(
     stats=None,
 ):
     """One poll of the channel at `url`. Returns the outcome dict; raises on failures."""
-    from . import trust
+    from . import trial, trust
 
     st = device.state
     name, version = installed(device)
@@ -538,7 +545,7 @@ def check(
     verdict = None
     if info["app"] == name and info["version"] == version:
         verdict = ("up-to-date", "version %s" % version)
-    elif st is not None and not trust.counter_ok(st, "app", info["counter"]):
+    elif info["counter"] < trial.counter_floor(st, device.slots, "app"):
         verdict = ("no-update", "counter %d below the floor" % info["counter"])
     elif memo.get("refused") == info["sha256"]:
         verdict = ("no-update", "this bundle was refused before")

@@ -113,7 +113,23 @@ def device_announce(device):
         from . import callhome
     except ImportError:
         return None
-    return lambda msg: callhome.announce(device, device._connector(), msg)
+    installed = device.slots.installed_artifact()
+    return lambda msg: callhome.announce(device, device._connector(), msg, installed)
+
+
+def installed_info(slots=None):
+    """info() for the /i route: the running app's name (an) and version (av), read from the
+    slot pointer, the one home of the installed version."""
+    if slots is None:
+        from .slots import default_slots
+
+        slots = default_slots()
+
+    def info():
+        art = slots.installed_artifact()
+        return {"an": art["name"], "av": art["version"]}
+
+    return info
 
 
 def run(
@@ -144,6 +160,8 @@ def run(
         fetch_anchors = fetch_anchors or device_fetch_anchors(dev)
         announce = announce or device_announce(dev)
     fields = fields or ()
+    if info is None:
+        info = installed_info(getattr(dev, "slots", None))
     if port is None:
         port = board.config_port
     if start_ap:

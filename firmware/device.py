@@ -6,17 +6,23 @@ import sys
 from . import board as hw
 from . import log
 from . import settings as settings_mod
+from .reason import ReasonError
 
 LOOP_MS = 100  # how often the loop wakes on hardware: button and app get this resolution
 REFRESH_HORIZON_S = 181 * 86400  # anchors.py refreshes 180, 60 and 30 days before expiry
 
 
 class Device:
-    def __init__(self, board, settings, state, store):
+    def __init__(self, board, settings, state, store, slots=None):
         self.board = board
         self.settings = settings
         self.state = state
         self.store = store
+        if slots is None:
+            from .slots import Slots
+
+            slots = Slots("", settings)  # settings name the factory app (slots.py)
+        self.slots = slots
         self.app = None
         self.verified = False  # whether the last connection was verified TLS
 
@@ -73,10 +79,10 @@ class Device:
         """Import and set up the app of the active slot. A version on trial that fails here is
         rolled back at once (the board resets); a committed one is logged and left out, so
         the client keeps calling home for a fix."""
-        from . import app_api, ota
+        from . import app_api
 
-        self.app = app_api.App(self.board, self.settings, ota.installed_artifact())
-        folder = ota.active_app_dir()
+        self.app = app_api.App(self.board, self.settings, self.slots.installed_artifact())
+        folder = self.slots.active_app_dir()
         if folder is None:
             log.info("app", "no app installed")
             return
@@ -91,11 +97,11 @@ class Device:
             self._app_failed("app failed to start", e)
 
     def _app_failed(self, what, e):
-        from . import ota
+        from . import trial
 
         log.exc("app", what, e)
-        if ota.trial_pending():
-            ota.rollback(self.board, self.state, "%s: %r" % (what, e))  # resets
+        if trial.pending(self.slots):
+            trial.rollback(self.board, self.state, "%s: %r" % (what, e), self.slots)  # resets
         self.app.module = None  # a committed app that fails stays off until an update
 
     # -- call home and config mode ------------------------------------------------------------
@@ -155,15 +161,24 @@ class Device:
         )
 
     def _installed(self):
-        from . import ota
-
-        return ota.installed_artifact()
+        return self.slots.installed_artifact()
 
     def _make_installer(self):
-        from . import ota
+        """make(first_bytes, trusted), the installer factory the protocols call. trusted: the
+        answer came from the update source authenticated in this contact (verified TLS, or a
+        channel whose signature verified in this poll). While a version is on trial, a trusted
+        answer is the confirmation its trial waits for: it is committed first; otherwise the
+        update waits (trial_pending). A board that cannot verify TLS takes its server's word."""
+        from . import formats, trial
 
-        def make(first):
-            installer = ota.installer_for(first, self)
+        def make(first, trusted):
+            if trial.pending(self.slots):
+                if not (trusted or not self.board.tls_verifies):
+                    raise ReasonError("trial_pending", "the version on trial is not committed yet")
+                self._healthy()
+            installer = formats.installer_for(
+                first, self.board, self.settings, self.state, self.slots, None, trusted
+            )
             return installer if self.app is None else _Reported(installer, self.app)
 
         return make
@@ -232,12 +247,13 @@ class Device:
             anchors.refresh(self, anchors.http_fetcher(connect, self.board.ticks_ms))
 
     def _healthy(self):
-        """A verified call home completed on this version: the version on trial has proven
-        itself, and a failure it reported is delivered."""
-        from . import ota
+        """The update source confirmed this version (a verified call home, or a trusted answer
+        to the installer factory): the version on trial is committed, the only place a commit
+        happens, and a failure it reported is delivered."""
+        from . import trial
 
-        ota.commit(self.board, self.state, self.settings)
-        ota.clear_error(self.state)
+        trial.commit(self.board, self.state, self.slots)
+        trial.clear_error(self.state)
 
     def apply(self, out):
         """Switch to a staged update and reset into it (the new version then gets its trial)."""
@@ -259,7 +275,7 @@ class Device:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, mode="normal"):
-        from . import button, ota, schedule
+        from . import button, schedule, trial
 
         board = self.board
         if mode == "config" or self.start_network() is None:
@@ -293,7 +309,7 @@ class Device:
                     plan.interval_s = out["poll"]  # the channel suggests how often to look
                 plan.done(out["outcome"], out.get("retry_after"))
             self._tick_app()
-            ota.trial_tick(board, self.state)
+            trial.tick(board, self.state, self.slots)
             board.cycle_done()
             wait = plan.next_in_ms()
             board.sleep_ms(idle if btn.held or wait is None or wait > idle else max(wait, 1))

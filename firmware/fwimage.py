@@ -2,8 +2,8 @@
 # before set_boot() (micropython-facts §3). Loaded only when a firmware image arrives.
 import hashlib
 
-from . import log
-from .ota import FLASH_BLOCK, _artifact, _Base, _label, _trial_pointer, _unsigned_policy
+from . import log, trial
+from .installer import FLASH_BLOCK, Installer, unsigned_policy
 from .reason import ReasonError
 
 _APP_DESC_MAGIC = b"\x32\x54\xcd\xab"  # esp_app_desc_t magic 0xABCD5432, little-endian
@@ -107,7 +107,7 @@ _COMBINED = (
 )
 
 
-class FirmwareInstaller(_Base):
+class FirmwareInstaller(Installer):
     """Writes an ESP32 app image block by block into the next OTA partition, reads it back and
     re-hashes it; activate() records the trial and calls set_boot()."""
 
@@ -117,8 +117,8 @@ class FirmwareInstaller(_Base):
         b = self.board
         if not b.has_firmware_ota:
             raise ReasonError("no_firmware_ota", "this board takes app bundles only")
-        _unsigned_policy(b, self.settings, self.verified, "a firmware image (unsigned)")
-        self._start(size, name, version)
+        unsigned_policy(b, self.settings, self.verified, "a firmware image (unsigned)")
+        self.start(size, name, version)
         part = b.running_partition()
         if part is None:
             raise ReasonError("no_firmware_ota", "no OTA partition table")
@@ -187,12 +187,13 @@ class FirmwareInstaller(_Base):
             raise ReasonError("not_app_image", "activate() before a successful finish()")
         s = self.slots
         old = s.read()
-        art = _artifact("firmware", self.name, self.version, 0, self.md5, self.size)
-        trial = {"kind": "firmware", "target": _label(self.target), "from": _label(self.running)}
-        s.write(_trial_pointer(s, self.board, old["active"], art, trial))
+        art = trial.artifact("firmware", self.name, self.version, 0, self.md5, self.size)
+        target = self.target.info()[4]
+        record = {"kind": "firmware", "target": target, "from": self.running.info()[4]}
+        trial.begin(s, self.board, old["active"], art, record)
         try:
             self.target.set_boot()
         except OSError as e:
             s.write(old)
             raise ReasonError("set_boot_failed", repr(e))
-        log.info("ota", "firmware %s set to boot from %s" % (self.version, trial["target"]))
+        log.info("ota", "firmware %s set to boot from %s" % (self.version, target))

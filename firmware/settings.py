@@ -15,6 +15,8 @@ DEFAULTS = {
     "wifi": [],  # up to three {"ssid": ..., "password": ...}, tried in order
     "device_name": "",  # also the access point's name; empty: "ias-" + chip id
     "act_code": "",  # IAS activation code (6 characters)
+    # The FACTORY app's name and version (put in slot_a by `ias sim init` or a deploy): used
+    # only while the slot pointer has no record of its own; installs never write them.
     "app_name": "",
     "app_version": "",
     "fields": {},  # app field values, by field name (declared by the app)

@@ -1,7 +1,7 @@
 # A staging-file installer: the Installer interface (docs/architecture.md) writing an update
 # body to /staging/update.bin and recording its size and hashes in /staging/update.json.
 # It only stages: activation (unpacking a bundle into a slot, or writing a firmware image)
-# belongs to ota.py, so activate() refuses.
+# belongs to appbundle.py and fwimage.py, so activate() refuses.
 import json
 import os
 
@@ -72,7 +72,9 @@ class StagingInstaller:
         self._discard()
 
     def activate(self):
-        raise ReasonError("not_supported", "staging only: ota.py activates an update")
+        raise ReasonError(
+            "not_supported", "staging only: appbundle.py or fwimage.py activates an update"
+        )
 
     def _discard(self):
         for p in (self._part, self.path, self.meta_path):

@@ -5,7 +5,7 @@
 # the image (header, segments, checksum, appended SHA-256, app descriptor) and marks it NEW,
 # the next reset makes NEW pending-verify and boots it once, a reset while still pending
 # aborts it and boots the previous valid slot, mark_app_valid_cancel_rollback() ends the trial.
-# Written independently of ota.py's own image checks, so each tests the other.
+# Written independently of fwimage.py's own image checks, so each tests the other.
 import hashlib
 import json
 import os

@@ -139,10 +139,9 @@ class ConfigApp:
             if self.info is not None:
                 for k, v in self.info().items():
                     out[k] = str(v)
-            # Ours, beyond IAS: what the page shows on its Info tab.
+            # Ours, beyond IAS: what the page shows on its Info tab (the running app's name and
+            # version, an and av, come from `info`: the slot pointer, see configmode).
             out["dn"] = s["device_name"]
-            out["an"] = s["app_name"]
-            out["av"] = s["app_version"]
             out["ip"] = b.wifi_ip() or ""
             return _data(out)
 

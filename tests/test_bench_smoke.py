@@ -39,7 +39,7 @@ def test_quick_run_produces_every_figure(tmp_path):
     assert len(nu["programs"]) == nu["calls"]
     assert raw["boot"]["ours_us"]["n"] == 2 and raw["boot"]["bare_us"]["median"] > 0
     fp = raw["footprint"]
-    assert fp["mpy_total"] > 10000 and "ota" in fp["boot_modules"]
+    assert fp["mpy_total"] > 10000 and "trial" in fp["boot_modules"]
     assert [r["bits"] for r in raw["sig"]["rows"]] == [2048, 3072]
     text = out.read_text()
     for heading in (

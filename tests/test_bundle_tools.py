@@ -160,7 +160,7 @@ def test_cli_lists_bundle_and_keys():
 
 DEVICE_SCRIPT = r"""
 import sys, os, hashlib, binascii
-from ias import ota, state, trust
+from ias import formats, slots as slots_mod, state, trial, trust
 from ias.tarstream import TarReader
 folder, root = sys.argv[1], sys.argv[2]
 keys = trust.load_keys(folder)
@@ -177,20 +177,19 @@ class Board:
 
 for name in sys.argv[3:]:
     path = folder + "/" + name
-    slots = ota.Slots(root)
+    slots = slots_mod.Slots(root)
     st = state.State(root + "/state.json")
-    ctx = {"board": Board(), "state": st, "slots": slots, "settings": {}, "verified": False,
-           "keys": keys}
+    board = Board()
     data = open(path, "rb").read()
-    inst = ota.installer_for(data[:512], ctx)
+    inst = formats.installer_for(data[:512], board, {}, st, slots, keys, False)
     inst.begin(len(data), "", "")
     for i in range(0, len(data), 999):
         inst.write(memoryview(data)[i:i + 999])
     md5 = binascii.hexlify(hashlib.md5(data).digest()).decode()
     inst.finish(md5, hashlib.sha256(data).digest())
     inst.activate()
-    assert ota.boot_check(ctx["board"], st, slots) == "trial"
-    art = ota.commit(ctx["board"], st, {}, slots)
+    assert trial.boot_check(board, st, slots) == "trial"
+    art = trial.commit(board, st, slots)
     print("INSTALLED", name, art["name"], art["version"], art["counter"], inst.signed_by,
           sorted(os.listdir(slots.active_app_dir())))
 """

@@ -47,12 +47,18 @@ dev.settings = {"server": cfg["server"], "act_code": "abc123", "app_name": "IASB
                 "app_version": "1.0.0"}
 dev.state = state.State(cfg["tmp"] + "/state.json")
 dev.store = certstore.CertStore(cfg["tmp"] + "/cert")
-make = lambda first: staging.StagingInstaller(cfg["tmp"] + "/staging")
+trusted = []
+def make(first, verified):
+    trusted.append(verified)
+    return staging.StagingInstaller(cfg["tmp"] + "/staging")
+# what the slot pointer says runs now (slots.installed_artifact)
+installed = dict(cfg["installed"], name="IASBlink", version="1.0.0")
 t0 = time.ticks_ms()
-out = callhome.call_home(dev, callhome.tls_connector(dev), make, cfg["installed"],
+out = callhome.call_home(dev, callhome.tls_connector(dev), make, installed,
                          deadline_ms=cfg["deadline_ms"])
 out.pop("installer", None)
 out["elapsed_ms"] = time.ticks_diff(time.ticks_ms(), t0)
+out["installer_trusted"] = trusted
 print("@@OUT " + json.dumps(out))
 """
 
@@ -132,6 +138,7 @@ def test_update_streamed_to_staging(setup):
     installed = {"size": 1234, "md5": "0" * 32}
     out, _ = run_device(srv, dev, installed)
     assert out["outcome"] == "updated", out
+    assert out["installer_trusted"] == [True]  # the answer came over verified TLS
     assert out["app"] == {"name": "IASBlink", "version": "1.1.0"}
     assert out["md5"] == MD5 and out["sha256"] == hashlib.sha256(BODY).hexdigest()
     assert (dev / "staging" / "update.bin").read_bytes() == BODY

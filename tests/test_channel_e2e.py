@@ -1,4 +1,4 @@
-"""The static channel end to end: the firmware (channel.py, ota.py, certstore, httpclient) in the
+"""The static channel end to end: the firmware (channel, appbundle, certstore, httpclient) in the
 MicroPython unix port polls a tree written by tools/publish.py and served by tests/statichost.py
 on loopback, over TLS (a tools/pki.py chain whose root is the device's only anchor) and over
 plain HTTP. Each poll is one micropython process, as after a reset: everything it keeps between
@@ -23,7 +23,7 @@ FIRMWARE = REPO / "firmware"
 
 DEVICE = r"""
 import sys, json, time
-from ias import channel, ota, state, certstore
+from ias import channel, slots, state, certstore
 
 class Board:
     tls_verifies = True
@@ -51,7 +51,7 @@ dev.board = Board()
 dev.settings = p["settings"]
 dev.state = state.State(root + "/state.json")
 dev.store = certstore.CertStore(root + "/cert")
-dev.slots = ota.Slots(root)
+dev.slots = slots.Slots(root)
 dev.verified = False
 stats = {}
 out = channel.poll(dev, force=p.get("force", False), folder=root + "/staging",

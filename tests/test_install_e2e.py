@@ -12,7 +12,7 @@ import pytest
 
 from tests.scenario import (  # noqa: F401 (fixtures)
     APP,
-    assert_settings_updated,
+    assert_settings_kept,
     assert_unchanged,
     make_chain,
     make_world,
@@ -62,7 +62,7 @@ def test_v1_to_v2_applied_committed_then_304(world):
     assert ptr["size"] == art.stat().st_size
     assert "trial" not in ptr and "prev" not in ptr
     settings = world.settings()
-    assert (settings["app_name"], settings["app_version"]) == (APP, "2.0")
+    assert (settings["app_name"], settings["app_version"]) == (APP, "1.0")  # the factory app
     state = world.state()
     assert state["counters"] == {"app": 2}  # the anti-rollback floor rose at commit
     assert "last_error" not in state
@@ -76,7 +76,7 @@ def test_v1_to_v2_applied_committed_then_304(world):
     assert sent(calls[1], "x-ESP-SKETCH-SIZE") == str(art.stat().st_size)
 
     # Nothing else changed: the new slot's files were added, /cert and /keys are as they were,
-    # and settings differ only in the app version.
+    # and settings are as they were (the pointer holds the version).
     after = world.snapshot()
     added = set(after["tree"]) - set(before["tree"])
     assert added == {"/slot_b/" + name for name, _ in bundle.collect(REPO / "examples" / "blink")}
@@ -84,7 +84,7 @@ def test_v1_to_v2_applied_committed_then_304(world):
     for path, size in before["tree"].items():
         if path not in ("/app.json", "/settings.json"):
             assert after["tree"][path] == size, path
-    assert_settings_updated(before["settings"], after["settings"], "2.0")
+    assert_settings_kept(before["settings"], after["settings"], after["app"], "2.0")
     assert set(after["state"]) - set(before["state"]) <= {"counters", "time_floor"}
 
     # Later call homes: x-ESP-SKETCH-MD5 is the artifact's MD5, so the server answers 304.

@@ -7,7 +7,7 @@ manifest.json and whose second is manifest.sig, then the app's files:
                     "files": [{"path": "app.py", "size": 123, "sha256": "<hex>"}, ...]}
     manifest.sig   RSA PKCS#1 v1.5 SHA-256 signature of manifest.json's exact bytes
 
-The device (firmware/ota.py) checks the signature before it writes any file, then every file's
+The device (appbundle.py) checks the signature before it writes any file, then every file's
 size and SHA-256; `counter` is the anti-rollback security counter (raise it when an older
 version must never be installed again). Builds are reproducible: fixed owners, modes, times.
 """
@@ -34,7 +34,7 @@ FORMAT = 1
 MAX_NAME = 32  # settings.app_name
 MAX_VERSION = 11  # settings.app_version
 MAX_PATH = 255
-MAX_MANIFEST = 8192  # the device reads manifest.json into RAM: keep in step with ota.py
+MAX_MANIFEST = 8192  # the device reads manifest.json into RAM: keep in step with appbundle.py
 BLOCK = 4096  # flash block: the free space a file really takes is rounded up to it
 PATH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+/")
 SKIP = {"__pycache__", ".git", ".DS_Store"}

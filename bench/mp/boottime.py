@@ -1,6 +1,6 @@
 # Boot overhead on a virtual board's flash (made by `ias sim init`, firmware as .mpy in /lib):
 # "client": /boot.py (bootflow.run: reset cause, state, trial check, button) then what main.py
-# does up to the app's start (Device.open(), start_app(): app_api, ota, import and setup() of
+# does up to the app's start (Device.open(), start_app(): app_api, slots, import and setup() of
 # the app), the network join left out. "bare": an empty boot.py and a main.py that imports the
 # app directly. "mods": the heap after importing each module named on the command line alone.
 #   micropython -m boottime HOST_DIR client|bare|mods [MODULE...]

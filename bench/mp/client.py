@@ -58,7 +58,7 @@ if mode == "timed":
         def activate(self):
             self.inner.activate()
 
-    dev._make_installer = lambda: lambda first: Timed(make()(first))
+    dev._make_installer = lambda: lambda first, trusted: Timed(make()(first, trusted))
 
 if mode in ("update", "timed"):
     t0 = time.ticks_us()
@@ -67,10 +67,8 @@ if mode in ("update", "timed"):
         raise SystemExit("outcome %s %s %s" % (out["outcome"], out["reason"], out.get("detail")))
     out["installer"].activate()
     us = time.ticks_diff(time.ticks_us(), t0)
-    from ias import ota  # noqa: E402
-
-    ota.default_slots()._info = None
-    info = ota.default_slots().read()
+    dev.slots.forget()
+    info = dev.slots.read()
     assert info["active"] == "slot_b" and info["md5"] == out["md5"], info
     for k in phases:
         phases[k] = time.ticks_diff(phases[k], t0)

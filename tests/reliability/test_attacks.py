@@ -141,7 +141,7 @@ def test_replay_of_older_signed_bundle(lab):
     srv = lab.servers["good"]
     board = lab.board
     board.restore()
-    # the device committed counter 3 earlier (the floor ota.commit raises)
+    # the device committed counter 3 earlier (the floor trial.commit raises)
     st = board.json("/state.json") or {}
     st["counters"] = {"app": 3}
     board.put("/state.json", json.dumps(st).encode(), lab.work)

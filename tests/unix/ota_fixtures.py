@@ -76,7 +76,8 @@ class Reset(Exception):
 
 
 class FakeBoard:
-    """Enough of a Board for ota.py: clock, uptime, reset cause, reset, partitions."""
+    """Enough of a Board for the installers and trial.py: clock, uptime, reset cause, reset,
+    partitions."""
 
     def __init__(self, tls_verifies=True, cause="power_on", host=None):
         self.tls_verifies = tls_verifies
@@ -114,6 +115,9 @@ class FakeBoard:
 
 
 class Ctx:
+    """What an installer is given: board, settings, state, slots, keys and whether the source
+    was verified (installer.Installer's arguments)."""
+
     def __init__(self, board, state, slots, settings=None, verified=True, keys=None):
         self.board = board
         self.state = state
@@ -122,12 +126,20 @@ class Ctx:
         self.verified = verified
         self.keys = keys
 
+    def args(self):
+        return (self.board, self.settings, self.state, self.slots, self.keys, self.verified)
 
-def install(ctx, path, chunk=700, activate=True, hex_sha=False):
-    """Feed the file at `path` to the installer ota picks, as callhome does. Aborts and
-    re-raises on any error."""
-    from ias import ota
 
+def installer(first, ctx):
+    """The installer formats.installer_for picks for a body starting with `first`."""
+    from ias import formats
+
+    return formats.installer_for(first, *ctx.args())
+
+
+def install(ctx, path, chunk=700, activate=True, hex_sha=False, make=None, name="", version=""):
+    """Feed the file at `path` to the installer formats picks (or make(first) gives), as
+    callhome does. Aborts and re-raises on any error."""
     md5 = hashlib.md5()
     sha = hashlib.sha256()
     size = os.stat(path)[6]
@@ -135,9 +147,10 @@ def install(ctx, path, chunk=700, activate=True, hex_sha=False):
     inst = None
     with open(path, "rb") as f:
         n = f.readinto(buf)
-        inst = ota.installer_for(memoryview(buf)[:n], ctx)
+        first = memoryview(buf)[:n]
+        inst = make(first) if make is not None else installer(first, ctx)
         try:
-            inst.begin(size, "", "")
+            inst.begin(size, name, version)
             while n:
                 view = memoryview(buf)[:n]
                 md5.update(view)
@@ -160,8 +173,20 @@ def _hex(b):
     return binascii.hexlify(b).decode()
 
 
+_flash = {}
+
+
 def fresh_flash(where="/pc", blocks=128):
-    dev = NorFlash(blocks)
+    # One image per size, erased again for each test: a new 512 KiB bytearray per test can
+    # fail on a fragmented heap (the GC is conservative: a stale pointer keeps an old one).
+    dev = _flash.get(blocks)
+    if dev is None:
+        dev = _flash[blocks] = NorFlash(blocks)
+    else:
+        mem = dev.mem
+        for i in range(len(mem)):
+            mem[i] = 0xFF
+        dev.programs = dev.erases = 0
     mount(dev, where, mkfs=True)
     return dev
 

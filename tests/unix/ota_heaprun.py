@@ -7,7 +7,7 @@ import sys
 
 import ota_fixtures as fx
 import vfs
-from ias import ota
+from ias import slots as slots_mod
 from ias import state as state_mod
 from ota_fixtures import Ctx, FakeBoard
 
@@ -26,7 +26,7 @@ def run(fix, name, root="/hp"):
     vfs.mount(vfs.VfsLfs2(dev), root)
     try:
         fx.copy_keys(fix, ("update",), root)
-        ctx = Ctx(FakeBoard(), state_mod.State(root + "/state.json"), ota.Slots(root))
+        ctx = Ctx(FakeBoard(), state_mod.State(root + "/state.json"), slots_mod.Slots(root))
         gc.collect()
         base = gc.mem_alloc()
         dev.probe = probe

@@ -50,7 +50,13 @@ SETTINGS = {
     "app_name": "IASBlink",
     "app_version": "1.0.0",
 }
-INSTALLED = {"size": 4242, "md5": "0123456789ABCDEF0123456789abcdef"}
+# What the slot pointer says runs now (slots.installed_artifact): the one source of the version.
+INSTALLED = {
+    "size": 4242,
+    "md5": "0123456789ABCDEF0123456789abcdef",
+    "name": "IASBlink",
+    "version": "1.0.0",
+}
 
 EXPECTED = (
     b"GET /ota/updates? HTTP/1.1\r\n"
@@ -111,9 +117,11 @@ class RecordingInstaller:
 class Maker:
     def __init__(self, cls=RecordingInstaller):
         self.made = []
+        self.trusted = []  # what callhome said about the source of each body
         self.cls = cls
 
-    def __call__(self, first):
+    def __call__(self, first, trusted):
+        self.trusted.append(trusted)
         inst = self.cls(first)
         self.made.append(inst)
         return inst
@@ -318,6 +326,7 @@ def test_update_streams_to_installer_with_hashes():
     inst = maker.made[0]
     assert out["installer"] is inst
     assert inst.first == body[:512]
+    assert maker.trusted == [False]  # a fake socket is no verified TLS
     assert bytes(inst.data) == body
     assert inst.calls == [
         ("begin", 5000, "IASBlink", "1.1.0"),
@@ -539,9 +548,25 @@ def test_iso_date():
     assert callhome.iso_date(4102444800) == "2100-01-01"
 
 
+def test_installer_told_when_the_answer_came_over_verified_tls():
+    # the device's factory commits a version on trial only on a trusted answer
+    body = bytes(range(200))
+    connect = connector(update_reply(body) + body)
+
+    def verified(host, port, timeout_ms):
+        s = connect(host, port, timeout_ms)
+        s.verified = True  # as certstore.connect marks a verified TLS stream
+        return s
+
+    maker = Maker()
+    out = callhome.call_home(Device(), verified, maker, INSTALLED)
+    assert out["outcome"] == "updated" and maker.trusted == [True], out
+
+
 def test_header_values_cleaned():
-    dev = Device(settings=dict(SETTINGS, app_name="evil\r\nX-Injected: 1"))
-    out, _, connect, _ = run(b"HTTP/1.1 304 Not Modified\r\n\r\n", device=dev)
+    connect = connector(b"HTTP/1.1 304 Not Modified\r\n\r\n")
+    installed = dict(INSTALLED, name="evil\r\nX-Injected: 1")
+    callhome.call_home(Device(), connect, Maker(), installed)
     assert b"\r\nX-Injected" not in connect.net.sent()
     assert b"x-ESP-VERSION: evil  X-Injected: 1 v1.0.0\r\n" in connect.net.sent()
     assert httpclient.MAX_HEADERS == 40

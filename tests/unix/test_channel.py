@@ -16,6 +16,7 @@ from ias import (
     channel,  # noqa: E402
     fsutil,  # noqa: E402
     net,  # noqa: E402
+    slots,  # noqa: E402
     state,  # noqa: E402
     trust,  # noqa: E402
 )
@@ -140,6 +141,8 @@ class Device:
         self.settings = {"channel": URL, "app_name": app, "app_version": version}
         self.state = state.State(folder + "/state.json")
         self.store = None
+        # no pointer record in the folder: the settings name the factory app that runs
+        self.slots = slots.Slots(folder, self.settings)
 
 
 class Recorder:
@@ -174,7 +177,8 @@ class Maker:
         self.firsts = []
         self.fail = fail
 
-    def __call__(self, first):
+    def __call__(self, first, trusted):
+        assert trusted is True  # only after the channel's signature verified
         self.firsts.append(first)
         inst = Recorder(self.fail)
         self.made.append(inst)

@@ -7,7 +7,8 @@ import os
 import sys
 
 import ota_fixtures as fx
-from ias import appbundle, fwimage, ota
+from ias import appbundle, fwimage, trial
+from ias import slots as slots_mod
 from ias import state as state_mod
 from ias.reason import ReasonError
 from ota_fixtures import Ctx, FakeBoard, Reset
@@ -27,7 +28,7 @@ def device(keys=("update",)):
         fx.copy_keys(FIX, keys, ROOT)
     board = FakeBoard()
     st = state_mod.State(ROOT + "/state.json")
-    slots = ota.Slots(ROOT)
+    slots = slots_mod.Slots(ROOT)
     return board, st, slots, Ctx(board, st, slots)
 
 
@@ -37,8 +38,8 @@ def bundle(name):
 
 def installed(ctx, name):
     fx.install(ctx, bundle(name))
-    assert ota.boot_check(ctx.board, ctx.state, ctx.slots) == "trial"
-    assert ota.commit(ctx.board, ctx.state, None, ctx.slots) is not None
+    assert trial.boot_check(ctx.board, ctx.state, ctx.slots) == "trial"
+    assert trial.commit(ctx.board, ctx.state, ctx.slots) is not None
 
 
 def snapshot():
@@ -81,15 +82,16 @@ def test_v1_then_v2_into_the_slots():
     assert info["prev"]["active"] == "slot_b" and info["prev"]["md5"] == MD5["v1"]
     assert fx.tree("/pc/slot_a") == V2 and fx.tree("/pc/slot_b") == V1
     assert "ota.part" not in snapshot()
-    assert ota.boot_check(board, st, slots) == "trial"
-    done = ota.commit(board, st, None, slots)
+    assert trial.boot_check(board, st, slots) == "trial"
+    done = trial.commit(board, st, slots)
     assert done["md5"] == MD5["v2"] and done["version"] == "2.0" and done["counter"] == 2
-    s = json.loads(fx.read("/pc/settings.json"))
-    assert s["app_name"] == "blink" and s["app_version"] == "2.0"
+    # the pointer is the one home of the installed version: settings are not written
+    assert _missing("/pc/settings.json")
+    assert slots.installed_artifact()["version"] == "2.0"
     assert st.get("counters") == {"app": 2}
     assert "trial" not in json.loads(fx.read("/pc/app.json"))
-    assert ota.rollback(board, st, "late", slots) is False  # nothing on trial any more
-    assert ota.commit(board, st, None, slots) is None
+    assert trial.rollback(board, st, "late", slots) is False  # nothing on trial any more
+    assert trial.commit(board, st, slots) is None
 
 
 def test_gzip_bundle_installs():
@@ -152,7 +154,7 @@ def test_any_chunking_plain_streams_gzip_stages():
     board, st, slots, ctx = device()
     for name, chunk in (("v2", 1), ("v2", 4093), ("v2gz", 1), ("v2gz", 513)):
         data = fx.read(bundle(name))
-        inst = ota.installer_for(data[:chunk], ctx)
+        inst = fx.installer(data[:chunk], ctx)
         inst.begin(len(data), "blink", "2.0")
         staged = False
         for i in range(0, len(data), chunk):
@@ -163,8 +165,12 @@ def test_any_chunking_plain_streams_gzip_stages():
         inst.activate()
         assert fx.tree(slots.active_app_dir()) == V2, (name, chunk)
         assert "ota.part" not in snapshot()
-        assert ota.boot_check(board, st, slots) == "trial"
-        assert ota.commit(board, st, None, slots)["md5"] == MD5[name]
+        assert trial.boot_check(board, st, slots) == "trial"
+        assert trial.commit(board, st, slots)["md5"] == MD5[name]
+
+
+def _missing(path):
+    return not _exists(path)
 
 
 def _exists(path):
@@ -200,7 +206,7 @@ def test_abort_in_the_middle_leaves_the_device_as_before():
     for name in ("v2", "v2gz"):
         before = snapshot()
         data = fx.read(bundle(name))
-        inst = ota.installer_for(data[:512], ctx)
+        inst = fx.installer(data[:512], ctx)
         inst.begin(len(data), "blink", "2.0")
         inst.write(memoryview(data)[: len(data) * 2 // 3])  # files are in the slot by now
         inst.abort()
@@ -232,13 +238,13 @@ def test_no_keys_means_signed_bundles_cannot_install():
 
 def test_space_and_size_limits():
     board, st, slots, ctx = device()
-    inst = appbundle.BundleInstaller(ctx)
+    inst = appbundle.BundleInstaller(*ctx.args())
     try:
         inst.begin(10 * 1024 * 1024, "blink", "9")
         raise AssertionError("10 MiB staged on a 512 KiB flash")
     except ReasonError as e:
         assert e.reason == "no_space"
-    inst = appbundle.BundleInstaller(ctx)
+    inst = appbundle.BundleInstaller(*ctx.args())
     inst.begin(100, "blink", "9")
     try:
         inst.write(memoryview(bytearray(101)))
@@ -251,14 +257,14 @@ def test_space_and_size_limits():
 
 def test_installer_choice():
     board, st, slots, ctx = device()
-    plain = ota.installer_for(fx.read(bundle("v2"))[:512], ctx)
-    gz = ota.installer_for(fx.read(bundle("v2gz"))[:16], ctx)
+    plain = fx.installer(fx.read(bundle("v2"))[:512], ctx)
+    gz = fx.installer(fx.read(bundle("v2gz"))[:16], ctx)
     assert isinstance(plain, appbundle.BundleInstaller)
     assert isinstance(gz, appbundle.BundleInstaller)
-    fw = ota.installer_for(b"\xe9\x03" + bytes(600), ctx)
+    fw = fx.installer(b"\xe9\x03" + bytes(600), ctx)
     assert isinstance(fw, fwimage.FirmwareInstaller)
     try:
-        ota.installer_for(b"<html>" + bytes(600), ctx)
+        fx.installer(b"<html>" + bytes(600), ctx)
         raise AssertionError("HTML taken for an update")
     except ReasonError as e:
         assert e.reason == "unknown_format"
@@ -274,75 +280,90 @@ def trial_device():
 def test_trial_three_boots_then_rollback():
     board, st, slots, ctx = trial_device()
     board.cause = "intended"
-    assert ota.boot_check(board, st, slots) == "trial"
+    assert trial.boot_check(board, st, slots) == "trial"
     board.cause = "power_on"
-    assert ota.boot_check(board, st, slots) == "trial"
-    assert ota.boot_check(board, st, slots) == "trial"
+    assert trial.boot_check(board, st, slots) == "trial"
+    assert trial.boot_check(board, st, slots) == "trial"
     assert slots.active() == "slot_a"
-    assert ota.boot_check(board, st, slots) == "rolled_back"
-    assert slots.active() == "slot_b" and fx.tree(ota.active_app_dir(slots)) == V1
+    assert trial.boot_check(board, st, slots) == "rolled_back"
+    assert slots.active() == "slot_b" and fx.tree(slots.active_app_dir()) == V1
     assert slots.installed_artifact()["md5"] == MD5["v1"]
-    assert "3 boots" in ota.last_error(st)
-    assert ota.boot_check(board, st, slots) is None
-    ota.clear_error(st)
-    assert ota.last_error(st) is None
-    assert json.loads(fx.read("/pc/settings.json"))["app_version"] == "1.0"
+    assert "3 boots" in trial.last_error(st)
+    assert trial.boot_check(board, st, slots) is None
+    trial.clear_error(st)
+    assert trial.last_error(st) is None
+    assert slots.installed_artifact()["version"] == "1.0" and _missing("/pc/settings.json")
 
 
 def test_trial_crash_or_watchdog_rolls_back():
     for cause in ("crash", "watchdog"):
         board, st, slots, ctx = trial_device()
         board.cause = "intended"
-        assert ota.boot_check(board, st, slots) == "trial"
+        assert trial.boot_check(board, st, slots) == "trial"
         board.cause = cause
-        assert ota.boot_check(board, st, slots) == "rolled_back"
+        assert trial.boot_check(board, st, slots) == "rolled_back"
         assert slots.active() == "slot_b"
-        assert cause in ota.last_error(st) and "2.0" in ota.last_error(st)
+        assert cause in trial.last_error(st) and "2.0" in trial.last_error(st)
         assert board.resets == 0  # before the app starts: no reset needed
 
 
 def test_trial_ten_minutes():
     board, st, slots, ctx = trial_device()
-    assert ota.boot_check(board, st, slots) == "trial"
+    assert trial.boot_check(board, st, slots) == "trial"
     board.uptime = 599000
-    assert ota.trial_tick(board, st, slots) is False
+    assert trial.tick(board, st, slots) is False
     board.uptime = 600001
     try:
-        ota.trial_tick(board, st, slots)
+        trial.tick(board, st, slots)
         raise AssertionError("no reset after the deadline")
     except Reset:
         pass
-    assert slots.active() == "slot_b" and "10 minutes" in ota.last_error(st)
+    assert slots.active() == "slot_b" and "10 minutes" in trial.last_error(st)
     # wall clock: a later boot more than 10 minutes after the switch rolls back at once
     board, st, slots, ctx = trial_device()
-    assert ota.boot_check(board, st, slots) == "trial"
+    assert trial.boot_check(board, st, slots) == "trial"
     board.now += 601
     board.uptime = 1000
-    assert ota.boot_check(board, st, slots) == "rolled_back"
-    assert "in time" in ota.last_error(st)
+    assert trial.boot_check(board, st, slots) == "rolled_back"
+    assert "in time" in trial.last_error(st)
 
 
 def test_app_error_rollback_from_the_main_loop():
     board, st, slots, ctx = trial_device()
-    assert ota.boot_check(board, st, slots) == "trial"
+    assert trial.boot_check(board, st, slots) == "trial"
     try:
-        ota.rollback(board, st, "app.py raised ImportError", slots)
+        trial.rollback(board, st, "app.py raised ImportError", slots)
         raise AssertionError("rollback must reset the board")
     except Reset:
         pass
-    assert slots.active() == "slot_b" and "ImportError" in ota.last_error(st)
+    assert slots.active() == "slot_b" and "ImportError" in trial.last_error(st)
 
 
 def test_install_during_a_trial():
+    from ias import device
+
     board, st, slots, ctx = trial_device()
-    assert ota.boot_check(board, st, slots) == "trial"
-    # over a connection that was not verified, the trial cannot count as confirmed
+    assert trial.boot_check(board, st, slots) == "trial"
+    # installers never commit: while v2 is on trial they refuse, verified source or not
+    refused(Ctx(board, st, slots, {}, verified=True), "v3", "trial_pending")
     refused(Ctx(board, st, slots, {}, verified=False), "v3", "trial_pending")
-    # a verified answer carrying the next update is the call home the trial waited for
     settings = {"app_name": "blink", "app_version": "1.0"}
-    fx.install(Ctx(board, st, slots, settings, verified=True), bundle("v3"), hex_sha=True)
-    assert settings["app_version"] == "2.0"  # v2 was committed first, in the caller's dict
+    dev = device.Device(board, settings, st, None, slots)
+    make = dev._make_installer()
+    # the device's factory: an answer from a source not authenticated cannot confirm the trial
+    before = snapshot()
+    try:
+        fx.install(ctx, bundle("v3"), make=lambda first: make(first, False))
+        raise AssertionError("installed during a trial without confirmation")
+    except ReasonError as e:
+        assert e.reason == "trial_pending"
+    assert snapshot() == before and st.get("counters") == {"app": 1}
+    # a trusted answer carrying the next update is the contact the trial waited for: the
+    # device commits v2, then installs v3
+    fx.install(ctx, bundle("v3"), hex_sha=True, make=lambda first: make(first, True))
+    assert settings == {"app_name": "blink", "app_version": "1.0"}  # settings are not written
     assert st.get("counters") == {"app": 2}
+    assert board.resets == 0
     info = json.loads(fx.read("/pc/app.json"))
     assert info["version"] == "3.0" and info["prev"]["version"] == "2.0"
     assert fx.tree("/pc/" + info["prev"]["active"]) == V2
@@ -381,7 +402,10 @@ def test_install_heap_does_not_grow_with_payload():
         mods = [
             fx.REPO + "/firmware/" + m
             for m in (
-                "ota",
+                "slots",
+                "trial",
+                "installer",
+                "formats",
                 "appbundle",
                 "fwimage",
                 "tarstream",
@@ -415,6 +439,39 @@ def test_install_heap_does_not_grow_with_payload():
         assert (big[2] - big[1]) - (small[2] - small[1]) < 2048, "peak grows with the payload"
     finally:
         fx.cleanup(fix)
+
+
+def test_board_without_verifying_tls_takes_its_servers_word():
+    # ESP8266: no verified TLS at all, so the device's factory commits on any answer
+    from ias import device
+
+    board, st, slots, ctx = trial_device()
+    board.tls_verifies = False
+    assert trial.boot_check(board, st, slots) == "trial"
+    make = device.Device(board, {}, st, None, slots)._make_installer()
+    fx.install(Ctx(board, st, slots, {}, False), bundle("v3"), make=lambda f: make(f, False))
+    info = json.loads(fx.read("/pc/app.json"))
+    assert info["version"] == "3.0" and info["prev"]["version"] == "2.0"
+    assert st.get("counters") == {"app": 2}
+
+
+def test_installed_version_has_one_home():
+    # the pointer names what runs; settings app_name/app_version only name the factory app,
+    # read when the pointer has no record of its own
+    board, st, slots, ctx = device()
+    with open("/pc/settings.json", "w") as f:
+        json.dump({"app_name": "factory", "app_version": "0.1"}, f)
+    assert slots_mod.Slots(ROOT).installed_artifact()["version"] == "0.1"
+    given = slots_mod.Slots(ROOT, {"app_name": "given", "app_version": "0.2"})
+    assert given.installed_artifact()["name"] == "given"
+    installed(ctx, "v1")
+    fx.install(ctx, bundle("v2"))  # on trial: v2 runs and is reported, v1 is committed
+    s = slots_mod.Slots(ROOT, {"app_name": "given", "app_version": "0.2"})
+    assert s.installed_artifact()["version"] == "2.0" and s.committed()["version"] == "1.0"
+    assert trial.counter_floor(st, s, "app") == 1
+    trial.rollback(board, st, "test", s, reset=False)
+    assert s.installed_artifact()["version"] == "1.0" and s.committed()["version"] == "1.0"
+    assert json.loads(fx.read("/pc/settings.json"))["app_version"] == "0.1"  # never written
 
 
 def test_zz_cleanup():

@@ -1,14 +1,15 @@
 # ESP32 firmware images on the virtual partitions (vpartition.py): a valid image is written to
 # the next slot, read back, set to boot and gets exactly one trial boot; a commit marks it
-# valid; a reset during the trial makes the bootloader go back, and ota.boot_check records it.
+# valid; a reset during the trial makes the bootloader go back, and trial.boot_check records it.
 # A combined firmware.bin, a corrupt or truncated image and unsigned-policy cases are refused.
 import json
 import os
 import time
 
 import ota_fixtures as fx
-from ias import ota, vpartition
+from ias import slots as slots_mod
 from ias import state as state_mod
+from ias import trial, vpartition
 from ias.reason import ReasonError
 from ias.vpartition import VirtualPartition
 from ota_fixtures import Ctx, FakeBoard, Reset
@@ -34,7 +35,7 @@ def device(allow=True, verified=True):
     h = host()
     board = FakeBoard(host=h)
     st = state_mod.State(h + "/root/state.json")
-    slots = ota.Slots(h + "/root")
+    slots = slots_mod.Slots(h + "/root")
     return h, board, st, slots, Ctx(board, st, slots, {"allow_unsigned": allow}, verified)
 
 
@@ -66,13 +67,13 @@ def test_valid_image_boots_once_and_commits():
     info = vpartition.bootloader_select(h)
     assert info["slot"] == "ota_1" and info["state"] == "pending_verify"
     assert info["version"] == "v2.0"
-    assert ota.boot_check(board, st, slots) == "trial"
-    art = ota.commit(board, st, None, slots)
+    assert trial.boot_check(board, st, slots) == "trial"
+    art = trial.commit(board, st, slots)
     assert art["md5"] == md5_of(image("v2")) and art["size"] == len(v2)
     assert otadata(h)["states"]["ota_1"] == "valid"
     assert vpartition.bootloader_select(h)["slot"] == "ota_1"  # stays after more resets
     assert vpartition.bootloader_select(h)["slot"] == "ota_1"
-    assert ota.boot_check(board, st, slots) is None
+    assert trial.boot_check(board, st, slots) is None
     fx.cleanup(h)
 
 
@@ -82,13 +83,13 @@ def test_reset_during_trial_goes_back_and_is_reported():
     before = slots.installed_artifact()
     fx.install(ctx, image("v2"))
     assert vpartition.bootloader_select(h)["slot"] == "ota_1"
-    assert ota.boot_check(board, st, slots) == "trial"
+    assert trial.boot_check(board, st, slots) == "trial"
     # the new firmware never confirms: the next hard reset aborts it
     info = vpartition.bootloader_select(h)
     assert info["slot"] == "ota_0" and info["version"] == "v1.0"
     assert otadata(h)["states"]["ota_1"] == "aborted"
-    assert ota.boot_check(board, st, slots) == "rolled_back"
-    assert "failed its trial boot" in ota.last_error(st)
+    assert trial.boot_check(board, st, slots) == "rolled_back"
+    assert "failed its trial boot" in trial.last_error(st)
     assert slots.installed_artifact() == before
     assert vpartition.bootloader_select(h)["slot"] == "ota_0"  # never again
     fx.cleanup(h)
@@ -99,15 +100,15 @@ def test_rollback_during_firmware_trial_resets():
     vpartition.bootloader_select(h)
     fx.install(ctx, image("v2"))
     vpartition.bootloader_select(h)
-    assert ota.boot_check(board, st, slots) == "trial"
+    assert trial.boot_check(board, st, slots) == "trial"
     try:
-        ota.rollback(board, st, "no verified call home", slots, reset=False)
+        trial.rollback(board, st, "no verified call home", slots, reset=False)
         raise AssertionError("a firmware rollback must reset")
     except Reset:
         pass
     assert vpartition.bootloader_select(h)["slot"] == "ota_0"
-    assert ota.boot_check(board, st, slots) is None
-    assert "no verified call home" in ota.last_error(st)
+    assert trial.boot_check(board, st, slots) is None
+    assert "no verified call home" in trial.last_error(st)
     fx.cleanup(h)
 
 
@@ -118,8 +119,8 @@ def test_interrupted_switch_is_recorded():
     inst.target.set_boot = lambda: None  # power lost between the pointer and set_boot()
     inst.activate()
     vpartition.bootloader_select(h)
-    assert ota.boot_check(board, st, slots) == "rolled_back"
-    assert "did not happen" in ota.last_error(st)
+    assert trial.boot_check(board, st, slots) == "rolled_back"
+    assert "did not happen" in trial.last_error(st)
     fx.cleanup(h)
 
 
@@ -143,7 +144,7 @@ def test_bad_images_are_refused():
     refused(ctx, h, "nodesc", "not_app_image")
     refused(ctx, h, "corrupt", "not_app_image")
     refused(ctx, h, "truncated", "not_app_image")
-    inst = ota.installer_for(b"\xe9", ctx)
+    inst = fx.installer(b"\xe9", ctx)
     try:
         inst.begin(SLOT + 1, "fw", "9")
         raise AssertionError("image larger than the slot accepted")
@@ -176,9 +177,9 @@ def test_unsigned_policy_for_firmware():
         board.tls_verifies = tls
         refused(ctx, h, "v2", "unsigned")
         fx.cleanup(h)
-    ctx = Ctx(FakeBoard(), None, ota.Slots("/tmp"), {"allow_unsigned": True})
+    ctx = Ctx(FakeBoard(), None, slots_mod.Slots("/tmp"), {"allow_unsigned": True})
     try:
-        ota.installer_for(b"\xe9", ctx).begin(1000, "fw", "1")
+        fx.installer(b"\xe9", ctx).begin(1000, "fw", "1")
         raise AssertionError("firmware on a board without OTA slots")
     except ReasonError as e:
         assert e.reason == "no_firmware_ota"

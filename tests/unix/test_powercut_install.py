@@ -7,8 +7,9 @@ import json
 
 import ota_fixtures as fx
 import powercut
-from ias import ota
+from ias import slots as slots_mod
 from ias import state as state_mod
+from ias import trial
 from ias.reason import ReasonError
 from ota_fixtures import Ctx, FakeBoard
 
@@ -21,15 +22,15 @@ RETRY_EVERY = 5  # after every 5th cut, also check that a fresh install succeeds
 
 def ctx_for(root):
     board = FakeBoard()
-    return Ctx(board, state_mod.State(root + "/state.json"), ota.Slots(root))
+    return Ctx(board, state_mod.State(root + "/state.json"), slots_mod.Slots(root))
 
 
 def prepare(root):
     fx.copy_keys(FIX, ("update",), root)
     ctx = ctx_for(root)
     fx.install(ctx, FIX + "/v1.tar")
-    ota.boot_check(ctx.board, ctx.state, ctx.slots)
-    ota.commit(ctx.board, ctx.state, None, ctx.slots)
+    trial.boot_check(ctx.board, ctx.state, ctx.slots)
+    trial.commit(ctx.board, ctx.state, ctx.slots)
 
 
 def sweep_install(body, min_old):
@@ -54,16 +55,16 @@ def sweep_install(body, min_old):
         if files == V2:
             label = "new"
             assert art["md5"] == MD5[body] and ctx.slots.trial() is not None
-            assert ota.boot_check(ctx.board, ctx.state, ctx.slots) == "trial"
+            assert trial.boot_check(ctx.board, ctx.state, ctx.slots) == "trial"
         else:
             assert files == V1, "active slot holds neither version: %r" % sorted(files or {})
             label = "old"
             assert not completed
             assert art["md5"] == MD5["v1"] and ctx.slots.trial() is None
-            assert ota.boot_check(ctx.board, ctx.state, ctx.slots) is None
+            assert trial.boot_check(ctx.board, ctx.state, ctx.slots) is None
             if seen["n"] % RETRY_EVERY == 0:  # leftovers of the cut must not block updates
                 fx.install(ctx_for(root), path)
-                assert fx.tree(ota.Slots(root).active_app_dir()) == V2
+                assert fx.tree(slots_mod.Slots(root).active_app_dir()) == V2
                 seen["retried"] += 1
         return label
 

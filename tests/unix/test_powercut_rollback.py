@@ -7,8 +7,9 @@ import json
 
 import ota_fixtures as fx
 import powercut
-from ias import ota
+from ias import slots as slots_mod
 from ias import state as state_mod
+from ias import trial
 from ota_fixtures import Ctx, FakeBoard
 
 FIX = fx.make("powercut")
@@ -18,21 +19,21 @@ V2 = fx.tree(FIX + "/src_v2")
 
 
 def ctx_for(root):
-    return Ctx(FakeBoard(), state_mod.State(root + "/state.json"), ota.Slots(root))
+    return Ctx(FakeBoard(), state_mod.State(root + "/state.json"), slots_mod.Slots(root))
 
 
 def prepare(root):
     fx.copy_keys(FIX, ("update",), root)
     ctx = ctx_for(root)
     fx.install(ctx, FIX + "/v1.tar")
-    ota.boot_check(ctx.board, ctx.state, ctx.slots)
-    ota.commit(ctx.board, ctx.state, None, ctx.slots)
+    trial.boot_check(ctx.board, ctx.state, ctx.slots)
+    trial.commit(ctx.board, ctx.state, ctx.slots)
     fx.install(ctx_for(root), FIX + "/v2.tar")  # v2 now on trial
 
 
 def roll_back(root):
     ctx = ctx_for(root)
-    assert ota.rollback(ctx.board, ctx.state, "app failed", ctx.slots, reset=False)
+    assert trial.rollback(ctx.board, ctx.state, "app failed", ctx.slots, reset=False)
 
 
 def test_rollback_survives_every_cut():
@@ -46,14 +47,14 @@ def test_rollback_survives_every_cut():
         if files == V1 and ctx.slots.trial() is None:
             assert art["md5"] == MD5["v1"]
             if completed:
-                assert MD5["v2"] in ctx.state.get(ota.REFUSED_KEY, [])
-                assert "app failed" in (ota.last_error(ctx.state) or "")
+                assert MD5["v2"] in ctx.state.get(trial.REFUSED_KEY, [])
+                assert "app failed" in (trial.last_error(ctx.state) or "")
             return "rolled back"
         assert not completed, "rollback completed but v1 is not active"
         assert files == V2 and ctx.slots.trial() is not None, "neither version: %r" % files
         # still on trial: the rollback runs again (as the next boot's trial check would)
         roll_back(root)
-        assert fx.tree(ota.Slots(root).active_app_dir()) == V1
+        assert fx.tree(slots_mod.Slots(root).active_app_dir()) == V1
         seen["again"] += 1
         return "still on trial, rolled back on retry"
 

@@ -1,0 +1,256 @@
+# The trial every new version must pass before it is kept, and its one owner: boot_check()
+# counts trial boots and rolls back what crashed or ran out of boots or time; tick() enforces
+# the deadline from the main loop; commit() keeps the version (only the device's loop calls it);
+# rollback() goes back. Also the refused list (artifacts that failed their trial here), the
+# anti-rollback floor in force, and the last install or trial failure for the next call home.
+#
+# Commit is one atomic step: the pointer written without its trial. The state's counter floor
+# is raised after it, as a cache: the floor in force is max(state floor, the committed
+# pointer's counter), and boot_check() repairs the cache if a power cut came in between.
+from . import log
+
+TRIAL_BOOTS = 3  # boots a new version gets to complete one confirming contact
+TRIAL_MS = 600000  # ... and at most this long
+# State key of the last install or trial failure. Apart from callhome's own "last_error" (which
+# the next failed call overwrites), so a rollback is reported even after more failed calls.
+ERROR_KEY = "ota_error"
+REFUSED_KEY = "refused_md5"  # artifacts that failed their trial here: not taken again
+MAX_REFUSED = 4
+
+
+def _slots(slots):
+    if slots is not None:
+        return slots
+    from .slots import default_slots
+
+    return default_slots()
+
+
+def pending(slots=None):
+    """The trial record while a new version waits for its confirmation, else None."""
+    return _slots(slots).trial()
+
+
+def last_error(state):
+    """The last install or trial failure (text) for x-IAS-LAST-ERROR, or None."""
+    return state.get(ERROR_KEY)
+
+
+def clear_error(state):
+    state.drop(ERROR_KEY)
+
+
+def refused(state):
+    """MD5s of the artifacts that failed their trial on this device (newest last)."""
+    return state.get(REFUSED_KEY, [])
+
+
+def _record(state, text):
+    log.warn("ota", text)
+    state.set(ERROR_KEY, text[:120])
+
+
+def _refuse(state, md5):
+    if not md5:
+        return
+    seen = [m for m in refused(state) if m != md5]
+    state.set(REFUSED_KEY, (seen + [md5])[-MAX_REFUSED:])
+
+
+# -- the anti-rollback floor ------------------------------------------------------------------
+def _counter_kind(rec):
+    kind = rec.get("kind")
+    return "app" if kind == "bundle" else kind
+
+
+def counter_floor(state, slots, kind):
+    """The lowest security counter accepted for `kind` ("app", "firmware"): the state's floor
+    or the committed version's counter, whichever is higher."""
+    rec = _slots(slots).committed()
+    own = rec.get("counter", 0) if _counter_kind(rec) == kind else 0
+    if state is None:
+        return own
+    from . import trust
+
+    return max(trust.counter_floor(state, kind), own)
+
+
+def _raise_floor(state, rec):
+    counter = rec.get("counter", 0)
+    kind = _counter_kind(rec)
+    # Checked here before trust.py (large) is loaded: at most boots the floor is in place.
+    if kind in ("app", "firmware") and counter > state.get("counters", {}).get(kind, 0):
+        from . import trust
+
+        trust.raise_counter(state, kind, counter)  # writes only when it rises
+
+
+# -- a new version goes on trial ----------------------------------------------------------------
+def artifact(kind, name, version, counter, md5, size):
+    """The pointer fields of an installed artifact."""
+    return {
+        "kind": kind,
+        "name": name,
+        "version": version,
+        "counter": counter,
+        "md5": md5,
+        "size": size,
+    }
+
+
+def begin(slots, board, active, art, record):
+    """Switch the pointer to `art` in slot `active`, on trial (record: {"kind", ...}), with the
+    current version kept as "prev". The one atomic write of an activation."""
+    from .slots import FIELDS
+
+    info = slots.read()
+    prev = {"active": info["active"]}
+    for k in FIELDS:
+        if k in info:
+            prev[k] = info[k]
+    record = dict(record)
+    record["boots"] = 0
+    record["since"] = board.time() if _clock_ok(board) else 0
+    new = {"active": active, "prev": prev, "trial": record}
+    new.update(art)
+    slots.write(new)
+
+
+def _label(part):
+    return part.info()[4] if part is not None else None
+
+
+def _clock_ok(board):
+    from .board import clock_is_sane
+
+    return board.clock_synced or clock_is_sane(board.time())
+
+
+# -- boot, tick, commit, rollback -----------------------------------------------------------------
+def boot_check(board, state, slots=None):
+    """Run early at boot, before the app is imported. Repairs the state's counter floor from
+    the committed pointer, counts trial boots and rolls back a version that crashed, was
+    reset by the watchdog, used up its boots or its 10 minutes. Returns None (no trial),
+    "trial" (the new version runs) or "rolled_back"."""
+    s = _slots(slots)
+    info = s.read()
+    _raise_floor(state, s.committed())  # a cut after a commit's pointer write left it low
+    t = info.get("trial")
+    if not t:
+        return None
+    t = dict(t)
+    boots = t.get("boots", 0)
+    if t.get("kind") == "firmware":
+        running = _label(board.running_partition())
+        if running != t.get("target"):
+            if boots:
+                why = "firmware %s failed its trial boot; bootloader went back to %s"
+                _restore(s, state, why % (info.get("version"), running))
+            else:
+                _restore(s, state, "firmware switch to %s did not happen" % t.get("target"))
+            return "rolled_back"
+        if boots:
+            # ESP-IDF grants one trial boot: running it again means it was marked valid and
+            # only the pointer write was cut short. Finish that commit.
+            _commit_pointer(s, state, info)
+            return None
+    else:
+        cause = board.reset_cause()
+        if boots and cause in ("crash", "watchdog"):
+            why = "%s during trial of %s" % (cause, info.get("version"))
+            rollback(board, state, why, s, False)
+            return "rolled_back"
+        if boots >= TRIAL_BOOTS:
+            why = "%s not confirmed within %d boots" % (info.get("version"), TRIAL_BOOTS)
+            rollback(board, state, why, s, False)
+            return "rolled_back"
+        if _expired(board, t, 0):
+            rollback(board, state, "%s not confirmed in time" % info.get("version"), s, False)
+            return "rolled_back"
+    t["boots"] = boots + 1
+    new = dict(info)
+    new["trial"] = t
+    s.write(new)
+    log.info("ota", "trial boot %d of %s %s" % (t["boots"], info.get("name"), info.get("version")))
+    return "trial"
+
+
+def _expired(board, t, uptime_ms):
+    if uptime_ms > TRIAL_MS:
+        return True
+    since = t.get("since", 0)
+    if since and _clock_ok(board):
+        return board.time() - since > TRIAL_MS // 1000
+    return False
+
+
+def tick(board, state, slots=None):
+    """Call from the main loop (cheap). Past the trial deadline without a commit, rolls back
+    and resets the board."""
+    s = _slots(slots)
+    t = s.trial()
+    if t and _expired(board, t, board.uptime_ms()):
+        rollback(board, state, "%s not confirmed within 10 minutes" % s.read().get("version"), s)
+        return True
+    return False
+
+
+def commit(board, state, slots=None):
+    """The version on trial is confirmed (its update source answered it): keep it. Firmware is
+    marked valid first, then the pointer loses its trial (the commit itself, one atomic
+    write), then the state's counter floor follows. Returns the committed artifact or None."""
+    s = _slots(slots)
+    info = s.read()
+    t = info.get("trial")
+    if not t:
+        return None
+    if t.get("kind") == "firmware":
+        part = board.running_partition()
+        if _label(part) != t.get("target"):
+            return None  # boot_check records this case
+        try:
+            part.mark_app_valid_cancel_rollback()
+        except OSError as e:
+            log.warn("ota", "mark_app_valid_cancel_rollback: %r" % e)
+    return _commit_pointer(s, state, info)
+
+
+def _commit_pointer(s, state, info):
+    new = dict(info)
+    new.pop("trial", None)
+    new.pop("prev", None)
+    s.write(new)  # the commit
+    _raise_floor(state, new)
+    log.info("ota", "committed %s %s" % (new.get("name"), new.get("version")))
+    return s.installed_artifact()
+
+
+def rollback(board, state, reason, slots=None, reset=True):
+    """Go back to the previous version: the pointer returns to it (bundles) and, for firmware,
+    the reset lets the bootloader abort the unconfirmed image. The reason is kept for the next
+    call home. Resets the board when `reset` (always for firmware on trial). Returns False
+    when nothing is on trial."""
+    s = _slots(slots)
+    t = s.trial()
+    if not t:
+        return False
+    _restore(s, state, "rollback: " + reason)
+    if reset or t.get("kind") == "firmware":
+        board.reset()
+    return True
+
+
+def _restore(s, state, text):
+    from .slots import FIELDS
+
+    info = s.read()
+    prev = info.get("prev") or {"active": info.get("active"), "kind": "factory"}
+    new = {"active": prev.get("active", info.get("active"))}
+    for k in FIELDS:
+        if k in prev:
+            new[k] = prev[k]
+    if info.get("trial", {}).get("kind") == "firmware":
+        new["active"] = info.get("active")  # the app slot did not change
+    s.write(new)
+    _record(state, text)
+    _refuse(state, info.get("md5"))
