@@ -75,6 +75,15 @@ class _Body:
         return data
 
 
+class _Multipart:
+    """What Microdot's multipart parser reads of a request (its content type and body stream),
+    with the body bounded by Content-Length."""
+
+    def __init__(self, req):
+        self.content_type = req.content_type
+        self.stream = _Body(req.stream, req.content_length)
+
+
 class _Conn:
     """The connection's reader, with a cap on the request head (Microdot caps each line but not
     the number of header lines), and a count of the body bytes read, so a refused body can be
@@ -193,10 +202,9 @@ async def read_form(req, files=False):
         for key in req.form or {}:
             got[key] = req.form[key]
     elif ctype == "multipart/form-data":
-        req._stream = _Body(req.stream, req.content_length)
         parts = 0
         try:
-            async for name, value in FormDataIter(req):
+            async for name, value in FormDataIter(_Multipart(req)):
                 parts += 1
                 if parts > MAX_PARTS:
                     raise BadRequest("too many form fields")

@@ -1,5 +1,6 @@
 # Power-cut sweeps: run an operation on a littlefs image, cutting power at every program and
 # erase op in turn; after each cut, remount the surviving bytes and let the caller check them.
+import gc
 import os
 import sys
 
@@ -27,6 +28,7 @@ def sweep(image, operation, check, torn=True, limit=100000):
     outcomes = {}
     n = 1
     while n < limit:
+        gc.collect()  # two image-sized buffers per cut: free the last ones before asking again
         dev = NorFlash.from_image(image)
         dev.cut_at = n
         dev.torn = torn

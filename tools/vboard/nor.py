@@ -16,7 +16,11 @@ class NorFlash:
         self.path = path
         self.file = None
         if path is None:
-            self.mem = bytearray(b"\xff" * (blocks * BLOCK))
+            # Filled block by block: one image-sized allocation (b"\xff" * n would be two).
+            self.mem = bytearray(blocks * BLOCK)
+            erased = b"\xff" * BLOCK
+            for i in range(0, blocks * BLOCK, BLOCK):
+                self.mem[i : i + BLOCK] = erased
         else:
             self.mem = None
             self.file = open(path, "r+b")
@@ -124,8 +128,9 @@ class NorFlash:
 
     @classmethod
     def from_image(cls, image):
-        dev = cls(len(image) // BLOCK)
-        dev.mem[:] = image
+        dev = cls(0)
+        dev.blocks = len(image) // BLOCK
+        dev.mem = bytearray(image)
         return dev
 
 
