@@ -12,13 +12,17 @@ REFRESH_HORIZON_S = 181 * 86400  # anchors.py refreshes 180, 60 and 30 days befo
 
 
 class Device:
-    def __init__(self, board, settings, state, store):
+    def __init__(self, board, settings, state, store, transport=None):
         self.board = board
         self.settings = settings
         self.state = state
         self.store = store
         self.app = None
-        self.verified = False  # whether the last connection was verified TLS
+        if transport is None:
+            from .transport import Transport
+
+            transport = Transport(board, store, state)
+        self.transport = transport  # every connection the device opens goes through it
 
     @classmethod
     def open(cls):
@@ -99,28 +103,6 @@ class Device:
         self.app.module = None  # a committed app that fails stays off until an update
 
     # -- call home and config mode ------------------------------------------------------------
-    def _connector(self):
-        """connect(host, port, timeout_ms, scheme=None): verified TLS for https (the default
-        follows the server setting), plain TCP for http; remembers whether it was verified."""
-        from . import callhome
-
-        def connect(host, port, timeout_ms, scheme=None):
-            if scheme is None:
-                scheme = "http" if self.settings["server"].startswith("http://") else "https"
-            self.verified = False
-            if scheme == "http":
-                from . import net
-
-                return callhome.polled(net.tcp_connect(host, port, timeout_ms))
-            from . import certstore
-
-            floor = self.state.get("time_floor", 0)
-            stream = certstore.connect(host, port, self.store, self.board, timeout_ms, floor)
-            self.verified = getattr(stream, "verified", False)
-            return callhome.polled(stream)
-
-        return connect
-
     def call_home(self, force=False):
         """One call home over IAS, or a poll of the signed static channel when one is set; an
         update is staged and left for apply(). When TLS verification fails with every anchor,
@@ -128,31 +110,27 @@ class Device:
         outcome."""
         if self.app is not None:
             self.app.emit("update_check")
-        connect = self._connector()
         gc.collect()  # a boundary: the TLS handshake and an install want the heap in one piece
-        out = self._ask(connect, force)
+        out = self._ask(force)
         if out["outcome"] == "error" and out["reason"] in ("untrusted", "expired"):
-            if self._recover(connect, force, out["reason"]):
-                out = self._ask(connect, force)
+            if self._recover(force, out["reason"]):
+                out = self._ask(force)
         elif out["outcome"] == "error" and out["reason"] == "bad_signature":
-            if self._new_update_key(connect, force):
-                out = self._ask(connect, force)
-        self._after_call(out, connect)
+            if self._new_update_key(force):
+                out = self._ask(force)
+        self._after_call(out)
         return out
 
-    def _ask(self, connect, force):
+    def _ask(self, force):
+        make = self._make_installer()
+        feed = self.board.feed_watchdog
         if self.settings["channel"]:
             from . import channel
 
-            return channel.poll(
-                self, force, connect, self._make_installer(), self.board.feed_watchdog
-            )
+            return channel.poll(self, make, force, self.transport, feed)
         from . import callhome
 
-        installed = self._installed()
-        return callhome.call_home(
-            self, connect, self._make_installer(), installed, feed=self.board.feed_watchdog
-        )
+        return callhome.call_home(self, self.transport, make, self._installed(), feed=feed)
 
     def _installed(self):
         from . import ota
@@ -160,36 +138,47 @@ class Device:
         return ota.installed_artifact()
 
     def _make_installer(self):
+        """make(first_bytes, verified): the installer for a body (ota.installer_for), told
+        whether the connection it came on was verified; reported to the app when one runs."""
         from . import ota
 
-        def make(first):
-            installer = ota.installer_for(first, self)
+        def make(first, verified=False):
+            ctx = {
+                "board": self.board,
+                "settings": self.settings,
+                "state": self.state,
+                "verified": verified,
+            }
+            installer = ota.installer_for(first, ctx)
             return installer if self.app is None else _Reported(installer, self.app)
 
         return make
 
-    def _recover(self, connect, force, why):
+    def _recover(self, force, why):
         from . import anchors
 
-        fetch = anchors.http_fetcher(connect, self.board.ticks_ms)
-        result = anchors.recover(self, fetch, force=force, why=why)
+        result = anchors.recover(self, self.transport.fetch, force=force, why=why)
         log.info("anchors", "recovery ladder: %s" % result["outcome"])
         return result["outcome"] == "installed"
 
-    def _new_update_key(self, connect, force):
+    def _new_update_key(self, force):
         from . import anchors
 
-        fetch = anchors.http_fetcher(connect, self.board.ticks_ms)
-        found = anchors.look_for_keys(self, fetch, force=force)
+        found = anchors.look_for_keys(self, self.transport.fetch, force=force)
         log.info("anchors", "update key rotation: %s" % ("new key" if found else "none found"))
         return found
 
-    def _after_call(self, out, connect):
+    def _after_call(self, out):
         outcome = out["outcome"]
         now = hw.trusted_time(self.board, self.state.get("time_floor", 0))
-        verified_ok = outcome != "error" and (self.verified or not self.board.tls_verifies)
+        # Trusted: the IAS answer came over verified TLS (or this board cannot verify TLS at
+        # all); the channel's document verified with the update keys in this very poll.
+        trusted = bool(out.get("trusted"))
+        if not self.settings["channel"] and not self.board.tls_verifies:
+            trusted = True
+        verified_ok = outcome != "error" and trusted
         if self._anchors_busy(now):
-            self._anchors_after(out, connect, now, verified_ok)
+            self._anchors_after(out, now, verified_ok)
         app = self.app
         if outcome == "error":
             log.warn("callhome", "failed: %s %s" % (out["reason"], out.get("detail", "")))
@@ -219,7 +208,7 @@ class Device:
         expiry = self.store.earliest_expiry(now)
         return expiry is not None and expiry - now <= REFRESH_HORIZON_S
 
-    def _anchors_after(self, out, connect, now, verified_ok):
+    def _anchors_after(self, out, now, verified_ok):
         from . import anchors
 
         anchors.after_call_home(self.state, self.store, now, verified_ok, out.get("reason"))
@@ -228,7 +217,7 @@ class Device:
         anchors.report_sent(self.state)
         if now is not None:
             anchors.retire_keys(self.state, now)
-            anchors.refresh(self, anchors.http_fetcher(connect, self.board.ticks_ms))
+            anchors.refresh(self, self.transport.fetch)
 
     def _healthy(self):
         """A verified call home completed on this version: the version on trial has proven
