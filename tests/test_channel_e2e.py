@@ -52,14 +52,19 @@ dev.settings = p["settings"]
 dev.state = state.State(root + "/state.json")
 dev.store = certstore.CertStore(root + "/cert")
 dev.slots = ota.Slots(root)
-dev.verified = False
 stats = {}
-out = channel.poll(dev, force=p.get("force", False), folder=root + "/staging",
+
+def make(first, verified):
+    ctx = {"board": dev.board, "settings": dev.settings, "state": dev.state,
+           "slots": dev.slots, "verified": verified}
+    return ota.installer_for(first, ctx)
+
+out = channel.poll(dev, make, force=p.get("force", False), folder=root + "/staging",
                    keys_dir=root + "/keys", stats=stats)
 inst = out.pop("installer", None)
 if inst is not None:
     inst.activate()  # what device.apply() does before its reset
-f = stats.pop("fetcher", None)
+f = stats.pop("transport", None)
 out["requests"] = f.requests if f is not None else 0
 out["stats"] = stats
 print("RESULT " + json.dumps(out))

@@ -58,7 +58,7 @@ if mode == "timed":
         def activate(self):
             self.inner.activate()
 
-    dev._make_installer = lambda: lambda first: Timed(make()(first))
+    dev._make_installer = lambda: lambda first, verified=False: Timed(make()(first, verified))
 
 if mode in ("update", "timed"):
     t0 = time.ticks_us()
