@@ -529,7 +529,7 @@ def test_ladder_picks_up_a_rotated_key():
     assert out["outcome"] == "failed" and dev.state.get("keys_doc") is None
 
 
-# -- the ladder's fetch: the device's transport -----------------------------------------------------------------------------
+# -- the ladder's fetch: the device's transport ---------------------------------------------------
 class Stream:
     def __init__(self, reply):
         self.reply = reply

@@ -108,7 +108,8 @@ def test_host_header_and_header_order():
     ), sent
     assert peers.opened[0][:4] == ("https", "ias.example", 443, transport.CONNECT_TIMEOUT_MS)
     t.get("http://10.0.0.2:8080/a/b?c=1").close()
-    assert bytes(peers.opened[1][4].sent).startswith(b"GET /a/b?c=1 HTTP/1.1\r\nHost: 10.0.0.2:8080\r\n")
+    sent = bytes(peers.opened[1][4].sent)
+    assert sent.startswith(b"GET /a/b?c=1 HTTP/1.1\r\nHost: 10.0.0.2:8080\r\n"), sent
     t.get("https://[::1]:8443/x").close()
     assert b"\r\nHost: [::1]:8443\r\n" in bytes(peers.opened[2][4].sent)
     t.get("http://ias.example:80/").close()
@@ -275,7 +276,8 @@ def test_fetch_small_documents():
     peers.script("h.example", 443, [b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 200])
     refused(lambda: t.fetch("https://h.example/anchors.json", 100), "too_large")
     # a declared length over the limit is refused from the head, nothing of the body read
-    peers.script("h.example", 443, [b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", b"x" * 5000])
+    big = b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n"
+    peers.script("h.example", 443, [big, b"x" * 5000])
     refused(lambda: t.fetch("https://h.example/anchors.json", 1000), "too_large")
     assert peers.opened[-1][4].replies == [b"x" * 5000] and peers.opened[-1][4].closed
     peers.script("h.example", 443, [b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"])
