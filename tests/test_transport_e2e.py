@@ -3,7 +3,8 @@ from their own flash, wired by Device itself) polling a signed static channel th
 wrote, served by tests/statichost.py over plain HTTP on loopback.
 
 - the device's own wiring installs a release (`ias sim init --channel --update-key`, then
-  `ias sim callhome`): the bug this replaces ended in `error dns` before any request;
+  `ias sim callhome`): the bug this replaces ended in `error dns` before any request; the next
+  boot's poll confirms the trial by the signature (plain HTTP) and the one after costs a 304;
 - a peer sending the bundle at one byte a second is cut within 30 s ("too_slow");
 - a peer sending a steady 2 KB/s completes a 256 KiB bundle, every byte of it, hash checked."""
 
@@ -96,8 +97,20 @@ def test_device_wiring_installs_from_a_plain_http_channel(tmp_path, keys, capsys
         paths = [r["path"] for r in host.log]
         assert paths == ["/channel.json", "/channel.json.sig", "/Blink-1.1.0.tar"], paths
         assert host.log[0]["headers"]["host"] == "127.0.0.1:%d" % host.port
-    ptr = pointer(d, capsys)
-    assert ptr["name"] == "Blink" and ptr["version"] == "1.1.0" and ptr.get("trial"), ptr
+        ptr = pointer(d, capsys)
+        assert ptr["name"] == "Blink" and ptr["version"] == "1.1.0" and ptr.get("trial"), ptr
+        # the version on trial boots and its loop polls the channel: no conditional headers, a
+        # signature that verifies (over plain http) confirms it, and the trial is committed
+        del host.log[:]
+        assert ias("sim", "boot", d, "--cycles", 30, "--quiet") == 0
+        assert [r["path"] for r in host.log] == ["/channel.json", "/channel.json.sig"]
+        assert "if-none-match" not in host.log[0]["headers"]
+        ptr = pointer(d, capsys)
+        assert ptr["version"] == "1.1.0" and "trial" not in ptr, ptr
+        # committed: the next boot's poll is one conditional GET answered 304
+        del host.log[:]
+        assert ias("sim", "boot", d, "--cycles", 30, "--quiet") == 0
+        assert [(r["path"], r["status"]) for r in host.log] == [("/channel.json", 304)]
 
 
 def test_trickling_peer_cut_within_30_s(tmp_path, keys, capsys):
