@@ -72,7 +72,6 @@ class Metered:
     def __init__(self, stream, clock):
         self.stream = stream
         self.clock = clock
-        self.verified = getattr(stream, "verified", False)
         self.waited = 0
         self.got = -1  # -1: no byte yet
 
@@ -166,6 +165,8 @@ class Transport:
                 raise ReasonError("downgrade", "https redirected to %s" % url[:80])
             resp = self._once(scheme, host, port, path, headers, buf, deadline, head_timeout_ms)
             if resp.status not in REDIRECTS or hops >= max_redirects:
+                # the answer, unless it is one redirect too many (with max_redirects=0 a
+                # redirect is the answer: the caller decides what it means)
                 if resp.status in REDIRECTS and max_redirects:
                     resp.close()
                     raise ReasonError("too_many_redirects", "more than %d" % max_redirects)

@@ -12,12 +12,13 @@ TMP = "/tmp/ias_test_device_%s" % binascii.hexlify(os.urandom(4)).decode()
 class Board:
     clock_synced = False  # no anchor work after the call: only the commit decision is tested
     tls_verifies = True
+    now = 0
 
     def ticks_ms(self):
         return 0
 
     def time(self):
-        return 0
+        return self.now
 
     def feed_watchdog(self):
         pass
@@ -166,6 +167,23 @@ def test_channel_poll_uses_the_device_transport():
     assert bytes(s.sent).startswith(
         b"GET /app/channel.json HTTP/1.1\r\nHost: cdn.example:8000\r\n"
     )
+
+
+def test_config_mode_goes_through_the_device_transport():
+    from ias import configmode
+
+    peer = Peer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    dev = make(peer)
+    assert configmode.device_announce(dev)("1") == 404
+    assert bytes(peer.streams[0][3].sent).startswith(b"GET /ota/logs?msg=1 HTTP/1.1\r\n")
+    # "get IAS root cert": the anchor ladder, forced, over the same transport
+    dev.board.clock_synced = True
+    dev.board.now = 1800000000
+    res = configmode.device_fetch_anchors(dev)()
+    assert res["ok"] is False and "http_404" in res["message"], res
+    asked = [(sc, h, p, bytes(s.sent).split(b" ")[1]) for sc, h, p, s in peer.streams[1:]]
+    assert asked[0] == ("https", "ias.example", 443, b"/ota/anchors/anchors.json"), asked
+    assert asked[-1] == ("http", "ias.example", 80, b"/ota/anchors/anchors.json"), asked
 
 
 def test_cleanup():
