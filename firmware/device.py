@@ -220,8 +220,9 @@ class Device:
             anchors.refresh(self, self.transport.fetch)
 
     def _healthy(self):
-        """A verified call home completed on this version: the version on trial has proven
-        itself, and a failure it reported is delivered."""
+        """A trusted outcome on this version (a verified IAS answer, or a channel signature
+        verified in this poll): the version on trial has proven itself, and a failure it
+        reported is delivered."""
         from . import ota
 
         ota.commit(self.board, self.state, self.settings)
