@@ -26,59 +26,15 @@ def recovery_locations(settings):
     rec = settings.get("recovery") or []
     if rec:
         return [u if u.endswith("/") else u + "/" for u in rec]
-    from . import net
+    from . import net, transport
 
     scheme, host, port, _ = net.parse_url(settings["server"])
     if scheme == "http":
-        return ["http://%s/ota/anchors/" % _authority(host, port, 80)]
+        return ["http://%s/ota/anchors/" % transport.host_header("http", host, port)]
     return [
-        "https://%s/ota/anchors/" % _authority(host, port, 443),
-        "http://%s/ota/anchors/" % host,
+        "https://%s/ota/anchors/" % transport.host_header("https", host, port),
+        "http://%s/ota/anchors/" % transport.host_header("http", host, 80),
     ]
-
-
-def _authority(host, port, default):
-    return host if port == default else "%s:%d" % (host, port)
-
-
-def http_fetcher(connect, clock=None, timeout_ms=10000, deadline_ms=30000):
-    """fetch(url, limit) -> bytearray of the body, for the ladder. `connect(host, port,
-    timeout_ms, scheme)` is callhome.tls_connector(device): verified TLS for https, plain TCP
-    for http. Only a 200 with a Content-Length <= limit is read, into one buffer of that size."""
-    from . import httpclient, net
-
-    def fetch(url, limit):
-        scheme, host, port, path = net.parse_url(url)
-        deadline = httpclient.Deadline(deadline_ms, clock)
-        stream = connect(host, port, timeout_ms, scheme)
-        try:
-            default = 443 if scheme == "https" else 80
-            httpclient.request(
-                stream,
-                "GET",
-                _authority(host, port, default),
-                path,
-                (("User-Agent", "ias-anchors"), ("Connection", "close")),
-            )
-            resp = httpclient.read_head(stream, bytearray(600), deadline)
-            if resp.status != 200:
-                raise ReasonError("http_%d" % resp.status, resp.reason)
-            if resp.length is None or resp.length > limit:
-                raise ReasonError("oversized" if resp.length else "bad_length", url)
-            out = bytearray(resp.length)
-            at = [0]
-
-            def sink(chunk):
-                n = len(chunk)
-                out[at[0] : at[0] + n] = chunk
-                at[0] += n
-
-            resp.read_body(sink, deadline=deadline)
-            return out
-        finally:
-            stream.close()
-
-    return fetch
 
 
 # -- the recovery ladder --------------------------------------------------------------------------

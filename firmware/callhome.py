@@ -1,7 +1,7 @@
 # One IAS call home (reference: ias-protocol.md §1, §6): the exact request, the update
 # decision, the body streamed to an installer with MD5 and SHA-256 computed on the way, and the
-# /ota/logs announce. The transport is a `connect(host, port, timeout_ms)` callable, so tests
-# drive it with fake streams and the device with certstore.connect.
+# /ota/logs announce. Every request goes through a transport.Transport (tests give it fake
+# streams); the answer is trusted when it came over TLS verified with the anchors.
 import binascii
 import hashlib
 
@@ -13,10 +13,9 @@ UPDATE_PATH = "/ota/updates?"  # IAS always appends "?" and an empty argument li
 LOG_PATH = "/ota/logs?msg="
 BUF_SIZE = 1024  # the one buffer: response head and body chunks (IAS uses 1024 on ESP8266)
 PEEK = 512  # body bytes shown to make_installer: enough for a tar header
-CONNECT_TIMEOUT_MS = 10000
 HEAD_TIMEOUT_MS = 5000  # as IAS: first response byte within 5 s
 READ_TIMEOUT_MS = 10000  # every later read
-DEADLINE_MS = 300000  # the whole call home, download included
+DEADLINE_MS = 60000  # connect and response head; the body's deadline scales with its length
 MAX_RETRY_AFTER = 7 * 86400
 
 
@@ -61,11 +60,6 @@ def ias_headers(board, settings, installed, mode="sketch", telemetry=None):
             heads.append((name, tel[key]))
     heads.append(("Connection", "close"))
     return [(n, _clean(v)) for n, v in heads]
-
-
-def host_header(host, port, scheme="https"):
-    default = 443 if scheme == "https" else 80
-    return host if port == default else "%s:%d" % (host, port)
 
 
 def retry_after(resp):
@@ -158,43 +152,24 @@ def download(
     return installer, md5, sha
 
 
-def check(
-    stream,
-    host,
-    headers,
-    make_installer,
-    buf=None,
-    deadline=None,
-    feed=None,
-    head_timeout_ms=HEAD_TIMEOUT_MS,
-    read_timeout_ms=READ_TIMEOUT_MS,
-    refused=(),
-):
-    """Send the update request on a connected stream, read the answer, and install an update
-    if one comes. Returns the outcome dict (never raises for network or server faults)."""
-    out = {"outcome": "error", "reason": "", "status": None, "app": None}
-    if buf is None:
-        buf = bytearray(BUF_SIZE)
-    installer = None
+def check(resp, make_installer, feed=None, read_timeout_ms=READ_TIMEOUT_MS, refused=()):
+    """Decide on the answer to the update request and install an update if one comes. Returns
+    the outcome dict (never raises for network or server faults)."""
+    out = {"outcome": "error", "reason": "", "status": resp.status, "app": None}
+    out["retry_after"] = retry_after(resp)
     try:
-        httpclient.request(stream, "GET", host, UPDATE_PATH, headers)
-        resp = httpclient.read_head(stream, buf, deadline, head_timeout_ms)
-        out["status"] = resp.status
-        out["retry_after"] = retry_after(resp)
         outcome, reason, update = decide(resp)
         out["outcome"], out["reason"] = outcome, reason
         if update is None:
             return out
+        out["app"] = {"name": update["name"], "version": update["version"]}
         if update["md5"] in refused:
             # This artifact failed its trial here before: do not take it again.
             out["outcome"], out["reason"] = "no-update", "refused: failed its trial before"
-            out["app"] = {"name": update["name"], "version": update["version"]}
             return out
         out["outcome"] = "error"
-        out["app"] = {"name": update["name"], "version": update["version"]}
-        trusted = bool(getattr(stream, "verified", False))
         installer, md5, sha = download(
-            resp, update, make_installer, deadline, feed, read_timeout_ms, trusted
+            resp, update, make_installer, None, feed, read_timeout_ms, resp.verified
         )
         out.update({"outcome": "updated", "reason": "", "size": update["size"]})
         out.update({"md5": md5, "sha256": sha, "installer": installer})
@@ -205,50 +180,7 @@ def check(
     return out
 
 
-def announce_on(stream, host, headers, msg, buf=None, deadline=None):
-    """GET /ota/logs?msg=<msg> with the IAS headers (x-ESP-MODE: log); IAS ignores the answer
-    and so do we, after waiting at most 5 s for its first byte. Returns the status or None."""
-    path = LOG_PATH + str(msg).replace(" ", "_")
-    try:
-        httpclient.request(stream, "GET", host, path, headers)
-        resp = httpclient.read_head(stream, buf or bytearray(BUF_SIZE), deadline, HEAD_TIMEOUT_MS)
-        return resp.status
-    except (ReasonError, OSError):
-        return None
-
-
 # -- the device layer: settings, state, trust store -------------------------------------------
-
-
-def polled(stream):
-    """Wrap a connected stream so reads return what has arrived (httpclient.PolledStream):
-    a certstore stream through its TLS socket (`.sock`), a plain socket directly."""
-    from . import net
-
-    sock = getattr(stream, "sock", stream)
-    if not hasattr(sock, "setblocking"):
-        return stream  # cannot poll: blocking reads, the deadline is checked between them
-    close = getattr(stream, "close", sock.close)
-    wrapped = httpclient.PolledStream(sock, net.from_exception, close)
-    wrapped.verified = getattr(stream, "verified", False)
-    return wrapped
-
-
-def tls_connector(device):
-    """connect(host, port, timeout_ms) for the device's server: certstore.connect (verified TLS)
-    for https, plain TCP for an http:// server; both polled."""
-
-    def connect(host, port, timeout_ms):
-        if device.settings["server"].startswith("http://"):
-            from . import net
-
-            return polled(net.tcp_connect(host, port, timeout_ms))
-        from . import certstore
-
-        floor = device.state.get("time_floor", 0) if device.state is not None else 0
-        return polled(certstore.connect(host, port, device.store, device.board, timeout_ms, floor))
-
-    return connect
 
 
 def telemetry(device):
@@ -280,24 +212,17 @@ def _recovery_report(state):
     return anchors.report_header(state) or None
 
 
-def _target(device):
-    from . import net
+def _url(device, path):
+    # The IAS paths hang off the server's origin (a path in the setting is ignored, as IAS does).
+    from . import net, transport
 
     scheme, host, port, _ = net.parse_url(device.settings["server"])
-    return scheme, host, port
-
-
-def _open(device, connect, deadline):
-    scheme, host, port = _target(device)
-    timeout = CONNECT_TIMEOUT_MS
-    if deadline is not None and deadline.left() < timeout:
-        timeout = max(deadline.left(), 1)
-    return connect(host, port, timeout), host_header(host, port, scheme)
+    return transport.origin(scheme, host, port) + path
 
 
 def call_home(
     device,
-    connect,
+    transport,
     make_installer,
     installed=None,
     mode="sketch",
@@ -305,25 +230,36 @@ def call_home(
     deadline_ms=DEADLINE_MS,
     buf=None,
 ):
-    """One call home for a Device (board, settings, state, store). `installed` is the running
-    artifact {"size", "md5"}. Returns the outcome dict; for "updated" it holds the finished
-    installer: the caller persists x-name/x-ver, calls installer.activate() and resets.
+    """One call home for a Device (board, settings, state, store) through `transport`
+    (transport.Transport). `installed` is the running artifact {"size", "md5"}. Returns the
+    outcome dict, with "trusted": the answer came over TLS verified with the anchors; for
+    "updated" it holds the finished installer: the caller calls installer.activate() and resets.
+    `deadline_ms` bounds connect and head; the body's deadline scales with its length.
     Writes state only on change: last_error on a failure, dropped once a call succeeds."""
     board = device.board
     deadline = httpclient.Deadline(deadline_ms, board.ticks_ms)
     tel = telemetry(device)
     headers = ias_headers(board, device.settings, installed or {}, mode, tel)
-    stream = None
+    resp = None
     try:
-        stream, host = _open(device, connect, deadline)
+        resp = transport.get(
+            _url(device, UPDATE_PATH),
+            headers,
+            max_redirects=0,  # IAS answers; a redirect is "no update" with its reason
+            head_timeout_ms=HEAD_TIMEOUT_MS,
+            buf=buf or bytearray(BUF_SIZE),
+            deadline=deadline,
+        )
         refused = trial.refused(device.state) if device.state is not None else ()
-        out = check(stream, host, headers, make_installer, buf, deadline, feed, refused=refused)
+        out = check(resp, make_installer, feed, refused=refused)
+        out["trusted"] = resp.verified
     except Exception as e:  # connect failures: ReasonError(reason) and friends
         out = {"outcome": "error", "reason": reason_of(e, "connect_failed"), "status": None}
         out["detail"] = str(e)
+        out["trusted"] = False
     finally:
-        if stream is not None:
-            stream.close()
+        if resp is not None:
+            resp.close()
     if out.get("app") is None:
         installed = installed or {}
         out["app"] = {"name": installed.get("name", ""), "version": installed.get("version", "")}
@@ -337,18 +273,24 @@ def call_home(
     return out
 
 
-def announce(device, connect, msg, installed=None, deadline_ms=15000):
-    """IAS's iasLog(msg): msg=1 entering config mode, msg=0 leaving it. Returns the HTTP status
-    or None; never raises."""
+def announce(device, transport, msg, installed=None, deadline_ms=15000):
+    """IAS's iasLog(msg): GET /ota/logs?msg=<msg> with the IAS headers (x-ESP-MODE: log); msg=1
+    entering config mode, msg=0 leaving it. IAS ignores the answer and so do we, after waiting
+    at most 5 s for its first byte. Returns the HTTP status or None; never raises."""
     board = device.board
     deadline = httpclient.Deadline(deadline_ms, board.ticks_ms)
     headers = ias_headers(board, device.settings, installed or {}, "log", telemetry(device))
-    stream = None
+    path = LOG_PATH + str(msg).replace(" ", "_")
     try:
-        stream, host = _open(device, connect, deadline)
-        return announce_on(stream, host, headers, msg, None, deadline)
+        resp = transport.get(
+            _url(device, path),
+            headers,
+            max_redirects=0,
+            head_timeout_ms=HEAD_TIMEOUT_MS,
+            buf=bytearray(BUF_SIZE),
+            deadline=deadline,
+        )
     except Exception:
         return None
-    finally:
-        if stream is not None:
-            stream.close()
+    resp.close()
+    return resp.status

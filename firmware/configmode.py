@@ -87,8 +87,7 @@ def device_fetch_anchors(device):
         return None
 
     def fetch():
-        fetcher = anchors.http_fetcher(device._connector(), device.board.ticks_ms)
-        res = anchors.recover(device, fetcher, force=True, why="config")
+        res = anchors.recover(device, device.transport.fetch, force=True, why="config")
         out = res.get("outcome")
         v = res.get("version")
         if out == "installed":
@@ -114,7 +113,7 @@ def device_announce(device):
     except ImportError:
         return None
     installed = device.slots.installed_artifact()
-    return lambda msg: callhome.announce(device, device._connector(), msg, installed)
+    return lambda msg: callhome.announce(device, device.transport, msg, installed)
 
 
 def installed_info(slots=None):

@@ -13,7 +13,7 @@ REFRESH_HORIZON_S = 181 * 86400  # anchors.py refreshes 180, 60 and 30 days befo
 
 
 class Device:
-    def __init__(self, board, settings, state, store, slots=None):
+    def __init__(self, board, settings, state, store, slots=None, transport=None):
         self.board = board
         self.settings = settings
         self.state = state
@@ -24,7 +24,11 @@ class Device:
             slots = Slots("", settings)  # settings name the factory app (slots.py)
         self.slots = slots
         self.app = None
-        self.verified = False  # whether the last connection was verified TLS
+        if transport is None:
+            from .transport import Transport
+
+            transport = Transport(board, store, state)
+        self.transport = transport  # every connection the device opens goes through it
 
     @classmethod
     def open(cls):
@@ -105,28 +109,6 @@ class Device:
         self.app.module = None  # a committed app that fails stays off until an update
 
     # -- call home and config mode ------------------------------------------------------------
-    def _connector(self):
-        """connect(host, port, timeout_ms, scheme=None): verified TLS for https (the default
-        follows the server setting), plain TCP for http; remembers whether it was verified."""
-        from . import callhome
-
-        def connect(host, port, timeout_ms, scheme=None):
-            if scheme is None:
-                scheme = "http" if self.settings["server"].startswith("http://") else "https"
-            self.verified = False
-            if scheme == "http":
-                from . import net
-
-                return callhome.polled(net.tcp_connect(host, port, timeout_ms))
-            from . import certstore
-
-            floor = self.state.get("time_floor", 0)
-            stream = certstore.connect(host, port, self.store, self.board, timeout_ms, floor)
-            self.verified = getattr(stream, "verified", False)
-            return callhome.polled(stream)
-
-        return connect
-
     def call_home(self, force=False):
         """One call home over IAS, or a poll of the signed static channel when one is set; an
         update is staged and left for apply(). When TLS verification fails with every anchor,
@@ -134,31 +116,27 @@ class Device:
         outcome."""
         if self.app is not None:
             self.app.emit("update_check")
-        connect = self._connector()
         gc.collect()  # a boundary: the TLS handshake and an install want the heap in one piece
-        out = self._ask(connect, force)
+        out = self._ask(force)
         if out["outcome"] == "error" and out["reason"] in ("untrusted", "expired"):
-            if self._recover(connect, force, out["reason"]):
-                out = self._ask(connect, force)
+            if self._recover(force, out["reason"]):
+                out = self._ask(force)
         elif out["outcome"] == "error" and out["reason"] == "bad_signature":
-            if self._new_update_key(connect, force):
-                out = self._ask(connect, force)
-        self._after_call(out, connect)
+            if self._new_update_key(force):
+                out = self._ask(force)
+        self._after_call(out)
         return out
 
-    def _ask(self, connect, force):
+    def _ask(self, force):
+        make = self._make_installer()
+        feed = self.board.feed_watchdog
         if self.settings["channel"]:
             from . import channel
 
-            return channel.poll(
-                self, force, connect, self._make_installer(), self.board.feed_watchdog
-            )
+            return channel.poll(self, make, force, self.transport, feed)
         from . import callhome
 
-        installed = self._installed()
-        return callhome.call_home(
-            self, connect, self._make_installer(), installed, feed=self.board.feed_watchdog
-        )
+        return callhome.call_home(self, self.transport, make, self._installed(), feed=feed)
 
     def _installed(self):
         return self.slots.installed_artifact()
@@ -183,29 +161,32 @@ class Device:
 
         return make
 
-    def _recover(self, connect, force, why):
+    def _recover(self, force, why):
         from . import anchors
 
-        fetch = anchors.http_fetcher(connect, self.board.ticks_ms)
-        result = anchors.recover(self, fetch, force=force, why=why)
+        result = anchors.recover(self, self.transport.fetch, force=force, why=why)
         log.info("anchors", "recovery ladder: %s" % result["outcome"])
         return result["outcome"] == "installed"
 
-    def _new_update_key(self, connect, force):
+    def _new_update_key(self, force):
         from . import anchors, keyrotation
 
-        fetch = anchors.http_fetcher(connect, self.board.ticks_ms)
         places = anchors.recovery_locations(self.settings)
-        found = keyrotation.look_for_keys(self, fetch, places, force=force)
+        found = keyrotation.look_for_keys(self, self.transport.fetch, places, force=force)
         log.info("anchors", "update key rotation: %s" % ("new key" if found else "none found"))
         return found
 
-    def _after_call(self, out, connect):
+    def _after_call(self, out):
         outcome = out["outcome"]
         now = hw.trusted_time(self.board, self.state.get("time_floor", 0))
-        verified_ok = outcome != "error" and (self.verified or not self.board.tls_verifies)
+        # Trusted: the IAS answer came over verified TLS (or this board cannot verify TLS at
+        # all); the channel's document verified with the update keys in this very poll.
+        trusted = bool(out.get("trusted"))
+        if not self.settings["channel"] and not self.board.tls_verifies:
+            trusted = True
+        verified_ok = outcome != "error" and trusted
         if self._anchors_busy(now):
-            self._anchors_after(out, connect, now, verified_ok)
+            self._anchors_after(out, now, verified_ok)
         app = self.app
         if outcome == "error":
             log.warn("callhome", "failed: %s %s" % (out["reason"], out.get("detail", "")))
@@ -235,7 +216,7 @@ class Device:
         expiry = self.store.earliest_expiry(now)
         return expiry is not None and expiry - now <= REFRESH_HORIZON_S
 
-    def _anchors_after(self, out, connect, now, verified_ok):
+    def _anchors_after(self, out, now, verified_ok):
         from . import anchors, anchortx, keyrotation
 
         anchortx.after_call_home(self.state, self.store, now, verified_ok, out.get("reason"))
@@ -244,12 +225,13 @@ class Device:
         anchors.report_sent(self.state)
         if now is not None:
             keyrotation.retire_keys(self.state, now)
-            anchors.refresh(self, anchors.http_fetcher(connect, self.board.ticks_ms))
+            anchors.refresh(self, self.transport.fetch)
 
     def _healthy(self):
-        """The update source confirmed this version (a verified call home, or a trusted answer
-        to the installer factory): the version on trial is committed, the only place a commit
-        happens, and a failure it reported is delivered."""
+        """The update source confirmed this version (a trusted outcome: a verified IAS answer,
+        a channel signature verified in this poll, or a trusted answer to the installer
+        factory): the version on trial is committed, the only place a commit happens, and a
+        failure it reported is delivered."""
         from . import trial
 
         trial.commit(self.board, self.state, self.slots)

@@ -192,6 +192,10 @@ class Response:
     def header(self, name, default=None):
         return self.headers.get(name.lower(), default)
 
+    def close(self):
+        """Close the connection the response came on."""
+        self.stream.close()
+
     def peek(self, n, deadline=None, timeout_ms=READ_TIMEOUT_MS):
         """The first n body bytes (n <= buffer size) without consuming them: read_body() still
         delivers them. Used to choose an installer from the body's first bytes."""

@@ -6,6 +6,7 @@
         h.redirect("/channel.json", other.url("/x/channel.json"))   # or a relative Location
         h.ignore_range = True          # answer 200 with the whole file to a Range request
         h.cut("/app.tar", 3000, 9000)  # the next answers for that path end after N body bytes
+        h.pace("/app.tar", 2048)       # that path's body at a steady 2048 bytes a second
         h.log                          # one dict per request: path, headers, status, sent
 
 Files are served with a strong ETag (from their SHA-256) and Last-Modified (from their mtime);
@@ -18,6 +19,7 @@ import hashlib
 import ssl
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from tlspeer import listen_loopback
@@ -45,6 +47,7 @@ class StaticHost:
         self.errors = []
         self._redirects = {}
         self._cuts = {}
+        self._paces = {}
         self._ctx = None
         self._dir = None
         self._listener = None
@@ -66,6 +69,12 @@ class StaticHost:
     def cut(self, path, *counts):
         """The next len(counts) answers for `path` close after that many body bytes."""
         self._cuts.setdefault(path, []).extend(counts)
+
+    def pace(self, path, bytes_per_s, chunk=None):
+        """Answers for `path` send their body at a steady rate: `chunk` bytes (default a tenth
+        of a second's worth, at least one) every chunk / bytes_per_s seconds."""
+        chunk = chunk or max(1, bytes_per_s // 10)
+        self._paces[path] = (chunk, chunk / bytes_per_s)
 
     def requests_for(self, path):
         return [r for r in self.log if r["path"] == path]
@@ -144,7 +153,7 @@ class StaticHost:
         rec["status"], rec["sent"] = self._answer(conn, method, path, headers)
         self.log.append(rec)
 
-    def _send(self, conn, status, heads, body=b"", limit=None):
+    def _send(self, conn, status, heads, body=b"", limit=None, pace=None):
         head = "HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, "X"))
         for name, value in heads:
             head += "%s: %s\r\n" % (name, value)
@@ -152,8 +161,23 @@ class StaticHost:
         conn.sendall(head.encode("latin-1"))
         if limit is not None:
             body = body[:limit]
-        conn.sendall(body)
-        return status, len(body)
+        if pace is None:
+            conn.sendall(body)
+            return status, len(body)
+        chunk, interval = pace
+        sent = 0
+        start = time.monotonic()
+        while sent < len(body):
+            # on a schedule from the start, so the rate stays steady whatever each send costs
+            wait = start + (sent // chunk) * interval - time.monotonic()
+            if wait > 0 and self._stop.wait(wait):
+                break
+            try:
+                conn.sendall(body[sent : sent + chunk])
+            except OSError:  # the client cut the transfer
+                break
+            sent += len(body[sent : sent + chunk])
+        return status, sent
 
     def _answer(self, conn, method, path, headers):
         if method != "GET":
@@ -188,6 +212,6 @@ class StaticHost:
                 ("Content-Length", str(len(part))),
                 ("Content-Range", "bytes %d-%d/%d" % (first, len(body) - 1, len(body))),
             ]
-            return self._send(conn, 206, heads, part, limit)
+            return self._send(conn, 206, heads, part, limit, self._paces.get(path))
         heads = validators + [("Content-Length", str(len(body))), ("Accept-Ranges", "bytes")]
-        return self._send(conn, 200, heads, body, limit)
+        return self._send(conn, 200, heads, body, limit, self._paces.get(path))

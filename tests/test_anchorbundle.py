@@ -200,7 +200,7 @@ def test_fixtures_build(tmp_path):
 # -- the IAS incident end to end: real TLS, real plain HTTP, the real micropython binary -------
 CLIENT = r"""
 import sys, json, time
-from ias import anchors, anchortx, certstore, net, state
+from ias import anchors, anchortx, certstore, net, state, transport
 from ias.reason import ReasonError
 
 class Board:
@@ -208,6 +208,8 @@ class Board:
     tls_verifies = True
     def time(self):
         return int(time.time())
+    def ticks_ms(self):
+        return time.ticks_ms()
 
 class Device:
     pass
@@ -237,7 +239,8 @@ def call_home():
     return bytes(buf[:n]).decode()
 
 out = {"first": call_home()}
-r = anchors.recover(dev, anchors.http_fetcher(connect), keys_dir=p["root"] + "/keys")
+fetch = transport.Transport(dev.board, dev.store, dev.state).fetch  # the device's own
+r = anchors.recover(dev, fetch, keys_dir=p["root"] + "/keys")
 out["ladder"] = r["report"]
 out["second"] = call_home()
 out["after"] = anchortx.after_call_home(dev.state, dev.store, dev.board.time(), True)

@@ -23,7 +23,7 @@ FIRMWARE = REPO / "firmware"
 
 DEVICE = r"""
 import sys, json, time
-from ias import channel, slots, state, certstore
+from ias import channel, formats, slots, state, certstore
 
 class Board:
     tls_verifies = True
@@ -52,14 +52,18 @@ dev.settings = p["settings"]
 dev.state = state.State(root + "/state.json")
 dev.store = certstore.CertStore(root + "/cert")
 dev.slots = slots.Slots(root)
-dev.verified = False
 stats = {}
-out = channel.poll(dev, force=p.get("force", False), folder=root + "/staging",
+
+def make(first, trusted):
+    return formats.installer_for(first, dev.board, dev.settings, dev.state, dev.slots, None,
+                                 trusted)
+
+out = channel.poll(dev, make, force=p.get("force", False), folder=root + "/staging",
                    keys_dir=root + "/keys", stats=stats)
 inst = out.pop("installer", None)
 if inst is not None:
     inst.activate()  # what device.apply() does before its reset
-f = stats.pop("fetcher", None)
+f = stats.pop("transport", None)
 out["requests"] = f.requests if f is not None else 0
 out["stats"] = stats
 print("RESULT " + json.dumps(out))

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 BUNDLE = "anchors.json"
 KEYS = "keys.json"
-MAX_BUNDLE = 16384  # what the device accepts (anchors.MAX_BUNDLE)
+MAX_BUNDLE = 16384  # what the device accepts (anchorset.MAX_BUNDLE)
 
 
 def _load_private(private_key_pem):

@@ -7,7 +7,17 @@ import json
 import os
 import sys
 
-from ias import anchors, anchorset, anchortx, certstore, fsutil, keyrotation, reason, trust
+from ias import (
+    anchors,
+    anchorset,
+    anchortx,
+    certstore,
+    fsutil,
+    keyrotation,
+    reason,
+    transport,
+    trust,
+)
 from ias import state as state_mod
 from ias.reason import ReasonError
 
@@ -545,7 +555,7 @@ def test_look_for_keys_walks_the_locations_and_is_rate_limited():
     assert f.calls == []
 
 
-# -- the HTTP fetcher -----------------------------------------------------------------------------
+# -- the ladder's fetch: the device's transport ---------------------------------------------------
 class Stream:
     def __init__(self, reply):
         self.reply = reply
@@ -567,17 +577,22 @@ class Stream:
         self.closed = True
 
 
-def test_http_fetcher_bounded_and_plain():
+class Clock:
+    def ticks_ms(self):
+        return 0
+
+
+def test_ladder_fetch_is_the_transport_bounded_and_plain():
     raw, sig = bundle("good2")
     reply = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(raw) + raw
     made = []
 
-    def connect(host, port, timeout_ms, scheme):
+    def connect(scheme, host, port, timeout_ms):
         made.append((host, port, scheme))
         made.append(Stream(reply))
         return made[-1]
 
-    fetch = anchors.http_fetcher(connect)
+    fetch = transport.Transport(Clock(), connect=connect).fetch
     body = fetch("http://ias.example/ota/anchors/anchors.json", anchorset.MAX_BUNDLE)
     assert bytes(body) == raw and made[0] == ("ias.example", 80, "http")
     assert made[1].closed
@@ -586,15 +601,15 @@ def test_http_fetcher_bounded_and_plain():
         fetch("https://ias.example:8443/ota/anchors/anchors.json", 1000)
         raise AssertionError("oversized body read")
     except ReasonError as e:
-        assert e.reason == "oversized"
-    assert made[2] == ("ias.example", 8443, "https") and made[3].pos <= 600  # head only
+        assert e.reason == "too_large"
+    assert made[2] == ("ias.example", 8443, "https") and made[3].pos <= 1024  # head only
     assert b"Host: ias.example:8443" in made[3].sent
     reply = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
     try:
         fetch("http://ias.example/x", 1000)
         raise AssertionError("404 accepted")
     except ReasonError as e:
-        assert e.reason == "http_404"
+        assert e.reason == "http_404"  # the word the ladder's report carries
 
 
 def test_resume_without_time_only_recovers_the_store():

@@ -6,7 +6,7 @@ import hashlib
 import os
 
 import fakesock
-from ias import callhome, httpclient, staging, state
+from ias import callhome, httpclient, staging, state, transport
 from ias.reason import ReasonError
 
 TMP = "/tmp/ias_test_callhome_%s" % binascii.hexlify(os.urandom(4)).decode()
@@ -123,23 +123,32 @@ class Maker:
     def __call__(self, first, trusted):
         self.trusted.append(trusted)
         inst = self.cls(first)
+        inst.verified = trusted
         self.made.append(inst)
         return inst
 
 
 class connector:
-    """connect(host, port, timeout_ms) handing out scripted fake sockets."""
+    """connect(scheme, host, port, timeout_ms) for a transport.Transport, handing out scripted
+    fake sockets; https ones count as verified unless `verified` is False."""
 
-    def __init__(self, *replies):
+    def __init__(self, *replies, verified=True):
         self.net = fakesock.install()
         self.net.script("iotappstory.com", 443, list(replies))
         self.opened = []
+        self.verified = verified
 
-    def __call__(self, host, port, timeout_ms):
+    def __call__(self, scheme, host, port, timeout_ms):
         s = fakesock.FakeSocket()
         s.connect((host, port))
+        s.verified = scheme == "https" and self.verified
         self.opened.append((host, port, timeout_ms, s))
         return s
+
+
+def over(dev, connect):
+    """The device's transport over a fake connect."""
+    return transport.Transport(dev.board, connect=connect)
 
 
 class Trickle:
@@ -215,10 +224,10 @@ def update_reply(body, md5=None, length=None, name=b"IASBlink", ver=b"1.1.0"):
 
 
 def run(*replies, **kw):
-    connect = connector(*replies)
+    connect = connector(*replies, verified=kw.pop("verified", True))
     maker = kw.pop("maker", None) or Maker()
     dev = kw.pop("device", None) or Device()
-    out = callhome.call_home(dev, connect, maker, INSTALLED, **kw)
+    out = callhome.call_home(dev, over(dev, connect), maker, INSTALLED, **kw)
     return out, maker, connect, dev
 
 
@@ -237,8 +246,8 @@ def test_one_write_per_request():
     connect = connector(b"HTTP/1.1 304 Not Modified\r\n\r\n")
     writes = []
 
-    def counting(host, port, timeout_ms):
-        s = connect(host, port, timeout_ms)
+    def counting(scheme, host, port, timeout_ms):
+        s = connect(scheme, host, port, timeout_ms)
         orig = s.write
 
         def write(data):
@@ -248,7 +257,8 @@ def test_one_write_per_request():
         s.write = write
         return s
 
-    callhome.call_home(Device(), counting, Maker(), INSTALLED)
+    dev = Device()
+    callhome.call_home(dev, over(dev, counting), Maker(), INSTALLED)
     assert len(writes) == 1
 
 
@@ -283,12 +293,13 @@ def test_host_header_with_port_and_http():
     net = fakesock.install()
     net.script("10.0.0.2", 8080, [b"HTTP/1.1 304 Not Modified\r\n\r\n"])
 
-    def connect(host, port, t):
+    def connect(scheme, host, port, t):
         s = fakesock.FakeSocket()
         s.connect((host, port))
         return s
 
-    callhome.call_home(dev, connect, Maker(), INSTALLED)
+    out = callhome.call_home(dev, over(dev, connect), Maker(), INSTALLED)
+    assert out["trusted"] is False  # plain http: the answer is not trusted
     assert net.sent().startswith(b"GET /ota/updates? HTTP/1.1\r\nHost: 10.0.0.2:8080\r\n")
 
 
@@ -326,12 +337,25 @@ def test_update_streams_to_installer_with_hashes():
     inst = maker.made[0]
     assert out["installer"] is inst
     assert inst.first == body[:512]
-    assert maker.trusted == [False]  # a fake socket is no verified TLS
+    assert maker.trusted == [True]  # the scripted https connection counts as verified TLS
     assert bytes(inst.data) == body
     assert inst.calls == [
         ("begin", 5000, "IASBlink", "1.1.0"),
         ("finish", md5hex(body), sha256hex(body)),
     ]
+
+
+def test_trusted_only_over_verified_tls():
+    body = b"hello"
+    out, maker, _, _ = run(b"HTTP/1.1 304 Not Modified\r\n\r\n")
+    assert out["trusted"] is True
+    out, maker, _, _ = run(b"HTTP/1.1 304 Not Modified\r\n\r\n", verified=False)
+    assert out["trusted"] is False
+    # the installer is told whether the body came over a verified connection
+    out, maker, _, _ = run(update_reply(body) + body)
+    assert out["outcome"] == "updated" and maker.made[0].verified is True
+    out, maker, _, _ = run(update_reply(body) + body, verified=False)
+    assert out["outcome"] == "updated" and maker.made[0].verified is False
 
 
 def test_upper_case_md5_accepted():
@@ -420,23 +444,35 @@ def test_fault_first_byte_timeout():
     _fault([OSError(110)], "timeout", False)
 
 
-def test_fault_trickle_bounded_by_deadline():
-    # one byte a second, no read ever times out: the deadline ends it, within a second of it
+def test_fault_trickle_cut_by_minimum_rate():
+    # one byte a second, no read ever times out: the transport's minimum rate ends it after one
+    # window of waiting, whatever the deadline
     body = b"z" * 100000
-    for deadline_s, installer_made in ((60, False), (600, True)):
+    for deadline_s in (60, 600):
         dev = Device()
         stream = Trickle(update_reply(body), dev.board)
         maker = Maker()
-        out = callhome.call_home(
-            dev, lambda h, p, t, s=stream: s, maker, INSTALLED, deadline_ms=deadline_s * 1000
-        )
-        assert out["outcome"] == "error" and out["reason"] == "deadline", out
-        if installer_made:  # past the first 512 bytes (the installer's choice) in time
-            assert maker.made[0].calls[-1] == ("abort",)
-        else:
-            assert maker.made == []
-        assert dev.board.t <= (deadline_s + 1) * 1000, dev.board.t
+        net = over(dev, lambda sc, h, p, t, s=stream: s)
+        out = callhome.call_home(dev, net, maker, INSTALLED, deadline_ms=deadline_s * 1000)
+        assert out["outcome"] == "error" and out["reason"] == "too_slow", out
+        assert maker.made == []  # cut before the 512 bytes that choose the installer
+        assert dev.board.t <= transport.RATE_WINDOW_MS + 1000, dev.board.t
         assert stream.closed
+
+
+def test_fault_head_bounded_by_deadline():
+    # the call's deadline bounds connect and head: a first byte later than it is a failure
+    dev = Device()
+    dev.board.t = 0
+    stream = Trickle(b"", dev.board)
+    stream.head = None
+
+    def late(sc, h, p, t):
+        dev.board.t += 3000  # the connect took 3 s of a 2 s deadline
+        return stream
+
+    out = callhome.call_home(dev, over(dev, late), Maker(), INSTALLED, deadline_ms=2000)
+    assert out["outcome"] == "error" and out["reason"] == "deadline", out
 
 
 def test_fault_installer_failure_aborts():
@@ -451,11 +487,13 @@ def test_fault_installer_failure_aborts():
 
 def test_fault_connect_error_reason():
 
-    def connect(host, port, t):
+    def connect(scheme, host, port, t):
         raise ReasonError("untrusted", "handshake")
 
-    out = callhome.call_home(Device(), connect, Maker(), INSTALLED)
+    dev = Device()
+    out = callhome.call_home(dev, over(dev, connect), Maker(), INSTALLED)
     assert out["outcome"] == "error" and out["reason"] == "untrusted"
+    assert out["trusted"] is False
 
 
 def _rmtree(path):
@@ -515,7 +553,9 @@ def test_staging_heap_bounded():
         gc.collect()
         gc.disable()
         before = gc.mem_alloc()
-        out = callhome.call_home(Device(), lambda h, p, t: Generated(head, size), maker, INSTALLED)
+        dev = Device()
+        net = over(dev, lambda sc, h, p, t: Generated(head, size))
+        out = callhome.call_home(dev, net, maker, INSTALLED)
         used = gc.mem_alloc() - before
         gc.enable()
         assert out["outcome"] == "updated", out
@@ -529,7 +569,8 @@ def test_staging_heap_bounded():
 
 def test_announce():
     connect = connector(b"HTTP/1.1 200 OK\r\n\r\n")
-    status = callhome.announce(Device(), connect, "1", INSTALLED)
+    dev = Device()
+    status = callhome.announce(dev, over(dev, connect), "1", INSTALLED)
     sent = connect.net.sent()
     expected = EXPECTED.replace(b"/ota/updates?", b"/ota/logs?msg=1").replace(
         b"x-ESP-MODE: sketch", b"x-ESP-MODE: log"
@@ -537,7 +578,7 @@ def test_announce():
     assert sent == expected + b"Connection: close\r\n\r\n", sent
     assert status == 200
     connect = connector(OSError(110))
-    assert callhome.announce(Device(), connect, "a b", INSTALLED) is None
+    assert callhome.announce(dev, over(dev, connect), "a b", INSTALLED) is None
     assert connect.net.sent().startswith(b"GET /ota/logs?msg=a_b HTTP/1.1\r\n")
 
 
@@ -548,25 +589,11 @@ def test_iso_date():
     assert callhome.iso_date(4102444800) == "2100-01-01"
 
 
-def test_installer_told_when_the_answer_came_over_verified_tls():
-    # the device's factory commits a version on trial only on a trusted answer
-    body = bytes(range(200))
-    connect = connector(update_reply(body) + body)
-
-    def verified(host, port, timeout_ms):
-        s = connect(host, port, timeout_ms)
-        s.verified = True  # as certstore.connect marks a verified TLS stream
-        return s
-
-    maker = Maker()
-    out = callhome.call_home(Device(), verified, maker, INSTALLED)
-    assert out["outcome"] == "updated" and maker.trusted == [True], out
-
-
 def test_header_values_cleaned():
     connect = connector(b"HTTP/1.1 304 Not Modified\r\n\r\n")
-    installed = dict(INSTALLED, name="evil\r\nX-Injected: 1")
-    callhome.call_home(Device(), connect, Maker(), installed)
+    installed = dict(INSTALLED, name="evil\r\nX-Injected: 1")  # the pointer's name
+    dev = Device()
+    callhome.call_home(dev, over(dev, connect), Maker(), installed)
     assert b"\r\nX-Injected" not in connect.net.sent()
     assert b"x-ESP-VERSION: evil  X-Injected: 1 v1.0.0\r\n" in connect.net.sent()
     assert httpclient.MAX_HEADERS == 40

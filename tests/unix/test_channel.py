@@ -18,6 +18,7 @@ from ias import (
     net,  # noqa: E402
     slots,  # noqa: E402
     state,  # noqa: E402
+    transport,  # noqa: E402
     trust,  # noqa: E402
 )
 from ias.reason import ReasonError, reason_of  # noqa: E402
@@ -135,14 +136,27 @@ class Board:
         return time.ticks_ms()
 
 
+POINTER = {"active": "slot_a", "kind": "bundle", "counter": 1, "md5": "", "size": 1}
+
+
 class Device:
     def __init__(self, folder, app="Blink", version="1.0.0"):
         self.board = Board()
-        self.settings = {"channel": URL, "app_name": app, "app_version": version}
+        # settings deliberately lag: the installed pointer is what the channel compares with
+        self.settings = {"channel": URL, "app_name": app, "app_version": "0.0.1"}
         self.state = state.State(folder + "/state.json")
         self.store = None
-        # no pointer record in the folder: the settings name the factory app that runs
+        # The pointer says what runs; the factory settings deliberately lag behind it.
         self.slots = slots.Slots(folder, self.settings)
+        self.slots.write(dict(POINTER, name=app, version=version))
+
+    def on_trial(self, trial):
+        """A version on trial (a trial record on the pointer) or, with None, committed."""
+        info = dict(self.slots.read())
+        info.pop("trial", None)
+        if trial is not None:
+            info["trial"] = trial
+        self.slots.write(info)
 
 
 class Recorder:
@@ -202,8 +216,12 @@ def fresh(app="Blink", version="1.0.0"):
     return Device(folder, app, version), folder + "/staging", Maker()
 
 
+def over(dev, connect=plain_connect):
+    return transport.Transport(dev.board, connect=connect)
+
+
 def run(dev, folder, maker, force=False, connect=plain_connect):
-    return channel.check(dev, URL, connect, maker, KEYS, force=force, folder=folder, deadline=None)
+    return channel.check(dev, URL, over(dev, connect), maker, KEYS, force=force, folder=folder)
 
 
 def poll(dev, folder, maker, force=False, connect=plain_connect):
@@ -238,7 +256,7 @@ def listing(folder):
 # -- URLs ----------------------------------------------------------------------------------------
 def test_resolve_relative_and_absolute():
     base = "https://h.example/a/b/channel.json?x=1"
-    r = channel.resolve
+    r = transport.resolve
     assert r(base, "bundle.tar") == "https://h.example/a/b/bundle.tar"
     assert r(base, "../c/bundle.tar") == "https://h.example/a/c/bundle.tar"
     assert r(base, "./d/./e") == "https://h.example/a/b/d/e"
@@ -412,14 +430,14 @@ def test_https_to_http_only_for_signed_content():
             ("secure.example", 443), [http(302, headers=[("Location", "http://plain.example/f")])]
         )
         serve(("plain.example", 80), [http(200, b"hello")])
-        f = channel.Fetcher(connect, bytearray(channel.BUF_SIZE))
+        t = transport.Transport(Board(), connect=connect)
         try:
-            status, body, _ = f.small("https://secure.example/f", 100, (), signed)
+            body = t.fetch("https://secure.example/f", 100, (), signed)
         except ReasonError as e:
             assert not signed and e.reason == "downgrade"
             assert requests(("plain.example", 80)) == []
             continue
-        assert signed and (status, body) == (200, b"hello")
+        assert signed and body == b"hello"
 
 
 def test_redirect_without_location_is_an_error():
@@ -452,7 +470,7 @@ def test_cut_download_resumes_with_range():
     cr = "bytes 12345-%d/%d" % (len(BUNDLE) - 1, len(BUNDLE))
     serve(HOST, c, s, [http(206, rest, [("Content-Range", cr)])])
     stats = {}
-    out = channel.check(dev, URL, plain_connect, maker, KEYS, folder=folder, stats=stats)
+    out = channel.check(dev, URL, over(dev), maker, KEYS, folder=folder, stats=stats)
     assert out["outcome"] == "updated", out
     assert bytes(out["installer"].data) == BUNDLE
     assert b"\r\nRange: bytes=12345-\r\n" in requests()[2]
@@ -608,12 +626,54 @@ def test_poll_reads_keys_and_settings():
     fsutil.makedirs(keys)
     c, s = channel_conns()
     serve(HOST, c, s)
-    out = channel.poll(
-        dev, connect=plain_connect, make_installer=maker, folder=folder, keys_dir=keys
-    )
+    out = channel.poll(dev, maker, net=over(dev), folder=folder, keys_dir=keys)
     assert out["outcome"] == "error" and out["reason"] == "no_keys", out
+    assert out["trusted"] is False
     dev.settings["channel"] = ""
-    assert channel.poll(dev, folder=folder)["reason"] == "no_channel"
+    assert channel.poll(dev, maker, folder=folder)["reason"] == "no_channel"
+
+
+# -- trust of the outcome ------------------------------------------------------------------------
+def test_trusted_only_when_the_signature_verified_in_this_poll():
+    dev, folder, maker = fresh(version="1.1.0")
+    c, s = channel_conns()
+    serve(HOST, c, s)
+    out = run(dev, folder, maker)
+    assert out["outcome"] == "up-to-date" and out["trusted"] is True, out  # over plain http
+    serve(HOST, [http(304)])
+    out = run(dev, folder, maker)
+    assert out["status"] == 304 and out["trusted"] is False  # a bare 304 proves nothing
+    c, _ = channel_conns(doc(version="9.9.9"))
+    _, s = channel_conns(doc())
+    serve(HOST, c, s)
+    out = poll(dev, folder, maker, force=True)
+    assert out["reason"] == "bad_signature" and out.get("trusted") is not True
+
+
+def test_on_trial_polled_without_conditional_headers():
+    dev, folder, maker = fresh(version="1.1.0")
+    dev.state.set("channel", {"url": URL, "seen": "Blink 1.1.0", "etag": '"v1"', "poll": 60})
+    dev.on_trial({"kind": "bundle", "boots": 1})
+    c, s = channel_conns()
+    serve(HOST, c, s)
+    out = run(dev, folder, maker)
+    assert b"If-None-Match" not in requests()[0] and len(requests()) == 2
+    assert out["outcome"] == "up-to-date" and out["trusted"] is True, out
+    NET.sockets[:] = []
+    dev.on_trial(None)  # committed: cheap conditional polls again
+    serve(HOST, [http(304)])
+    assert run(dev, folder, maker)["status"] == 304
+    assert b'If-None-Match: "v1"' in requests()[0]
+
+
+def test_compares_with_the_installed_pointer_not_settings():
+    # settings still name 0.0.1 (they change only at commit); the pointer says 1.1.0 runs
+    dev, folder, maker = fresh(version="1.1.0")
+    c, s = channel_conns()
+    serve(HOST, c, s, [http(200, BUNDLE)])
+    out = run(dev, folder, maker)
+    assert out["outcome"] == "up-to-date" and len(requests()) == 2 and maker.made == []
+    assert out["app"] == {"name": "Blink", "version": "1.1.0"}
 
 
 def test_cleanup():

@@ -17,7 +17,8 @@ def run(mode, arg):
         dev.start_network()
         dev.start_app()
         result = dev.call_home(force=True)
-        shown = {k: result.get(k) for k in ("outcome", "reason", "app", "status")}
+        keys = ("outcome", "reason", "detail", "trusted", "app", "status")
+        shown = {k: result.get(k) for k in keys}
         _result(shown)
         if result["outcome"] == "updated":
             dev.apply(result)  # switches and resets, as the device does

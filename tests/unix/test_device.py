@@ -1,0 +1,196 @@
+# device.py on the MicroPython unix port with a fake transport: the device hands its one transport
+# down to the IAS call home and the channel, and commits a version on trial only after a trusted
+# outcome (a verified IAS answer, or a channel signature verified in this very poll).
+import binascii
+import os
+
+from ias import device, state, transport
+
+TMP = "/tmp/ias_test_device_%s" % binascii.hexlify(os.urandom(4)).decode()
+
+
+class Board:
+    clock_synced = False  # no anchor work after the call: only the commit decision is tested
+    tls_verifies = True
+    now = 0
+
+    def ticks_ms(self):
+        return 0
+
+    def time(self):
+        return self.now
+
+    def feed_watchdog(self):
+        pass
+
+    def mac(self):
+        return "24:0A:C4:12:34:56"
+
+    def wifi_ip(self):
+        return "10.0.0.9"
+
+    def fs_free(self):
+        return 1000
+
+    def flash_id(self):
+        return 1
+
+    def chip_id(self):
+        return 2
+
+    def core_version(self):
+        return "v1.29.0"
+
+    def flash_size(self):
+        return 4194304
+
+
+class Stream:
+    def __init__(self, reply, verified):
+        self.reply = reply
+        self.verified = verified
+        self.sent = bytearray()
+
+    def write(self, data):
+        self.sent += data
+        return len(data)
+
+    def readinto(self, buf):
+        n = min(len(buf), len(self.reply))
+        buf[:n] = self.reply[:n]
+        self.reply = self.reply[n:]
+        return n
+
+    def close(self):
+        pass
+
+
+class Peer:
+    """connect(scheme, host, port, timeout_ms) answering every request with `reply`."""
+
+    def __init__(self, reply, verified=True):
+        self.reply = reply
+        self.verified = verified
+        self.streams = []
+
+    def __call__(self, scheme, host, port, timeout_ms):
+        s = Stream(self.reply, scheme == "https" and self.verified)
+        self.streams.append((scheme, host, port, s))
+        return s
+
+
+def make(peer, server="https://ias.example", channel="", tls_verifies=True):
+    board = Board()
+    board.tls_verifies = tls_verifies
+    settings = {
+        "server": server,
+        "channel": channel,
+        "act_code": "a",
+        "app_name": "Blink",
+        "app_version": "1.0.0",
+    }
+    st = state.State(TMP + "_state.json")
+    dev = device.Device(
+        board, settings, st, None, transport=transport.Transport(board, connect=peer)
+    )
+    dev.commits = 0
+
+    def healthy():
+        dev.commits += 1
+
+    dev._healthy = healthy  # the commit itself belongs to trial.py: here, only whether it happens
+    return dev
+
+
+NOT_MODIFIED = b"HTTP/1.1 304 Not Modified\r\n\r\n"
+
+
+def test_device_builds_its_one_transport():
+    board = Board()
+    dev = device.Device(board, {"server": "https://x", "channel": ""}, None, "store")
+    assert isinstance(dev.transport, transport.Transport)
+    assert dev.transport.board is board and dev.transport.store == "store"
+
+
+def test_ias_call_home_goes_through_the_device_transport_and_commits_when_verified():
+    peer = Peer(NOT_MODIFIED)
+    dev = make(peer)
+    out = dev.call_home()
+    assert out["outcome"] == "up-to-date" and out["trusted"] is True, out
+    scheme, host, port, s = peer.streams[0]
+    assert (scheme, host, port) == ("https", "ias.example", 443)
+    assert bytes(s.sent).startswith(b"GET /ota/updates? HTTP/1.1\r\nHost: ias.example\r\n")
+    assert dev.commits == 1
+
+
+def test_unverified_ias_answer_does_not_commit():
+    dev = make(Peer(NOT_MODIFIED, verified=False))
+    out = dev.call_home()
+    assert out["outcome"] == "up-to-date" and out["trusted"] is False
+    assert dev.commits == 0
+    dev = make(Peer(NOT_MODIFIED), server="http://ias.example:8080")
+    assert dev.call_home()["trusted"] is False and dev.commits == 0
+
+
+def test_board_that_cannot_verify_tls_commits_on_a_good_ias_answer():
+    dev = make(Peer(NOT_MODIFIED, verified=False), tls_verifies=False)
+    dev.call_home()
+    assert dev.commits == 1
+    dev = make(Peer(b"HTTP/1.1 500 Oops\r\n\r\n"), tls_verifies=False)
+    assert dev.call_home()["outcome"] == "no-update" and dev.commits == 1
+    dev = make(Peer(b""), tls_verifies=False)  # closed before an answer: an error
+    assert dev.call_home()["outcome"] == "error" and dev.commits == 0
+
+
+def test_channel_commit_follows_the_signature_not_the_connection():
+    dev = make(Peer(NOT_MODIFIED), channel="https://cdn.example/c.json")
+    for out, commits in (
+        ({"outcome": "up-to-date", "reason": "version 1.1.0", "trusted": True}, 1),
+        ({"outcome": "up-to-date", "reason": "not modified", "trusted": False}, 1),
+        ({"outcome": "no-update", "reason": "counter", "trusted": True}, 2),
+        ({"outcome": "error", "reason": "hash_mismatch", "trusted": True}, 2),
+    ):
+        dev._after_call(out)
+        assert dev.commits == commits, (out, dev.commits)
+    # a board without TLS verification gets no pass on the channel: the signature decides
+    dev = make(Peer(NOT_MODIFIED), channel="http://cdn.example/c.json", tls_verifies=False)
+    dev._after_call({"outcome": "up-to-date", "reason": "not modified", "trusted": False})
+    assert dev.commits == 0
+
+
+def test_channel_poll_uses_the_device_transport():
+    peer = Peer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    dev = make(peer, channel="http://cdn.example:8000/app/channel.json")
+    out = dev.call_home()
+    assert out["outcome"] == "error" and out["reason"] == "http_status", out
+    assert out["trusted"] is False and dev.commits == 0
+    scheme, host, port, s = peer.streams[0]
+    assert (scheme, host, port) == ("http", "cdn.example", 8000)
+    assert bytes(s.sent).startswith(
+        b"GET /app/channel.json HTTP/1.1\r\nHost: cdn.example:8000\r\n"
+    )
+
+
+def test_config_mode_goes_through_the_device_transport():
+    from ias import configmode
+
+    peer = Peer(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+    dev = make(peer)
+    assert configmode.device_announce(dev)("1") == 404
+    assert bytes(peer.streams[0][3].sent).startswith(b"GET /ota/logs?msg=1 HTTP/1.1\r\n")
+    # "get IAS root cert": the anchor ladder, forced, over the same transport
+    dev.board.clock_synced = True
+    dev.board.now = 1800000000
+    res = configmode.device_fetch_anchors(dev)()
+    assert res["ok"] is False and "http_404" in res["message"], res
+    asked = [(sc, h, p, bytes(s.sent).split(b" ")[1]) for sc, h, p, s in peer.streams[1:]]
+    assert asked[0] == ("https", "ias.example", 443, b"/ota/anchors/anchors.json"), asked
+    assert asked[-1] == ("http", "ias.example", 80, b"/ota/anchors/anchors.json"), asked
+
+
+def test_cleanup():
+    for p in (TMP + "_state.json", TMP + "_state.json.tmp"):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
