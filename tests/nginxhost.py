@@ -12,7 +12,7 @@ server blocks: TLS and plain HTTP on 127.0.0.1 (the "front" host, with the `/mov
 and TLS and plain HTTP on `localhost` with ports of their own (the "other" host). `.tar` files
 go out at `rate` bytes a second (nginx limit_rate), so a test can cut a download part way.
 The access log is JSON lines: request line, status, Range, If-None-Match, If-Modified-Since,
-Host, and the bytes of body sent.
+Host, the bytes of body sent, and the ETag and Last-Modified answered.
 """
 
 import json
@@ -30,7 +30,8 @@ NGINX = "/usr/sbin/nginx"
 LOG_FORMAT = (
     '{"request":"$request","status":$status,"range":"$http_range",'
     '"if_none_match":"$http_if_none_match","if_modified_since":"$http_if_modified_since",'
-    '"host":"$http_host","server_port":$server_port,"body_sent":$body_bytes_sent}'
+    '"host":"$http_host","server_port":$server_port,"body_sent":$body_bytes_sent,'
+    '"etag":"$sent_http_etag","last_modified":"$sent_http_last_modified"}'
 )
 
 CONF = """\
@@ -103,7 +104,8 @@ class NginxHost:
     # -- the access log ---------------------------------------------------------------------
     def log(self):
         """Every request nginx finished, in order: request, method, path, status, range,
-        if_none_match, if_modified_since, host, server_port, body_sent."""
+        if_none_match, if_modified_since, host, server_port, body_sent, and the etag and
+        last_modified it answered with."""
         path = self.prefix / "access.log"
         if not path.exists():
             return []
@@ -138,10 +140,9 @@ class NginxHost:
         (self.prefix / "cert.pem").write_bytes(leaf.pem + b"".join(c.pem for c in chain))
         (self.prefix / "key.pem").write_bytes(leaf.key_pem)
         servers = []
-        for host, name in (("front", "127.0.0.1"), ("other", "localhost")):
+        for host in ("front", "other"):
             for scheme in ("https", "http"):
-                port = free_port()
-                self.ports[(host, scheme)] = port
+                self.ports[(host, scheme)] = free_port()
         for host, name in (("front", "127.0.0.1"), ("other", "localhost")):
             for scheme in ("https", "http"):
                 extra = ""
