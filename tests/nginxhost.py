@@ -178,7 +178,8 @@ class NginxHost:
             (self.prefix / "tmp").mkdir()
             (self.prefix / "nginx.conf").write_text(self._conf())
             self._proc = subprocess.Popen(
-                [binary, "-p", str(self.prefix), "-c", "nginx.conf", "-g", "daemon off;"],
+                [binary, "-p", str(self.prefix), "-c", "nginx.conf", "-e", "error.log"]
+                + ["-g", "daemon off;"],  # -e: not even a first line to /var/log/nginx
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,

@@ -216,9 +216,8 @@ def test_channel_on_nginx_from_a_virtual_esp32(world, scheme, capsys):
     console, log, ops = story.boot()
     # first boot: channel, signature, bundle, reset; trial boot: a full poll (the validators
     # belonged to the old version) that finds the channel's version installed, and commits
-    assert asked(log) == story.poll() + [(story.file(doc["bundle"]), 200)] + story.poll(), asked(
-        log
-    )
+    installed = story.poll() + [(story.file(doc["bundle"]), 200)] + story.poll()
+    assert asked(log) == installed, asked(log)
     assert story.running(console, "1.1.0"), console
     assert_committed(story, "1.1.0", app_files("1.1.0"))
     answered = log[-2]  # the trial's poll: what the board keeps the validators of
