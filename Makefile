@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench reliability lint mpy clean setup
+.PHONY: test demo bench reliability lint mpy clean setup sysdeps
 
 setup: $(STAMP)
 
@@ -22,7 +22,11 @@ lint: $(STAMP)
 mpy: $(STAMP)
 	$(BIN)/python -m tools.deploy --check-compile
 
-test: lint mpy
+# The Debian packages the tests run (nginx, chromium, faketime): apt-get installs what is missing.
+sysdeps:
+	$(PYTHON) tools/sysdeps.py
+
+test: sysdeps lint mpy
 	$(BIN)/pytest -q -m "not slow"
 
 demo: $(STAMP)

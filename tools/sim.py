@@ -1,7 +1,8 @@
 """`ias sim`: virtual boards. The firmware runs on the MicroPython unix port from a littlefs image.
 
 A virtual board is a folder: flash.bin (littlefs on a NOR flash model), board.json (its hardware),
-run.json (facts for the next boot), ota_*.bin/otadata.json (ESP32 app slots), console.log.
+run.json (facts for the next boot), ota_*.bin/otadata.json (ESP32 app slots), console.log,
+flash_ops.jsonl (the flash program and erase operations of each power-on).
 """
 
 import argparse
@@ -59,6 +60,7 @@ def init(args):
         "run.json",
         "cycles",
         "console.log",
+        "flash_ops.jsonl",
         "otadata.json",
         "ota_0.bin",
         "ota_1.bin",

@@ -97,7 +97,7 @@ def main(argv):
     mode = argv[3] if len(argv) > 3 and argv[2] == "--run" else "boot"
     arg = argv[4] if len(argv) > 4 else None
     # Mount the host folder first under its own name, so the flash image can be found.
-    mount_flash(host_dir, fresh=(mode == "format"))
+    dev = mount_flash(host_dir, fresh=(mode == "format"))
     try:
         if mode == "format":
             copy_tree("/host/" + arg, "/")
@@ -113,6 +113,19 @@ def main(argv):
     except PowerCut:
         print("[board] power cut")
         sys.exit(EXIT_POWER_CUT)
+    finally:
+        record_flash_ops(mode, dev)
+
+
+def record_flash_ops(mode, dev):
+    # One JSON line per power-on in DIR/flash_ops.jsonl: what this run cost the flash, so the
+    # host can tell a run that wrote nothing (e.g. a 304 poll) from one that did.
+    run = _load("/host/run.json")
+    line = json.dumps(
+        {"mode": mode, "boot": run.get("boot"), "programs": dev.programs, "erases": dev.erases}
+    )
+    with open("/host/flash_ops.jsonl", "a") as f:  # the host folder, not the flash
+        f.write(line + "\n")
 
 
 main(sys.argv)

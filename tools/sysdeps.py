@@ -1,0 +1,80 @@
+"""The Debian packages the test suite runs, installed with apt-get when missing.
+
+    python3 tools/sysdeps.py            # `make test` runs this first
+    python3 tools/sysdeps.py --check    # only say what is missing (exit 1 if anything is)
+
+nginx (tests/nginxhost.py: the static channel against a real web server), chromium (the config
+page in a real browser) and faketime (moving the TLS client's clock). Prints what it installs;
+fails with one line when it cannot (not root, no apt-get, apt-get failed). Standard library only:
+it runs before the virtualenv exists.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+# (what the tests run, the Debian package that brings it)
+NEEDED = (
+    ("/usr/sbin/nginx", "nginx-light"),
+    ("/usr/bin/chromium", "chromium"),
+    ("faketime", "faketime"),
+)
+
+
+def present(what):
+    if what.startswith("/"):
+        return os.access(what, os.X_OK)
+    return shutil.which(what) is not None
+
+
+def missing():
+    """The Debian packages to install, in NEEDED's order, without repeats."""
+    out = []
+    for what, package in NEEDED:
+        if not present(what) and package not in out:
+            out.append(package)
+    return out
+
+
+def install(packages, run=subprocess.run):
+    """apt-get update, then install `packages`. Returns an error line, or None when done."""
+    if not shutil.which("apt-get"):
+        return "no apt-get: install the Debian packages %s by hand" % " ".join(packages)
+    if os.geteuid() != 0:
+        return "not root: run `sudo apt-get install -y %s`, then again" % " ".join(packages)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    steps = (
+        ["apt-get", "update", "-qq"],
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends"] + packages,
+    )
+    for cmd in steps:
+        proc = run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            last = (proc.stdout or "").strip().splitlines()[-1:] or ["no output"]
+            return "`%s` failed (exit %d): %s" % (" ".join(cmd), proc.returncode, last[0])
+    return None
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    packages = missing()
+    if not packages:
+        return 0
+    if "--check" in argv:
+        print("sysdeps: missing Debian packages: %s" % " ".join(packages))
+        return 1
+    print("sysdeps: installing %s (apt-get)" % " ".join(packages), flush=True)
+    error = install(packages)
+    if error is None:
+        still = missing()
+        if still:
+            error = "still missing after apt-get: %s" % " ".join(still)
+    if error is not None:
+        print("sysdeps: " + error, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
