@@ -24,6 +24,9 @@ class VirtualBoard(BoardBase):
         self.tls_verifies = self.chip != "esp8266" or self.hw.get("tls_verifies", False)
         self.has_firmware_ota = self.chip == "esp32"
         self._skipped_ms = 0  # virtual time: sleeps are skipped, the clocks move on
+        # ... and the world's clock (what NTP says) stays ahead across resets by what earlier
+        # boots skipped, so time never runs backwards from one boot to the next
+        self._world_ms = fsutil.read_json(host + "/clock.json", {}).get("skipped_ms", 0)
         self._boot_ticks = time.ticks_ms()
         self._clock_offset = None  # seconds added to the host clock once "NTP" answered
         self._led = None
@@ -52,18 +55,25 @@ class VirtualBoard(BoardBase):
                 # An ESP32 RTC starts at 2000-01-01 after power-on.
                 return 946684800 + self.uptime_ms() // 1000
             self._clock_offset = 0
-        return int(time.time()) + self._clock_offset + self._skipped_ms // 1000
+        return int(time.time()) + self._clock_offset + self._ahead_s()
+
+    def _ahead_s(self):
+        return (self._world_ms + self._skipped_ms) // 1000
+
+    def _save_world_time(self):
+        with open(self.host + "/clock.json", "w") as f:
+            f.write('{"skipped_ms": %d}' % (self._world_ms + self._skipped_ms))
 
     def ntp_time(self):
         ntp = self.hw.get("ntp", "host")
         if ntp == "host":
-            return int(time.time()) + self._skipped_ms // 1000
+            return int(time.time()) + self._ahead_s()
         if isinstance(ntp, int):
             return ntp  # a scripted (perhaps absurd) answer
         return None  # no answer
 
     def set_time(self, t):
-        self._clock_offset = t - int(time.time()) - self._skipped_ms // 1000
+        self._clock_offset = t - int(time.time()) - self._ahead_s()
 
     # -- ids --------------------------------------------------------------------------------
     def mac_bytes(self):
@@ -140,6 +150,7 @@ class VirtualBoard(BoardBase):
 
     def reset(self):
         self.console("reset")
+        self._save_world_time()
         sys.exit(EXIT_RESET)
 
     def make_watchdog(self, timeout_ms):
@@ -148,6 +159,7 @@ class VirtualBoard(BoardBase):
     def cycle_done(self):
         """The main loop finished one cycle; the host may have asked to stop after N in all
         (counted across resets in the host file `cycles`)."""
+        self._save_world_time()
         target = self.run.get("cycles_target")
         if target is None:
             return

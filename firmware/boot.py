@@ -1,8 +1,10 @@
 # Runs first at every reset. Tiny on purpose: all decisions live in bootflow (compiled).
+# boot_decision stays in the namespace main.py runs in (the ESP ports run both in one).
+boot_decision = None
 try:
     from ias import bootflow
 
-    bootflow.run()
+    boot_decision = bootflow.run()
 except Exception as e:  # never stop here: main.py must still run and can recover
     import sys
 

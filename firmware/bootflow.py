@@ -1,25 +1,23 @@
 # What boot.py decides, before main.py: which reset this was, whether an update on trial must be
-# rolled back, and whether the mode button held at power-on asks for config mode. main.py reads
-# the decision from this module (boot.py and main.py share one interpreter).
+# rolled back, and whether the mode button held at power-on asks for config mode. The decision is
+# returned to boot.py, which keeps it in the one namespace boot.py and main.py share on the ESP
+# ports; main.py hands it to device.main().
 from . import board as hw
 from . import log
 
-decision = {"board": None, "cause": None, "mode": "normal"}
-
 
 def run(b=None, state_path=None):
-    """Decide; the board and the state file can be given (tests), else the port's own."""
+    """Decide; the board and the state file can be given (tests), else the port's own. Returns
+    {"board", "state", "cause", "mode"}: mode is "normal", "config" or "callhome"."""
     b = b or hw.open_board()
     if b.watchdog_ms:
         b.start_watchdog(b.watchdog_ms)  # first: everything after this can hang
-    decision["board"] = b
     cause = b.reset_cause()
-    decision["cause"] = cause
     log.info("boot", "reset cause: %s" % cause)
     from . import state
 
     st = state.State(state_path) if state_path else state.State()
-    decision["state"] = st
+    decision = {"board": b, "state": st, "cause": cause, "mode": "normal"}
     from . import trial
 
     trial.boot_check(b, st)
@@ -31,7 +29,6 @@ def run(b=None, state_path=None):
         btn = button.Button(b.button_pressed, b.ticks_ms, b.ticks_diff, b.led_pattern)
         action = btn.wait_release(b.sleep_ms)
         log.info("boot", "mode button at power-on: %s" % action)
-        if action == "config":
-            decision["mode"] = "config"
-        elif action == "callhome":
-            decision["mode"] = "callhome"
+        if action in ("config", "callhome"):
+            decision["mode"] = action
+    return decision

@@ -414,9 +414,7 @@ def poll(
     from . import trust
 
     if net is None:
-        net = getattr(device, "transport", None) or transport.Transport(
-            device.board, device.store, device.state
-        )
+        net = device.transport
     try:
         return check(
             device,

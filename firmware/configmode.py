@@ -76,17 +76,16 @@ async def serve(cfg, host, port, timeout_s):
 
 
 def device_fetch_anchors(device):
-    """The device fetches and installs the signed anchor bundle itself (the recovery ladder,
-    forced), as {"ok", "message", "version"} for the page."""
-    fn = getattr(device, "fetch_anchors", None)
-    if fn is not None:
-        return fn
-    try:
-        from . import anchors
-    except ImportError:
-        return None
+    """ "Get IAS root cert": the device fetches and installs the signed anchor set itself (the
+    recovery ladder, forced) through its transport, as {"ok", "message", "version"} for the
+    page. Expiry checks need a sane clock: without one the device first joins a saved Wi-Fi
+    network (beside its access point) and asks NTP."""
+    from . import anchors
 
     def fetch():
+        if anchors.sane_time(device.board, device.state) is None:
+            device.settings["wifi"] = settings.load()["wifi"]  # the page may have added one
+            device.start_network()
         res = anchors.recover(device, device.transport.fetch, force=True, why="config")
         out = res.get("outcome")
         v = res.get("version")
@@ -95,7 +94,7 @@ def device_fetch_anchors(device):
         elif out == "nothing_new":
             msg = "the device already has the newest anchor bundle"
         elif out == "skipped":
-            msg = "the clock is not set: join a Wi-Fi network first"
+            msg = "the clock is not set: save a Wi-Fi network the device can join, then retry"
         else:
             msg = "no anchor bundle could be fetched: " + "; ".join(res.get("report") or [])
         return {"ok": out in ("installed", "nothing_new"), "message": msg, "version": v}
@@ -104,14 +103,9 @@ def device_fetch_anchors(device):
 
 
 def device_announce(device):
-    """IAS's iasLog(msg) to the server through the device's connection, or None."""
-    fn = getattr(device, "announce", None)
-    if fn is not None:
-        return fn
-    try:
-        from . import callhome
-    except ImportError:
-        return None
+    """IAS's iasLog(msg) to the server through the device's transport."""
+    from . import callhome
+
     installed = device.slots.installed_artifact()
     return lambda msg: callhome.announce(device, device.transport, msg, installed)
 

@@ -31,11 +31,13 @@ class Device:
         self.transport = transport  # every connection the device opens goes through it
 
     @classmethod
-    def open(cls):
-        """The device as boot.py left it (board and state are reused), or a fresh one."""
-        from . import bootflow, certstore
+    def open(cls, decision=None):
+        """The device over what boot.py decided (its board and state are reused), or over a
+        fresh board and state when boot.py did not get that far."""
+        from . import certstore
 
-        board, st = bootflow.decision.get("board"), bootflow.decision.get("state")
+        decision = decision or {}
+        board, st = decision.get("board"), decision.get("state")
         if board is None:
             board = hw.open_board()
         if st is None:
@@ -339,13 +341,12 @@ class _Reported:
         return self.installer.activate()
 
 
-def main():
+def main(decision=None):
+    """main.py: the device over boot.py's decision (see bootflow.run), run in its mode."""
     dev = None
     try:
-        dev = Device.open()
-        from . import bootflow
-
-        dev.run(bootflow.decision.get("mode", "normal"))
+        dev = Device.open(decision)
+        dev.run((decision or {}).get("mode", "normal"))
     except Exception as e:  # on hardware an uncaught error would leave the board at the REPL
         log.exc("main", "fatal error, resetting", e)
         board = dev.board if dev is not None else None

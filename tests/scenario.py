@@ -47,7 +47,16 @@ class World:
     (pki.Issued; the first is iasRootCa.cer); `serve`: the Chain the server presents;
     `recovery`: "both" (https then http rung of the server), "http", "https" or "none"."""
 
-    def __init__(self, work, trust, serve, recovery="both", interval=7200, stage_cache=None):
+    def __init__(
+        self,
+        work,
+        trust,
+        serve,
+        recovery="both",
+        interval=7200,
+        stage_cache=None,
+        config_port=None,
+    ):
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
         self.key_path, self.pub_path = keys.write_pair(self.work / "keys", bits=2048)
@@ -77,9 +86,9 @@ class World:
         with pytest.MonkeyPatch.context() as mp:
             if stage_cache is not None:
                 mp.setattr(sim, "stage_firmware", _cached_stage(stage_cache))
-            self._init(pems, rungs, interval)
+            self._init(pems, rungs, interval, config_port)
 
-    def _init(self, pems, rungs, interval):
+    def _init(self, pems, rungs, interval, config_port):
         args = sim.args_for(
             "init",
             self.board,
@@ -92,6 +101,8 @@ class World:
             interval=interval,
             force=True,
         )
+        if config_port is not None:
+            args.config_port = config_port
         sim.init(args)
 
     # -- the operator's side -----------------------------------------------------------------

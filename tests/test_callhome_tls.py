@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.mprunner import micropython_binary
-from tools import pkg_path
+from tools import REPO, pkg_path
 from tools.server import UpdateServer
 
 BODY = bytes((i * 7 + 3) & 0xFF for i in range(150000))
@@ -21,8 +21,9 @@ MD5 = hashlib.md5(BODY).hexdigest()
 # Runs inside micropython: one call home, the outcome as JSON on the last line.
 DRIVER = r"""
 import sys, json, time
-sys.path[:0] = [%(firmware)r]
-from ias import callhome, certstore, staging, state, transport
+sys.path[:0] = [%(firmware)r, %(unix_tests)r]
+import staginginstaller as staging  # the tests' staging-file installer
+from ias import callhome, certstore, state, transport
 
 class Board:
     clock_synced = True
@@ -106,7 +107,11 @@ def run_device(srv, dev, installed, deadline_ms=60000, timeout=60):
         "installed": installed,
         "deadline_ms": deadline_ms,
     }
-    script = DRIVER % {"firmware": pkg_path(), "cfg": json.dumps(cfg)}
+    script = DRIVER % {
+        "firmware": pkg_path(),
+        "unix_tests": str(REPO / "tests" / "unix"),
+        "cfg": json.dumps(cfg),
+    }
     t0 = time.monotonic()
     proc = subprocess.run(
         [micropython_binary(), "-c", script], capture_output=True, text=True, timeout=timeout

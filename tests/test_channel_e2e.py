@@ -23,7 +23,7 @@ FIRMWARE = REPO / "firmware"
 
 DEVICE = r"""
 import sys, json, time
-from ias import channel, formats, slots, state, certstore
+from ias import channel, formats, slots, state, certstore, transport
 
 class Board:
     tls_verifies = True
@@ -52,6 +52,7 @@ dev.settings = p["settings"]
 dev.state = state.State(root + "/state.json")
 dev.store = certstore.CertStore(root + "/cert")
 dev.slots = slots.Slots(root)
+dev.transport = transport.Transport(dev.board, dev.store, dev.state)  # the device's one
 stats = {}
 
 def make(first, trusted):

@@ -61,6 +61,7 @@ def init(args):
         "cycles",
         "console.log",
         "flash_ops.jsonl",
+        "clock.json",
         "otadata.json",
         "ota_0.bin",
         "ota_1.bin",

@@ -34,19 +34,20 @@ def emit(**rec):
     print("@@ " + json.dumps(rec))
 
 
-def run_file(path):
+def run_file(path, env):
     with open(path) as f:
         code = f.read()
-    exec(compile(code, path, "exec"), {"__name__": "__main__", "__file__": path})
+    exec(compile(code, path, "exec"), env)
 
 
 if mode == "client":
     t0 = time.ticks_us()
-    run_file("/boot.py")
+    env = {"__name__": "__main__"}  # boot.py and main.py share one namespace, as on the ESP ports
+    run_file("/boot.py", env)
     t1 = time.ticks_us()
     from ias import device  # noqa: E402
 
-    d = device.Device.open()
+    d = device.Device.open(env.get("boot_decision"))
     d.start_app()
     t2 = time.ticks_us()
     assert d.app.module is not None, "the app did not start"

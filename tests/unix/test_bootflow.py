@@ -42,9 +42,7 @@ def _decide(run, saved=None):
         with open(STATE, "w") as f:
             json.dump(saved, f)
     b = Board(run)
-    bootflow.decision["mode"] = "normal"
-    bootflow.run(b, STATE)
-    return b, bootflow.decision
+    return b, bootflow.run(b, STATE)
 
 
 def test_watchdog_armed_and_cause_recorded():

@@ -6,7 +6,8 @@ import hashlib
 import os
 
 import fakesock
-from ias import callhome, httpclient, staging, state, transport
+import staginginstaller as staging
+from ias import callhome, httpclient, state, transport
 from ias.reason import ReasonError
 
 TMP = "/tmp/ias_test_callhome_%s" % binascii.hexlify(os.urandom(4)).decode()

@@ -70,10 +70,11 @@ def list_tree(path, depth=0):
             print("%s%s  %d" % ("  " * depth, name, os.stat(full)[6]))
 
 
-def run_file(path):
+def run_file(path, env):
     with open(path) as f:
         code = f.read()
-    exec(compile(code, path, "exec"), {"__name__": "__main__", "__file__": path})
+    env["__file__"] = path
+    exec(compile(code, path, "exec"), env)
 
 
 def boot():
@@ -81,15 +82,16 @@ def boot():
         from ias import vpartition  # the ESP32 bootloader's choice of app slot
 
         vpartition.bootloader_select("/host")
+    env = {"__name__": "__main__"}  # as the ESP ports: boot.py and main.py share one namespace
     try:
-        run_file("/boot.py")
+        run_file("/boot.py", env)
     except SystemExit:
         raise
     except PowerCut:
         raise
     except Exception as e:  # as on the device: boot.py errors are printed, main.py still runs
         sys.print_exception(e)
-    run_file("/main.py")
+    run_file("/main.py", env)
 
 
 def main(argv):

@@ -1,12 +1,13 @@
-# A staging-file installer: the Installer interface (docs/architecture.md) writing an update
+# A test double of the installer contract (a test's, not the device's: no firmware module uses
+# it): the Installer interface (docs/architecture.md) writing an update
 # body to /staging/update.bin and recording its size and hashes in /staging/update.json.
 # It only stages: activation (unpacking a bundle into a slot, or writing a firmware image)
 # belongs to appbundle.py and fwimage.py, so activate() refuses.
 import json
 import os
 
-from . import fsutil
-from .reason import ReasonError
+from ias import fsutil
+from ias.reason import ReasonError
 
 DIR = "/staging"
 MARGIN = 8192  # keep some free blocks for littlefs metadata and the state files
