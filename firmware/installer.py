@@ -25,11 +25,7 @@ class Installer:
 
     kind = None
 
-    def __init__(self, board, settings, state, slots=None, keys=None, verified=False):
-        if slots is None:
-            from .slots import default_slots
-
-            slots = default_slots()
+    def __init__(self, board, settings, state, slots, keys=None, verified=False):
         self.board = board
         self.settings = settings or {}
         self.state = state
