@@ -7,6 +7,15 @@ from .reason import ReasonError
 FLASH_BLOCK = 4096
 
 
+def abort_quietly(installer):
+    """Abort what `installer` staged after a failure (the device is then unchanged); the
+    caller re-raises the failure itself, so an error inside abort() is not the one reported."""
+    try:
+        installer.abort()
+    except Exception:
+        pass
+
+
 def unsigned_policy(board, settings, verified, what):
     """An unsigned payload needs a board whose TLS verifies, a connection that was verified
     (`verified`) and settings allow_unsigned. Raises ReasonError("unsigned") otherwise."""
