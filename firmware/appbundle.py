@@ -24,7 +24,7 @@ class BundleInstaller(Installer):
 
     kind = "bundle"
 
-    def __init__(self, board, settings, state, slots=None, keys=None, verified=False):
+    def __init__(self, board, settings, state, slots, keys=None, verified=False):
         Installer.__init__(self, board, settings, state, slots, keys, verified)
         self.f = None  # the staging file (gzip bodies)
         self.tar = None  # the TarFeed of a plain body

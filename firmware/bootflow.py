@@ -6,21 +6,21 @@ from . import board as hw
 from . import log
 
 
-def run(b=None, state_path=None):
-    """Decide; the board and the state file can be given (tests), else the port's own. Returns
-    {"board", "state", "cause", "mode"}: mode is "normal", "config" or "callhome"."""
+def run(b=None, state_path=None, root=""):
+    """Decide; the board, the state file and the slots' root can be given (tests), else the
+    port's own. Returns {"board", "state", "slots", "cause", "mode"}: mode is "normal",
+    "config" or "callhome"."""
     b = b or hw.open_board()
     if b.watchdog_ms:
         b.start_watchdog(b.watchdog_ms)  # first: everything after this can hang
     cause = b.reset_cause()
     log.info("boot", "reset cause: %s" % cause)
-    from . import state
+    from . import slots, state, trial
 
     st = state.State(state_path) if state_path else state.State()
-    decision = {"board": b, "state": st, "cause": cause, "mode": "normal"}
-    from . import trial
-
-    trial.boot_check(b, st)
+    s = slots.Slots(root)
+    decision = {"board": b, "state": st, "slots": s, "cause": cause, "mode": "normal"}
+    trial.boot_check(b, st, s)
     if st.get("mode") == "config":
         decision["mode"] = "config"
     elif b.button_pressed():

@@ -6,6 +6,7 @@ import binascii
 import hashlib
 
 from . import httpclient, trial
+from .installer import abort_quietly
 from .reason import ReasonError, iso_date, reason_of
 
 IASLIB = "2.1.0-RC5.1"  # the IAS library version we speak for (x-ESP_IASLIB)
@@ -144,10 +145,7 @@ def download(
             raise ReasonError("md5_mismatch", "got %s, x-MD5 %s" % (md5, update["md5"]))
         installer.finish(md5, sha)
     except BaseException:
-        try:
-            installer.abort()
-        except Exception:
-            pass
+        abort_quietly(installer)
         raise
     return installer, md5, sha
 

@@ -13,6 +13,7 @@ import json
 import os
 
 from . import fsutil, transport
+from .installer import abort_quietly
 from .reason import ReasonError, reason_of
 
 DIR = "/staging"  # the partial download and its record
@@ -279,10 +280,7 @@ def install(part, info, make_installer, buf, feed=None):
             md5_hex = "" if md5 is None else binascii.hexlify(md5.digest()).decode()
             installer.finish(md5_hex, digest)  # the installers take the raw SHA-256 digest
         except BaseException:
-            try:
-                installer.abort()
-            except Exception:
-                pass
+            abort_quietly(installer)
             raise
     return installer
 

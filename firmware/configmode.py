@@ -110,13 +110,9 @@ def device_announce(device):
     return lambda msg: callhome.announce(device, device.transport, msg, installed)
 
 
-def installed_info(slots=None):
+def installed_info(slots):
     """info() for the /i route: the running app's name (an) and version (av), read from the
     slot pointer, the one home of the installed version."""
-    if slots is None:
-        from .slots import default_slots
-
-        slots = default_slots()
 
     def info():
         art = slots.installed_artifact()
@@ -152,9 +148,8 @@ def run(
             fields = dev.app.fields
         fetch_anchors = fetch_anchors or device_fetch_anchors(dev)
         announce = announce or device_announce(dev)
+        info = info or installed_info(dev.slots)
     fields = fields or ()
-    if info is None:
-        info = installed_info(getattr(dev, "slots", None))
     if port is None:
         port = board.config_port
     if start_ap:

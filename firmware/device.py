@@ -44,7 +44,8 @@ class Device:
             from . import state
 
             st = state.State()
-        return cls(board, settings_mod.load(), st, certstore.CertStore())
+        s = settings_mod.load()
+        return cls(board, s, st, certstore.CertStore(), decision.get("slots"))
 
     # -- network and clock ------------------------------------------------------------------
     def start_network(self):

@@ -5,7 +5,7 @@ from .reason import ReasonError
 PEEK = 263  # enough for the ustar magic
 
 
-def installer_for(first_bytes, board, settings, state, slots=None, keys=None, verified=False):
+def installer_for(first_bytes, board, settings, state, slots, keys=None, verified=False):
     """The installer for a body starting with `first_bytes` (see installer.Installer for the
     other arguments). Raises ReasonError("unknown_format") for anything else."""
     b = bytes(first_bytes[:PEEK])

@@ -7,6 +7,15 @@ from .reason import ReasonError
 FLASH_BLOCK = 4096
 
 
+def abort_quietly(installer):
+    """Abort what `installer` staged after a failure (the device is then unchanged); the
+    caller re-raises the failure itself, so an error inside abort() is not the one reported."""
+    try:
+        installer.abort()
+    except Exception:
+        pass
+
+
 def unsigned_policy(board, settings, verified, what):
     """An unsigned payload needs a board whose TLS verifies, a connection that was verified
     (`verified`) and settings allow_unsigned. Raises ReasonError("unsigned") otherwise."""
@@ -25,11 +34,7 @@ class Installer:
 
     kind = None
 
-    def __init__(self, board, settings, state, slots=None, keys=None, verified=False):
-        if slots is None:
-            from .slots import default_slots
-
-            slots = default_slots()
+    def __init__(self, board, settings, state, slots, keys=None, verified=False):
         self.board = board
         self.settings = settings or {}
         self.state = state

@@ -115,14 +115,3 @@ class Slots:
     def free(self):
         st = os.statvfs(self.root or "/")
         return st[0] * st[3]
-
-
-_default = None
-
-
-def default_slots():
-    """The device's own slots (root "/"), one instance so the pointer is read once."""
-    global _default
-    if _default is None:
-        _default = Slots()
-    return _default

@@ -18,17 +18,9 @@ REFUSED_KEY = "refused_md5"  # artifacts that failed their trial here: not taken
 MAX_REFUSED = 4
 
 
-def _slots(slots):
-    if slots is not None:
-        return slots
-    from .slots import default_slots
-
-    return default_slots()
-
-
-def pending(slots=None):
+def pending(slots):
     """The trial record while a new version waits for its confirmation, else None."""
-    return _slots(slots).trial()
+    return slots.trial()
 
 
 def last_error(state):
@@ -66,7 +58,7 @@ def _counter_kind(rec):
 def counter_floor(state, slots, kind):
     """The lowest security counter accepted for `kind` ("app", "firmware"): the state's floor
     or the committed version's counter, whichever is higher."""
-    rec = _slots(slots).committed()
+    rec = slots.committed()
     own = rec.get("counter", 0) if _counter_kind(rec) == kind else 0
     if state is None:
         return own
@@ -127,14 +119,13 @@ def _clock_ok(board):
 
 
 # -- boot, tick, commit, rollback -----------------------------------------------------------------
-def boot_check(board, state, slots=None):
+def boot_check(board, state, slots):
     """Run early at boot, before the app is imported. Repairs the state's counter floor from
     the committed pointer, counts trial boots and rolls back a version that crashed, was
     reset by the watchdog, used up its boots or its 10 minutes. Returns None (no trial),
     "trial" (the new version runs) or "rolled_back"."""
-    s = _slots(slots)
-    info = s.read()
-    _raise_floor(state, s.committed())  # a cut after a commit's pointer write left it low
+    info = slots.read()
+    _raise_floor(state, slots.committed())  # a cut after a commit's pointer write left it low
     t = info.get("trial")
     if not t:
         return None
@@ -145,32 +136,32 @@ def boot_check(board, state, slots=None):
         if running != t.get("target"):
             if boots:
                 why = "firmware %s failed its trial boot; bootloader went back to %s"
-                _restore(s, state, why % (info.get("version"), running))
+                _restore(slots, state, why % (info.get("version"), running))
             else:
-                _restore(s, state, "firmware switch to %s did not happen" % t.get("target"))
+                _restore(slots, state, "firmware switch to %s did not happen" % t.get("target"))
             return "rolled_back"
         if boots:
             # ESP-IDF grants one trial boot: running it again means it was marked valid and
             # only the pointer write was cut short. Finish that commit.
-            _commit_pointer(s, state, info)
+            _commit_pointer(slots, state, info)
             return None
     else:
         cause = board.reset_cause()
         if boots and cause in ("crash", "watchdog"):
             why = "%s during trial of %s" % (cause, info.get("version"))
-            rollback(board, state, why, s, False)
+            rollback(board, state, why, slots, False)
             return "rolled_back"
         if boots >= TRIAL_BOOTS:
             why = "%s not confirmed within %d boots" % (info.get("version"), TRIAL_BOOTS)
-            rollback(board, state, why, s, False)
+            rollback(board, state, why, slots, False)
             return "rolled_back"
         if _expired(board, t, 0):
-            rollback(board, state, "%s not confirmed in time" % info.get("version"), s, False)
+            rollback(board, state, "%s not confirmed in time" % info.get("version"), slots, False)
             return "rolled_back"
     t["boots"] = boots + 1
     new = dict(info)
     new["trial"] = t
-    s.write(new)
+    slots.write(new)
     log.info("ota", "trial boot %d of %s %s" % (t["boots"], info.get("name"), info.get("version")))
     return "trial"
 
@@ -184,23 +175,22 @@ def _expired(board, t, uptime_ms):
     return False
 
 
-def tick(board, state, slots=None):
+def tick(board, state, slots):
     """Call from the main loop (cheap). Past the trial deadline without a commit, rolls back
     and resets the board."""
-    s = _slots(slots)
-    t = s.trial()
+    t = slots.trial()
     if t and _expired(board, t, board.uptime_ms()):
-        rollback(board, state, "%s not confirmed within 10 minutes" % s.read().get("version"), s)
+        version = slots.read().get("version")
+        rollback(board, state, "%s not confirmed within 10 minutes" % version, slots)
         return True
     return False
 
 
-def commit(board, state, slots=None):
+def commit(board, state, slots):
     """The version on trial is confirmed (its update source answered it): keep it. Firmware is
     marked valid first, then the pointer loses its trial (the commit itself, one atomic
     write), then the state's counter floor follows. Returns the committed artifact or None."""
-    s = _slots(slots)
-    info = s.read()
+    info = slots.read()
     t = info.get("trial")
     if not t:
         return None
@@ -212,7 +202,7 @@ def commit(board, state, slots=None):
             part.mark_app_valid_cancel_rollback()
         except OSError as e:
             log.warn("ota", "mark_app_valid_cancel_rollback: %r" % e)
-    return _commit_pointer(s, state, info)
+    return _commit_pointer(slots, state, info)
 
 
 def _commit_pointer(s, state, info):
@@ -225,16 +215,15 @@ def _commit_pointer(s, state, info):
     return s.installed_artifact()
 
 
-def rollback(board, state, reason, slots=None, reset=True):
+def rollback(board, state, reason, slots, reset=True):
     """Go back to the previous version: the pointer returns to it (bundles) and, for firmware,
     the reset lets the bootloader abort the unconfirmed image. The reason is kept for the next
     call home. Resets the board when `reset` (always for firmware on trial). Returns False
     when nothing is on trial."""
-    s = _slots(slots)
-    t = s.trial()
+    t = slots.trial()
     if not t:
         return False
-    _restore(s, state, "rollback: " + reason)
+    _restore(slots, state, "rollback: " + reason)
     if reset or t.get("kind") == "firmware":
         board.reset()
     return True

@@ -42,7 +42,7 @@ def _decide(run, saved=None):
         with open(STATE, "w") as f:
             json.dump(saved, f)
     b = Board(run)
-    return b, bootflow.run(b, STATE)
+    return b, bootflow.run(b, STATE, HOST)
 
 
 def test_watchdog_armed_and_cause_recorded():

@@ -773,7 +773,7 @@ def test_new_passwords_differ():
 
 
 def test_configmode_run_with_a_device():
-    # device.Device passes itself: its board, store, app fields, anchor fetch and announce
+    # device.Device passes itself: its board, store, app fields and slots (the page's version)
     board, store = setup()
     board._sta_ip = "10.0.0.7"
     said = []
@@ -784,10 +784,13 @@ def test_configmode_run_with_a_device():
     class Dev:
         pass
 
+    class Slots:
+        def installed_artifact(self):
+            return {"name": "Blink", "version": "2.0"}
+
     dev = Dev()
-    dev.board, dev.store, dev.app = board, store, App()
-    dev.announce = said.append
-    dev.fetch_anchors = lambda: {"ok": True, "message": "fetched", "version": 9}
+    dev.board, dev.store, dev.app, dev.slots = board, store, App(), Slots()
+    fetch = lambda: {"ok": True, "message": "fetched", "version": 9}  # noqa: E731
     port = _port()
     got = {}
     orig_serve = configmode.serve
@@ -797,6 +800,7 @@ def test_configmode_run_with_a_device():
             await asyncio.sleep(0.2)
             got["app"] = await _send(port, request("GET", "/app"))
             got["fetch"] = await _send(port, request("POST", "/anchors/fetch"))
+            got["info"] = await _send(port, request("GET", "/i"))
             await _send(port, request("GET", "/close"))
 
         task = asyncio.create_task(client())
@@ -807,11 +811,19 @@ def test_configmode_run_with_a_device():
     configmode.serve = serve_and_use
     try:
         reason = configmode.run(
-            dev, settings_path=SETTINGS, port=port, host="127.0.0.1", www_dir=WWW
+            dev,
+            settings_path=SETTINGS,
+            fetch_anchors=fetch,
+            announce=said.append,
+            port=port,
+            host="127.0.0.1",
+            www_dir=WWW,
         )
     finally:
         configmode.serve = orig_serve
     assert reason == "close"
     assert [f["l"] for f in json.loads(got["app"][2])] == ["Colour", "Count", "Enabled"]
     assert json.loads(got["fetch"][2])["version"] == 9
+    info = json.loads(got["info"][2])
+    assert (info["an"], info["av"]) == ("Blink", "2.0")  # the device's slot pointer
     assert said == ["1", "0"]
