@@ -2,6 +2,8 @@
 power-on, or boot with no Wi-Fi network that can be joined. Served by the unix port."""
 
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -34,8 +36,19 @@ def _get(port, path, timeout=30):
 def _boot(board, *extra):
     cmd = [sys.executable, "-m", "tools.cli", "sim", "boot", str(board), "--cycles", "2"]
     return subprocess.Popen(
-        list(cmd) + list(extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        list(cmd) + list(extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # _power_off() stops the board's micropython process too
     )
+
+
+def _power_off(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 @pytest.mark.parametrize("how", ["button", "no-wifi"])
@@ -69,10 +82,10 @@ def test_config_mode_then_close_then_normal_boot(tmp_path, how):
         if how == "no-wifi":
             time.sleep(1)
             _get(port, "/i")  # still no network: the next boot is config mode again
-            proc.kill()
+            _power_off(proc)
         out, _ = proc.communicate(timeout=60)
     finally:
-        proc.kill()
+        _power_off(proc)
     if how == "button":
         assert "mode button at power-on: config" in out
         assert out.count("config mode: join") == 1
@@ -87,7 +100,9 @@ def test_ias_sim_config_serves_until_close(tmp_path):
     board = tmp_path / "dev"
     assert cli.main(["sim", "init", str(board), "--server", "https://127.0.0.1:9"]) == 0
     cmd = [sys.executable, "-m", "tools.cli", "sim", "config", str(board), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     try:
         status, body = _get(port, "/csr")
         names = [c["n"] for c in json.loads(body)]
@@ -98,6 +113,6 @@ def test_ias_sim_config_serves_until_close(tmp_path):
             pass
         out, _ = proc.communicate(timeout=60)
     finally:
-        proc.kill()
+        _power_off(proc)
     assert proc.returncode == 0, out
     assert "config mode ends (close)" in out
