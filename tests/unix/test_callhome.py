@@ -9,11 +9,12 @@ import fakesock
 import staginginstaller as staging
 from ias import callhome, httpclient, state, transport
 from ias.reason import ReasonError
+from idboard import IdentityBoard
 
 TMP = "/tmp/ias_test_callhome_%s" % binascii.hexlify(os.urandom(4)).decode()
 
 
-class FakeBoard:
+class FakeBoard(IdentityBoard):
     def __init__(self):
         self.t = 0
 
@@ -22,27 +23,6 @@ class FakeBoard:
 
     def time(self):
         return 1800000000
-
-    def mac(self):
-        return "24:0A:C4:12:34:56"
-
-    def wifi_ip(self):
-        return "192.168.1.23"
-
-    def fs_free(self):
-        return 1000000
-
-    def flash_id(self):
-        return 1458400
-
-    def chip_id(self):
-        return 314842148
-
-    def core_version(self):
-        return "v1.29.0"
-
-    def flash_size(self):
-        return 4194304
 
 
 SETTINGS = {

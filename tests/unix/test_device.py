@@ -5,11 +5,12 @@ import binascii
 import os
 
 from ias import device, state, transport
+from idboard import IdentityBoard
 
 TMP = "/tmp/ias_test_device_%s" % binascii.hexlify(os.urandom(4)).decode()
 
 
-class Board:
+class Board(IdentityBoard):
     clock_synced = False  # no anchor work after the call: only the commit decision is tested
     tls_verifies = True
     now = 0
@@ -22,27 +23,6 @@ class Board:
 
     def feed_watchdog(self):
         pass
-
-    def mac(self):
-        return "24:0A:C4:12:34:56"
-
-    def wifi_ip(self):
-        return "10.0.0.9"
-
-    def fs_free(self):
-        return 1000
-
-    def flash_id(self):
-        return 1
-
-    def chip_id(self):
-        return 2
-
-    def core_version(self):
-        return "v1.29.0"
-
-    def flash_size(self):
-        return 4194304
 
 
 class Stream:

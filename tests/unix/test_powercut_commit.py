@@ -17,6 +17,7 @@ import powercut
 from ias import callhome, configmode, device, trial, trust, vpartition
 from ias import slots as slots_mod
 from ias import state as state_mod
+from idboard import IdentityBoard
 from nor import NorFlash, mount
 from ota_fixtures import Ctx, FakeBoard
 
@@ -28,29 +29,8 @@ COUNTER = {"1.0": 1, "2.0": 2}  # the bundles' security counters (ota_mkfixtures
 SLOT = 256 * 1024
 
 
-class Board(FakeBoard):
+class Board(FakeBoard, IdentityBoard):
     """FakeBoard plus what the call home headers read."""
-
-    def wifi_ip(self):
-        return "192.168.1.23"
-
-    def mac(self):
-        return "24:0A:C4:12:34:56"
-
-    def fs_free(self):
-        return 100000
-
-    def flash_id(self):
-        return 1
-
-    def chip_id(self):
-        return 2
-
-    def core_version(self):
-        return "v1.29.0"
-
-    def flash_size(self):
-        return 4194304
 
 
 def parts(root, host=None):
