@@ -1,8 +1,9 @@
 # Signatures for what the device installs or trusts: RSA PKCS#1 v1.5 with SHA-256, e = 65537.
 # Verification is one sig^e mod n (the builtin pow(s, e, n), or square-and-multiply on ports built
-# without three-argument pow, the ESP8266: NotImplementedError there); we then build the whole expected encoded message
-# (00 01 FF..FF 00 DigestInfo hash) and compare it byte for byte: nothing of the decrypted
-# block is parsed, so the classic padding-parser forgeries have nothing to attack.
+# without three-argument pow, the ESP8266: NotImplementedError there); we then build the whole
+# expected encoded message (00 01 FF..FF 00 DigestInfo hash) and compare it byte for byte:
+# nothing of the decrypted block is parsed, so the classic padding-parser forgeries have
+# nothing to attack.
 # Public keys are PEM SubjectPublicKeyInfo files in /keys/*.pub. Also the anti-rollback
 # counters kept in state. Runs on MicroPython and CPython.
 import binascii
