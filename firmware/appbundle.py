@@ -152,7 +152,7 @@ class BundleInstaller(Installer):
         view = memoryview(buf)
         tar = TarFeed(self)
         with open(self.slots.staging, "rb") as f:
-            z = gunzip(f)
+            z = gunzip(f, self.board.deflate_wbits)  # refuses a window the board cannot afford
             while True:
                 n = read_full(z, view)
                 if n:

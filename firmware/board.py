@@ -20,6 +20,10 @@ DEEPSLEEP = "deepsleep"
 UNKNOWN = "unknown"
 
 EPOCH_2000 = const(946684800)  # Unix seconds of 2000-01-01, where the ESP ports' clocks start
+# The deflate window (2**wbits bytes) each chip's heap affords a gzip bundle: DeflateIO takes it
+# from the heap in one piece (1 KiB + state ~2.6 KB; 32 KiB for a default gzip). ESP8266: about
+# 36 KB free with axTLS in it; ESP32 without PSRAM: about 112 KB. tools/bundle.py writes 10.
+DEFLATE_WBITS = {"esp32": 12, "esp8266": 10}
 _MAX_CLOCK_AHEAD = const(20 * 365 * 86400)  # an NTP answer this far past the build is a lie
 
 
@@ -78,6 +82,7 @@ class BoardBase:
     watchdog_ms = None  # armed by boot when set; long work feeds it (installs, config mode)
     has_firmware_ota = False
     clock_synced = False
+    deflate_wbits = DEFLATE_WBITS["esp8266"]  # the smallest; each chip's board sets its own
 
     def time(self):
         import time  # looked up at each call: a test may stand in a port's time module

@@ -6,7 +6,7 @@ import sys
 import time
 
 from . import fsutil
-from .board import EPOCH_2000, BoardBase, chip_id_from_mac, format_mac, unix_time
+from .board import DEFLATE_WBITS, EPOCH_2000, BoardBase, chip_id_from_mac, format_mac, unix_time
 from .reason import const
 
 EXIT_RESET = const(75)  # the process ends; the host starts the next boot (a hard reset)
@@ -23,6 +23,7 @@ class VirtualBoard(BoardBase):
         self.chip = self.hw.get("chip", "esp32")
         self.tls_verifies = self.chip != "esp8266" or self.hw.get("tls_verifies", False)
         self.has_firmware_ota = self.chip == "esp32"
+        self.deflate_wbits = self.hw.get("deflate_wbits", DEFLATE_WBITS.get(self.chip, 10))
         self._skipped_ms = 0  # virtual time: sleeps are skipped, the clocks move on
         # ... and the world's clock (what NTP says) stays ahead across resets by what earlier
         # boots skipped, so time never runs backwards from one boot to the next
