@@ -142,8 +142,7 @@ def download(
     """Stream the body of an accepted update into an installer chosen from its first bytes
     (make_installer(first, trusted): trusted, the answer came over verified TLS).
     Returns (installer, md5_hex, sha256_hex) (md5_hex: x-MD5 itself where the build has no MD5);
-    on any failure the installer is aborted and the
-    exception (with a reason) propagates."""
+    on any failure the installer is aborted and the exception (with a reason) propagates."""
     first = resp.peek(PEEK if update["size"] > PEEK else update["size"], deadline, timeout_ms)
     installer = make_installer(first, trusted)
     try:

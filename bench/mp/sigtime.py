@@ -35,10 +35,10 @@ for bits in sys.argv[3:]:
     bare = timed(lambda s=s, n=key.n: pow(s, 65537, n))
     sha = timed(lambda: hashlib.sha256(raw).digest())
     sqm = timed(lambda s=s, n=key.n: trust.pow65537(s, n))
-    trust.HAS_POW3 = False
+    had_pow3, trust.HAS_POW3 = trust.HAS_POW3, False  # verify as a port without pow3 does
     assert trust.check(raw, sig, [key]) == "k"
     check_sqm = timed(lambda k=key, g=sig: trust.check(raw, g, [k]))
-    trust.HAS_POW3 = True
+    trust.HAS_POW3 = had_pow3
     print(
         '@@ {"kind": "sig", "bits": %s, "check": %s, "pow": %s, "sha": %s, "bytes": %d, '
         '"sqm": %s, "check_sqm": %s}' % (bits, check, bare, sha, len(raw), sqm, check_sqm)
