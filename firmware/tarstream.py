@@ -30,6 +30,7 @@ _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-
 WBITS_MAX = 15  # deflate's largest window, 2**15 = 32 KiB: what a gzip that declares none may use
 WINDOW_SUBFIELD = b"WB"  # gzip extra subfield where `ias bundle build --gzip` declares its window
 _MAX_XLEN = 64  # extra-field bytes read to find it; a longer field is not ours
+GZIP_HEAD_MAX = 12 + _MAX_XLEN  # the most header_len() asks for
 
 FILE = "file"
 DIR = "dir"
@@ -120,24 +121,37 @@ def window_bits(head):
     return WBITS_MAX
 
 
-def gunzip(stream, max_wbits=WBITS_MAX):
-    """A stream of the decompressed bytes of a gzip stream, whose window must fit in 2**max_wbits
-    bytes (the board's deflate_wbits). The window is read from the header first (window_bits):
-    a stream asking for more is refused with ReasonError("window_too_large") before anything
-    is allocated for it; the decompressor then gets exactly the declared window, so a stream
-    that reaches further back than it declared fails as bad_gzip, never allocates 32 KiB."""
-    head = bytearray(12 + _MAX_XLEN)
-    view = memoryview(head)
-    n = read_full(stream, view[:12])
-    if n == 12 and head[3] & 0x04 and head[10] | head[11] << 8 <= _MAX_XLEN:
-        n += read_full(stream, view[12 : 12 + (head[10] | head[11] << 8)])
-    wbits = window_bits(head[:n])
+def header_len(head):
+    """How many first bytes of a gzip stream window_bits() reads: 12, plus the extra field when
+    one of at most _MAX_XLEN bytes follows (a longer one is not ours: the window is undeclared)."""
+    if len(head) >= 12 and head[3] & 0x04 and head[10] | head[11] << 8 <= _MAX_XLEN:
+        return 12 + (head[10] | head[11] << 8)
+    return 12
+
+
+def check_window(wbits, max_wbits):
+    """Refuse a window of 2**wbits bytes on a board that affords 2**max_wbits."""
     if wbits > max_wbits:
         raise ReasonError(
             "window_too_large",
             "the gzip stream needs a %d-byte window, this board affords %d (build the bundle "
             "with `ias bundle build --gzip`)" % (1 << wbits, 1 << max_wbits),
         )
+
+
+def gunzip(stream, max_wbits=WBITS_MAX):
+    """A stream of the decompressed bytes of a gzip stream, whose window must fit in 2**max_wbits
+    bytes (the board's deflate_wbits). The window is read from the header first (window_bits):
+    a stream asking for more is refused with ReasonError("window_too_large") before anything
+    is allocated for it; the decompressor then gets exactly the declared window, so a stream
+    that reaches further back than it declared fails as bad_gzip, never allocates 32 KiB."""
+    head = bytearray(GZIP_HEAD_MAX)
+    view = memoryview(head)
+    n = read_full(stream, view[:12])
+    if n == 12:
+        n += read_full(stream, view[12 : header_len(head)])
+    wbits = window_bits(head[:n])
+    check_window(wbits, max_wbits)
     stream = _Replay(bytes(head[:n]), stream)
     try:
         import deflate

@@ -140,6 +140,19 @@ def test_default_gzip_window_refused_before_it_is_allocated():
     # reason and the device unchanged; no decompressor was made (no 32 KiB asked for).
     assert tarstream.window_bits(fx.read(bundle("v2gz_default"))[:64]) == 15
     board, st, slots, ctx = device()
+    body = fx.read(bundle("v2gz_default"))
+    for first in (2, 11, 12, 40):  # refused once its header is in, not after the whole body
+        inst = appbundle.BundleInstaller(*ctx.args())
+        inst.begin(len(body), "blink", "2.0")
+        try:
+            inst.write(memoryview(body)[:first])
+            assert first < 12, first  # the 10-byte header and XLEN: all that it takes to know
+            inst.write(memoryview(body)[first:100])
+            raise AssertionError("the header of a default gzip was taken")
+        except ReasonError as e:
+            assert e.reason == "window_too_large", e
+        inst.abort()
+        assert inst.got == (first if first >= 12 else 100)
     with _DeflateSpy() as spy:
         e = refused(ctx, "v2gz_default", "window_too_large")
         assert "32768-byte window" in str(e), e
