@@ -278,6 +278,8 @@ def signatures(world, runs=30, bits=(2048, 3072)):
                 "check": stats(r["check"]),
                 "pow": stats(r["pow"]),
                 "sha": stats(r["sha"]),
+                "sqm": stats(r["sqm"]),
+                "check_sqm": stats(r["check_sqm"]),
             }
             for r in recs
         ],

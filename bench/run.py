@@ -286,6 +286,9 @@ def sig_section(rep, res):
                 _spread(r["pow"], fmt="%.2f"),
                 _spread(r["sha"], fmt="%.3f"),
                 _verdict(ok) if r["bits"] == 3072 else "",
+                _spread(r["check_sqm"], fmt="%.2f"),
+                _spread(r["sqm"], fmt="%.2f"),
+                "%.2f" % (r["sqm"]["median"] / max(r["pow"]["median"], 1)),
             ]
         )
     rep.table(
@@ -295,9 +298,17 @@ def sig_section(rep, res):
             "bare pow(s, 65537, n) ms",
             "sha256 of manifest ms",
             "3072 <= 5 ms",
+            "trust.check without 3-arg pow ms",
+            "square-and-multiply ms",
+            "ratio sqm/pow",
         ],
         rows,
     )
+    rep.add(
+        "Without three-argument `pow` (ESP8266: NotImplementedError) trust.py verifies by "
+        "square-and-multiply, 16 squarings and one multiply mod n (`trust.pow65537`)."
+    )
+    rep.add()
 
 
 def channel_section(rep, res):

@@ -29,6 +29,7 @@ class BundleInstaller(Installer):
         self.f = None  # the staging file (gzip bodies)
         self.tar = None  # the TarFeed of a plain body
         self.head = b""  # the first bytes, until gzip or not is known
+        self.gzhead = None  # a gzip body's first bytes, until its window is known
         self.slot = None
         self.failed = None
         self.manifest = None
@@ -58,6 +59,8 @@ class BundleInstaller(Installer):
         if self.got > self.size:
             raise ReasonError("too_large", "more than the announced %d bytes" % self.size)
         if self.f is not None:
+            if self.gzhead is not None:
+                self._early_window(chunk)
             self.f.write(chunk)
         elif self.tar is not None:
             self._feed(chunk)
@@ -73,6 +76,8 @@ class BundleInstaller(Installer):
 
         head, self.head = self.head, None
         if head[:2] == b"\x1f\x8b":
+            self.gzhead = head
+            self._early_window(rest)
             self.f = open(self.slots.staging, "wb")
             self.f.write(head)
             self.f.write(rest)
@@ -80,6 +85,24 @@ class BundleInstaller(Installer):
         self.tar = TarFeed(self)
         self._feed(head)
         self._feed(rest)
+
+    def _early_window(self, chunk):
+        """A gzip whose window this board cannot afford is refused as soon as its header is in
+        (finish() would refuse it too, but only after the whole body was staged)."""
+        from .tarstream import GZIP_HEAD_MAX, check_window, header_len, window_bits
+
+        h = self.gzhead + bytes(chunk[: GZIP_HEAD_MAX - len(self.gzhead)])
+        if len(h) < header_len(h) and self.got < self.size:
+            self.gzhead = h
+            return
+        self.gzhead = None
+        try:
+            check_window(window_bits(h), self.board.deflate_wbits)
+        except ReasonError as e:
+            if self.f is not None:
+                self.f.close()  # the staging file goes with the rest in _fail
+                self.f = None
+            self._fail(e)
 
     def _feed(self, data):
         try:
@@ -152,7 +175,7 @@ class BundleInstaller(Installer):
         view = memoryview(buf)
         tar = TarFeed(self)
         with open(self.slots.staging, "rb") as f:
-            z = gunzip(f)
+            z = gunzip(f, self.board.deflate_wbits)  # refuses a window the board cannot afford
             while True:
                 n = read_full(z, view)
                 if n:

@@ -1,6 +1,7 @@
 # The hardware layer. Everything else in firmware/ reaches pins, Wi-Fi, clock, reset, ids,
 # OTA partitions and the watchdog through a Board, so every module runs on the unix port.
 import sys
+import time
 
 from .reason import const
 
@@ -18,7 +19,11 @@ SOFT = "soft"
 DEEPSLEEP = "deepsleep"
 UNKNOWN = "unknown"
 
-EPOCH_2000 = const(946684800)  # ESP ports count from 2000-01-01; we speak Unix time everywhere
+EPOCH_2000 = const(946684800)  # Unix seconds of 2000-01-01, where the ESP ports' clocks start
+# The deflate window (2**wbits bytes) each chip's heap affords a gzip bundle: DeflateIO takes it
+# from the heap in one piece (1 KiB + state ~2.6 KB; 32 KiB for a default gzip). ESP8266: about
+# 36 KB free with axTLS in it; ESP32 without PSRAM: about 112 KB. tools/bundle.py writes 10.
+DEFLATE_WBITS = {"esp32": 12, "esp8266": 10}
 _MAX_CLOCK_AHEAD = const(20 * 365 * 86400)  # an NTP answer this far past the build is a lie
 
 
@@ -37,9 +42,27 @@ def clock_is_sane(now, floor=0):
     return low <= now <= BUILD_TIME + _MAX_CLOCK_AHEAD
 
 
+def epoch_of(gmtime):
+    """Unix seconds at the port's time zero, from the year `gmtime(0)` names: 1970 on unix (0),
+    2000 on the ESP ports (946684800). A fixed offset, never a guess from the value: a count
+    from 2000 passes 946684800 on 2029-12-31."""
+    y = gmtime(0)[0]
+    return (365 * (y - 1970) + (y - 1969) // 4) * 86400  # leap days: exact for 1970..2099
+
+
+# The one offset between the port's time (time.time, gmtime, RTC, ntptime) and the Unix seconds
+# the client speaks everywhere; every crossing goes through unix_time() or port_time().
+PORT_EPOCH = epoch_of(time.gmtime)
+
+
 def unix_time(t):
-    """Unix seconds from a port's time(), which counts from 2000 on the ESP ports."""
-    return t + EPOCH_2000 if t < EPOCH_2000 else t
+    """Unix seconds from the port's seconds (time.time(), ntptime.time())."""
+    return t + PORT_EPOCH
+
+
+def port_time(t):
+    """The port's seconds from Unix seconds (for time.gmtime, the RTC)."""
+    return t - PORT_EPOCH
 
 
 def trusted_time(board, floor=0):
@@ -59,11 +82,12 @@ class BoardBase:
     watchdog_ms = None  # armed by boot when set; long work feeds it (installs, config mode)
     has_firmware_ota = False
     clock_synced = False
+    deflate_wbits = DEFLATE_WBITS["esp8266"]  # the smallest; each chip's board sets its own
 
     def time(self):
-        import time
+        import time  # looked up at each call: a test may stand in a port's time module
 
-        return unix_time(time.time())
+        return unix_time(int(time.time()))
 
     def ticks_ms(self):
         import time

@@ -3,7 +3,8 @@
 import machine
 import network
 
-from .board import EPOCH_2000, BoardBase, format_mac, unix_time
+from . import log
+from .board import BoardBase, format_mac, port_time, unix_time
 
 RESET_MARK = b"IASR"  # kept in RTC memory across machine.reset(): a deliberate reset, not a crash
 
@@ -22,19 +23,30 @@ class EspBoard(BoardBase):
         return self.ticks_ms()
 
     def ntp_time(self):
+        """NTP's answer in Unix seconds, or None. ntptime checks nothing in the reply: a short or
+        odd one raises ValueError (or IndexError, OverflowError), a lost one OSError. None of it
+        may escape start_network and reset the board: logged, and the clock stays unset."""
         try:
             import ntptime
 
             ntptime.timeout = 2
             t = ntptime.time()
-        except (OSError, OverflowError, IndexError):
+        except Exception as e:
+            log.warn("clock", "NTP failed: %r" % (e,))
             return None
         return unix_time(t)  # ntptime answers in the port's epoch
+
+    def sync_clock(self, floor=0):
+        try:
+            return super().sync_clock(floor)
+        except Exception as e:  # the RTC refusing what NTP said: the clock stays as it was
+            log.warn("clock", "not set: %r" % (e,))
+            return False
 
     def set_time(self, t):
         import time
 
-        tm = time.gmtime(t - EPOCH_2000)
+        tm = time.gmtime(port_time(t))
         machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6] + 1, tm[3], tm[4], tm[5], 0))
 
     def mac_bytes(self):

@@ -1,7 +1,17 @@
 # ESP32: mbedTLS verifies certificates; firmware images go to the next OTA slot.
 import machine
 
-from .board import CRASH, DEEPSLEEP, INTENDED, POWER_ON, SOFT, UNKNOWN, WATCHDOG, chip_id_from_mac
+from .board import (
+    CRASH,
+    DEEPSLEEP,
+    DEFLATE_WBITS,
+    INTENDED,
+    POWER_ON,
+    SOFT,
+    UNKNOWN,
+    WATCHDOG,
+    chip_id_from_mac,
+)
 from .board_esp import EspBoard
 
 
@@ -9,6 +19,7 @@ class Esp32Board(EspBoard):
     port = "esp32"
     chip = "esp32"
     has_firmware_ota = True
+    deflate_wbits = DEFLATE_WBITS["esp32"]
     watchdog_ms = 60000  # a TLS handshake or a partition erase blocks for seconds, not a minute
 
     def chip_id(self):

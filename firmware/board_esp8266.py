@@ -2,7 +2,7 @@
 # signed app bundles are installed (design §2).
 import machine
 
-from .board import CRASH, DEEPSLEEP, HARD, INTENDED, POWER_ON, UNKNOWN, WATCHDOG
+from .board import CRASH, DEEPSLEEP, DEFLATE_WBITS, HARD, INTENDED, POWER_ON, UNKNOWN, WATCHDOG
 from .board_esp import EspBoard
 
 
@@ -10,6 +10,7 @@ class Esp8266Board(EspBoard):
     port = "esp8266"
     chip = "esp8266"
     tls_verifies = False
+    deflate_wbits = DEFLATE_WBITS["esp8266"]
     # watchdog_ms stays None: creating machine.WDT here stops the SDK's automatic feeding, and a
     # blocking axTLS handshake could then trip its fixed short timeout (facts §5.5).
 

@@ -6,7 +6,7 @@ import sys
 import time
 
 from . import fsutil
-from .board import BoardBase, chip_id_from_mac, format_mac
+from .board import DEFLATE_WBITS, EPOCH_2000, BoardBase, chip_id_from_mac, format_mac, unix_time
 from .reason import const
 
 EXIT_RESET = const(75)  # the process ends; the host starts the next boot (a hard reset)
@@ -23,6 +23,7 @@ class VirtualBoard(BoardBase):
         self.chip = self.hw.get("chip", "esp32")
         self.tls_verifies = self.chip != "esp8266" or self.hw.get("tls_verifies", False)
         self.has_firmware_ota = self.chip == "esp32"
+        self.deflate_wbits = self.hw.get("deflate_wbits", DEFLATE_WBITS.get(self.chip, 10))
         self._skipped_ms = 0  # virtual time: sleeps are skipped, the clocks move on
         # ... and the world's clock (what NTP says) stays ahead across resets by what earlier
         # boots skipped, so time never runs backwards from one boot to the next
@@ -53,9 +54,9 @@ class VirtualBoard(BoardBase):
         if self._clock_offset is None:
             if not self.hw.get("rtc_set", False):
                 # An ESP32 RTC starts at 2000-01-01 after power-on.
-                return 946684800 + self.uptime_ms() // 1000
+                return EPOCH_2000 + self.uptime_ms() // 1000
             self._clock_offset = 0
-        return int(time.time()) + self._clock_offset + self._ahead_s()
+        return _host_now() + self._clock_offset + self._ahead_s()
 
     def _ahead_s(self):
         return (self._world_ms + self._skipped_ms) // 1000
@@ -67,13 +68,13 @@ class VirtualBoard(BoardBase):
     def ntp_time(self):
         ntp = self.hw.get("ntp", "host")
         if ntp == "host":
-            return int(time.time()) + self._ahead_s()
+            return _host_now() + self._ahead_s()
         if isinstance(ntp, int):
             return ntp  # a scripted (perhaps absurd) answer
         return None  # no answer
 
     def set_time(self, t):
-        self._clock_offset = t - int(time.time()) - self._ahead_s()
+        self._clock_offset = t - _host_now() - self._ahead_s()
 
     # -- ids --------------------------------------------------------------------------------
     def mac_bytes(self):
@@ -189,6 +190,11 @@ class VirtualBoard(BoardBase):
     def fs_free(self):
         st = os.statvfs("/")
         return st[0] * st[3]
+
+
+def _host_now():
+    # Unix seconds of the host's clock, through the port's epoch (a chip profile counts from 2000)
+    return unix_time(int(time.time()))
 
 
 class _Watchdog:

@@ -101,18 +101,28 @@ def decide(resp):
     )
 
 
+def new_md5():
+    """A hashlib.md5(), or None on builds without MD5 (ESP8266 from 1.22): there x-MD5 is only
+    the artifact's identity (refused list, reporting); the signature and SHA-256 protect it."""
+    try:
+        return hashlib.md5()
+    except AttributeError:
+        return None
+
+
 class _Hasher:
     """The body sink: hashes and hands each chunk to the installer."""
 
     def __init__(self, installer, feed):
         self.installer = installer
         self.feed = feed
-        self.md5 = hashlib.md5()
+        self.md5 = new_md5()
         self.sha = hashlib.sha256()
         self.count = 0
 
     def __call__(self, chunk):
-        self.md5.update(chunk)
+        if self.md5 is not None:
+            self.md5.update(chunk)
         self.sha.update(chunk)
         self.installer.write(chunk)
         self.count += len(chunk)
@@ -131,16 +141,19 @@ def download(
 ):
     """Stream the body of an accepted update into an installer chosen from its first bytes
     (make_installer(first, trusted): trusted, the answer came over verified TLS).
-    Returns (installer, md5_hex, sha256_hex); on any failure the installer is aborted and the
-    exception (with a reason) propagates."""
+    Returns (installer, md5_hex, sha256_hex) (md5_hex: x-MD5 itself where the build has no MD5);
+    on any failure the installer is aborted and the exception (with a reason) propagates."""
     first = resp.peek(PEEK if update["size"] > PEEK else update["size"], deadline, timeout_ms)
     installer = make_installer(first, trusted)
     try:
         installer.begin(update["size"], update["name"], update["version"])
         sink = _Hasher(installer, feed)
         resp.read_body(sink, update["size"], deadline, timeout_ms)
-        md5 = binascii.hexlify(sink.md5.digest()).decode()
         sha = binascii.hexlify(sink.sha.digest()).decode()
+        if sink.md5 is None:  # no MD5 on this build: x-MD5 names the artifact, nothing more
+            md5 = update["md5"]
+        else:
+            md5 = binascii.hexlify(sink.md5.digest()).decode()
         if md5 != update["md5"]:
             raise ReasonError("md5_mismatch", "got %s, x-MD5 %s" % (md5, update["md5"]))
         installer.finish(md5, sha)

@@ -5,7 +5,7 @@ import os
 
 from . import board as board_mod
 from . import der, fsutil, log, net
-from .reason import ReasonError, const
+from .reason import ReasonError, const, iso_date
 
 _PENDING = "replace.pending"  # names of a set being installed by replace_set()
 _STAGE = "staged"  # folder in the store where replace_set() writes the new set first
@@ -38,14 +38,6 @@ def parse_anchor(data, n=None):
 
 def usable(cert, now):
     return cert.is_ca and cert.valid_at(now)
-
-
-def _day(t):
-    import time
-
-    # time.gmtime takes seconds since the port's epoch (2000 on ESP); convert from Unix time.
-    y, m, d = time.gmtime(t - (time.gmtime(0)[0] == 2000) * 946684800)[:3]
-    return "%04d-%02d-%02d" % (y, m, d)
 
 
 class CertStore:
@@ -114,7 +106,7 @@ class CertStore:
                     "issuer": der.name_text(c.issuer),
                     "not_before": c.not_before,
                     "not_after": c.not_after,
-                    "valid_until": _day(c.not_after),
+                    "valid_until": iso_date(c.not_after),
                     "days_left": (c.not_after - now) // 86400,
                     "sha256": c.sha256,
                     "is_ca": c.is_ca,
@@ -139,7 +131,8 @@ class CertStore:
             )
         if cert.not_after < now:
             raise ReasonError(
-                "expired", "%s expired on %s" % (der.name_text(cert.subject), _day(cert.not_after))
+                "expired",
+                "%s expired on %s" % (der.name_text(cert.subject), iso_date(cert.not_after)),
             )
         for name, c in others:
             if c is not None and c.sha256 == cert.sha256:

@@ -252,11 +252,18 @@ class Device:
         self.board.reset()
 
     def config_mode(self, port=None):
+        """Config mode, blocking; True when it ran (the caller then resets), False when this
+        build cannot run it (logged): the board carries on instead of resetting into it again."""
+        why = config_mode_missing()
+        if why is not None:
+            log.warn("config", "config mode unavailable on this build (%s)" % why)
+            return False
         from . import configmode
 
         if self.app is None:
             self.start_app()  # as in IAS, the app's setup declares its fields first
         configmode.run(self, fields=self.app.fields, port=port)
+        return True
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, mode="normal"):
@@ -265,8 +272,11 @@ class Device:
         board = self.board
         if mode == "config" or self.start_network() is None:
             self.state.drop("mode")
-            self.config_mode()
-            board.reset()
+            if self.config_mode():
+                board.reset()
+            # No config mode on this build: run on, joining Wi-Fi before each call home.
+            if mode == "config":
+                self.start_network()
         self.start_app()
         plan = schedule.Schedule(self.settings["interval"], clock=board.ticks_ms)
         if mode == "callhome":
@@ -282,12 +292,17 @@ class Device:
             if action == "callhome":
                 plan.press()
             elif action == "config":
-                self.state.set("mode", "config")  # IAS restarts into config mode
-                board.reset()
+                if config_mode_missing() is None:
+                    self.state.set("mode", "config")  # IAS restarts into config mode
+                    board.reset()
+                log.warn("config", "config mode unavailable on this build")
             why = plan.poll()
             if why is not None:
                 log.info("callhome", "calling home (%s)" % why)
-                out = self.call_home(force=why == "button")
+                if board.wifi_ip() is None and self.start_network() is None:
+                    out = {"outcome": "error", "reason": "no_wifi"}
+                else:
+                    out = self.call_home(force=why == "button")
                 if out["outcome"] == "updated":
                     self.apply(out)
                 if out.get("poll"):
@@ -340,6 +355,16 @@ class _Reported:
 
     def activate(self):
         return self.installer.activate()
+
+
+def config_mode_missing():
+    """Why config mode cannot run on this build (ESP8266 1 MiB builds have no asyncio, which
+    the web server needs), or None when it can."""
+    try:
+        import asyncio  # noqa: F401
+    except ImportError as e:
+        return "no asyncio: %s" % (e,)
+    return None
 
 
 def main(decision=None):

@@ -19,13 +19,18 @@ REASONS = (
     "too_large",
     "bad_gzip",
     "trailing",
-)
+)  # and "window_too_large": a sound gzip that needs more RAM than the board has (gunzip)
 
 BLOCK = 512
 MAX_NAME = 255
 MAX_MEMBER = 16 * 1024 * 1024
 MAX_MEMBERS = 1000
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+/"
+
+WBITS_MAX = 15  # deflate's largest window, 2**15 = 32 KiB: what a gzip that declares none may use
+WINDOW_SUBFIELD = b"WB"  # gzip extra subfield where `ias bundle build --gzip` declares its window
+_MAX_XLEN = 64  # extra-field bytes read to find it; a longer field is not ours
+GZIP_HEAD_MAX = 12 + _MAX_XLEN  # the most header_len() asks for
 
 FILE = "file"
 DIR = "dir"
@@ -67,13 +72,13 @@ class _Replay(io.IOBase):
 
 
 class _Inflate(io.IOBase):
-    """CPython stand-in for MicroPython's deflate.DeflateIO(stream, GZIP)."""
+    """CPython stand-in for MicroPython's deflate.DeflateIO(stream, GZIP, wbits)."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, wbits):
         import zlib
 
         self.stream = stream
-        self.z = zlib.decompressobj(31)
+        self.z = zlib.decompressobj(16 + wbits)  # gzip only, that window
         self.tail = b""
         self.inbuf = bytearray(1024)
 
@@ -99,13 +104,60 @@ class _Inflate(io.IOBase):
                 return len(out)
 
 
-def gunzip(stream):
-    """A stream of the decompressed bytes of a gzip stream."""
+def window_bits(head):
+    """The deflate window (bits) the gzip header `head` declares in its extra field (subfield
+    WB, one byte 9..15), else WBITS_MAX: the gzip format does not record the window, and a
+    default compressor uses 32 KiB."""
+    if len(head) < 12 or head[0] != 0x1F or head[1] != 0x8B or not head[3] & 0x04:
+        return WBITS_MAX
+    end = 12 + (head[10] | head[11] << 8)
+    i = 12
+    while i + 4 <= end and end <= len(head):
+        n = head[i + 2] | head[i + 3] << 8
+        if head[i : i + 2] == WINDOW_SUBFIELD and n == 1 and i + 5 <= end:
+            w = head[i + 4]
+            return w if 9 <= w <= WBITS_MAX else WBITS_MAX
+        i += 4 + n
+    return WBITS_MAX
+
+
+def header_len(head):
+    """How many first bytes of a gzip stream window_bits() reads: 12, plus the extra field when
+    one of at most _MAX_XLEN bytes follows (a longer one is not ours: the window is undeclared)."""
+    if len(head) >= 12 and head[3] & 0x04 and head[10] | head[11] << 8 <= _MAX_XLEN:
+        return 12 + (head[10] | head[11] << 8)
+    return 12
+
+
+def check_window(wbits, max_wbits):
+    """Refuse a window of 2**wbits bytes on a board that affords 2**max_wbits."""
+    if wbits > max_wbits:
+        raise ReasonError(
+            "window_too_large",
+            "the gzip stream needs a %d-byte window, this board affords %d (build the bundle "
+            "with `ias bundle build --gzip`)" % (1 << wbits, 1 << max_wbits),
+        )
+
+
+def gunzip(stream, max_wbits=WBITS_MAX):
+    """A stream of the decompressed bytes of a gzip stream, whose window must fit in 2**max_wbits
+    bytes (the board's deflate_wbits). The window is read from the header first (window_bits):
+    a stream asking for more is refused with ReasonError("window_too_large") before anything
+    is allocated for it; the decompressor then gets exactly the declared window, so a stream
+    that reaches further back than it declared fails as bad_gzip, never allocates 32 KiB."""
+    head = bytearray(GZIP_HEAD_MAX)
+    view = memoryview(head)
+    n = read_full(stream, view[:12])
+    if n == 12:
+        n += read_full(stream, view[12 : header_len(head)])
+    wbits = window_bits(head[:n])
+    check_window(wbits, max_wbits)
+    stream = _Replay(bytes(head[:n]), stream)
     try:
         import deflate
     except ImportError:
-        return _Inflate(stream)
-    return deflate.DeflateIO(stream, deflate.GZIP)
+        return _Inflate(stream, wbits)
+    return deflate.DeflateIO(stream, deflate.GZIP, wbits)
 
 
 def _octal(hdr, start, length, what):
@@ -176,7 +228,9 @@ class Member:
 class TarReader:
     """for m in TarReader(stream): m.name, m.kind (FILE or DIR), m.size, m.readinto(buf)."""
 
-    def __init__(self, stream, gz=None, max_member=MAX_MEMBER, max_members=MAX_MEMBERS):
+    def __init__(
+        self, stream, gz=None, max_member=MAX_MEMBER, max_members=MAX_MEMBERS, max_wbits=WBITS_MAX
+    ):
         self.max_member = max_member
         self.max_members = max_members
         self.count = 0
@@ -189,7 +243,7 @@ class TarReader:
             gz = n == 2 and head[0] == 0x1F and head[1] == 0x8B
             stream = _Replay(bytes(head[:n]), stream)
         self.gzip = gz
-        self.stream = gunzip(stream) if gz else stream
+        self.stream = gunzip(stream, max_wbits) if gz else stream
 
     def __iter__(self):
         while True:

@@ -1,7 +1,9 @@
 # Signatures for what the device installs or trusts: RSA PKCS#1 v1.5 with SHA-256, e = 65537.
-# Verification is one pow(sig, e, n); we then build the whole expected encoded message
-# (00 01 FF..FF 00 DigestInfo hash) and compare it byte for byte: nothing of the decrypted
-# block is parsed, so the classic padding-parser forgeries have nothing to attack.
+# Verification is one sig^e mod n (the builtin pow(s, e, n), or square-and-multiply on ports built
+# without three-argument pow, the ESP8266: NotImplementedError there); we then build the whole
+# expected encoded message (00 01 FF..FF 00 DigestInfo hash) and compare it byte for byte:
+# nothing of the decrypted block is parsed, so the classic padding-parser forgeries have
+# nothing to attack.
 # Public keys are PEM SubjectPublicKeyInfo files in /keys/*.pub. Also the anti-rollback
 # counters kept in state. Runs on MicroPython and CPython.
 import binascii
@@ -136,6 +138,34 @@ def load_keys(folder="/keys"):
 
 
 # -- verification --------------------------------------------------------------------------------
+def has_pow3():
+    try:
+        return pow(2, 3, 5) == 3
+    except (NotImplementedError, TypeError):  # MICROPY_PY_BUILTINS_POW3 is 0 (ESP8266)
+        return False
+
+
+HAS_POW3 = has_pow3()  # asked once; tests set it False to run the fallback on any port
+
+
+def pow65537(s, n):
+    """s^65537 mod n by square-and-multiply: 65537 = 2^16 + 1, so 16 squarings and one
+    multiply, each reduced mod n (the intermediate never exceeds n^2)."""
+    x = s
+    for _ in range(16):
+        x = x * x % n
+    return x * s % n
+
+
+def rsa_public(s, e, n):
+    """s^e mod n: the builtin three-argument pow where the port has it."""
+    if HAS_POW3:
+        return pow(s, e, n)
+    if e != E:
+        raise ReasonError("bad_key", "exponent must be 65537")
+    return pow65537(s, n)
+
+
 def expected_em(digest, k):
     """EMSA-PKCS1-v1_5 encoding of a SHA-256 digest for a k-byte modulus."""
     pad = k - 3 - len(_SHA256_INFO) - len(digest)
@@ -151,7 +181,7 @@ def verify_key(digest, sig, key):
     s = int.from_bytes(bytes(sig), "big")
     if s >= key.n:
         return False
-    em = pow(s, key.e, key.n).to_bytes(key.size, "big")
+    em = rsa_public(s, key.e, key.n).to_bytes(key.size, "big")
     return em == expected_em(bytes(digest), key.size)
 
 

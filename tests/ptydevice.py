@@ -21,7 +21,7 @@ BLOCK = 4096
 
 
 class PtyDevice:
-    def __init__(self, image, blocks=256, log=None):
+    def __init__(self, image, blocks=256, log=None, version=None):
         self.image = Path(image)
         self.blocks = blocks
         if not self.image.exists():
@@ -32,8 +32,10 @@ class PtyDevice:
         tty.setraw(self.slave)
         self.port = os.ttyname(self.slave)
         self._log = open(self.log_path, "wb")
+        # version: the MicroPython version the fake board reports ("1.20.0"), else its own
         self.proc = subprocess.Popen(
-            [MICROPYTHON, str(MAIN), str(self.image), str(blocks), str(VBOARD)],
+            [MICROPYTHON, str(MAIN), str(self.image), str(blocks), str(VBOARD)]
+            + ([version] if version else []),
             stdin=self.master,
             stdout=self.master,
             stderr=self._log,

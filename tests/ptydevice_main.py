@@ -5,7 +5,8 @@
 # Why our own loop: the unix port's REPL does speak the raw REPL, but Ctrl-D on an empty raw
 # REPL exits the process instead of soft-resetting, and mpremote soft-resets on connect.
 #
-# usage: micropython ptydevice_main.py IMAGE BLOCKS VBOARD_DIR
+# usage: micropython ptydevice_main.py IMAGE BLOCKS VBOARD_DIR [VERSION]
+# VERSION (e.g. 1.20.0): the MicroPython version the board reports in sys.implementation.
 import gc
 import sys
 
@@ -161,6 +162,23 @@ def friendly_repl():
             write(bytes((c,)))
 
 
+class _Implementation:
+    name = "micropython"
+
+
+class _SysOfVersion:
+    """`sys` as the code sent to the board sees it, reporting another MicroPython version."""
+
+    def __init__(self, version):
+        self.implementation = _Implementation()
+        self.implementation.version = tuple(int(p) for p in version.split(".")) + ("",)
+
+    def __getattr__(self, name):
+        return getattr(sys, name)
+
+
+if len(sys.argv) > 4:
+    sys.modules["sys"] = _SysOfVersion(sys.argv[4])  # `import sys` in exec'd code finds this
 mount()
 BASE_MODULES = set(sys.modules)
 friendly_repl()

@@ -41,6 +41,9 @@ def test_quick_run_produces_every_figure(tmp_path):
     fp = raw["footprint"]
     assert fp["mpy_total"] > 10000 and "trial" in fp["boot_modules"]
     assert [r["bits"] for r in raw["sig"]["rows"]] == [2048, 3072]
+    for r in raw["sig"]["rows"]:  # square-and-multiply timed beside the builtin pow
+        assert r["sqm"]["n"] == r["pow"]["n"] and r["sqm"]["median"] > 0
+        assert r["check_sqm"]["median"] > 0
     text = out.read_text()
     for heading in (
         "1. Heap floor",
@@ -51,3 +54,4 @@ def test_quick_run_produces_every_figure(tmp_path):
         "6. Signature",
     ):
         assert "## " + heading in text
+    assert "square-and-multiply ms" in text

@@ -169,6 +169,7 @@ print("KEYS", [(k.name, k.bits) for k in keys])
 class Board:
     tls_verifies = False
     has_firmware_ota = False
+    deflate_wbits = 10  # the ESP8266's budget: `--gzip` bundles fit it
     clock_synced = True
     def time(self): return 1800000000
     def feed_watchdog(self): pass

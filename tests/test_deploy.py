@@ -234,3 +234,29 @@ def test_board_error_is_the_last_line(tmp_path):
             assert board.platform() == "linux"  # the REPL still answers afterwards
         finally:
             board.close()
+
+
+def test_deploy_refuses_a_micropython_older_than_1_23_in_one_line(tmp_path, capsys):
+    image = tmp_path / "flash.img"
+    with PtyDevice(image, version="1.22.2") as dev:
+        assert cli.main(["deploy", "--port", dev.port, "--no-reset"]) == 1
+        err = capsys.readouterr().err
+        assert err == (
+            "ias deploy: error: the board runs MicroPython 1.22.2; the client needs 1.23 or "
+            "newer (see `ias flash`)\n"
+        )
+        board = repl.Board(dev.port)
+        try:
+            assert board.version() == (1, 22, 2)
+        finally:
+            board.close()
+    assert list_image(image) == {}  # nothing was copied
+    with PtyDevice(tmp_path / "new.img") as dev:  # the unix port we run reports its own
+        board = repl.Board(dev.port)
+        try:
+            assert board.version() >= (1, 23)
+        finally:
+            board.close()
+    deploy.check_version((1, 23, 0))
+    with pytest.raises(deploy.BuildError, match="MicroPython unknown"):
+        deploy.check_version(())

@@ -211,7 +211,7 @@ def _tamper(path):
     with tarfile.open(fileobj=io.BytesIO(bytes(raw))) as tar:
         member = tar.getmember("app.py")
     raw[member.offset_data + 10] ^= 0x01
-    path.write_bytes(gzip.compress(bytes(raw), mtime=0))
+    path.write_bytes(bundle.gzip_small_window(bytes(raw)))
 
 
 def _tampered(world):

@@ -10,15 +10,22 @@ manifest.json and whose second is manifest.sig, then the app's files:
 The device (appbundle.py) checks the signature before it writes any file, then every file's
 size and SHA-256; `counter` is the anti-rollback security counter (raise it when an older
 version must never be installed again). Builds are reproducible: fixed owners, modes, times.
+
+`--gzip` compresses with a small deflate window (GZIP_WBITS: 2**10 = 1 KiB, what an ESP8266's
+heap affords; an ESP32 affords 4 KiB) and declares it in the gzip header's extra field, subfield
+"WB" with one byte, the window bits. The device decompresses with exactly that window and
+refuses a gzip whose window is undeclared (a default gzip needs 32 KiB) or above its board's
+`deflate_wbits`, before it allocates (firmware/tarstream.py gunzip). Other gzip tools ignore the
+subfield: the file stays an ordinary .tar.gz.
 """
 
 import argparse
-import gzip
 import hashlib
 import io
 import json
 import sys
 import tarfile
+import zlib
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -38,6 +45,8 @@ MAX_MANIFEST = 8192  # the device reads manifest.json into RAM: keep in step wit
 BLOCK = 4096  # flash block: the free space a file really takes is rounded up to it
 PATH_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+/")
 SKIP = {"__pycache__", ".git", ".DS_Store"}
+GZIP_WBITS = 10  # the deflate window of --gzip: 1 KiB, within every board's deflate_wbits
+WINDOW_SUBFIELD = b"WB"  # gzip FEXTRA subfield id (RFC 1952 2.3.1.1): the window bits, one byte
 
 
 def collect(src_dir):
@@ -106,7 +115,22 @@ def _add(tar, name, data):
     tar.addfile(info, io.BytesIO(data))
 
 
-def build(src_dir, key, name, version, counter=0, compress=False):
+def gzip_small_window(data, wbits=GZIP_WBITS):
+    """A gzip member (RFC 1952) of `data` compressed with a 2**wbits-byte window, which its header
+    declares in the extra field (subfield WB); reproducible (mtime 0)."""
+    if not 9 <= wbits <= 15:
+        raise ValueError("the window bits must be 9 to 15")
+    comp = zlib.compressobj(9, zlib.DEFLATED, -wbits, 9)
+    body = comp.compress(data) + comp.flush()
+    extra = WINDOW_SUBFIELD + (1).to_bytes(2, "little") + bytes((wbits,))
+    # magic, CM deflate, FLG FEXTRA, MTIME 0, XFL 2 (best compression), OS 255 (unknown)
+    head = b"\x1f\x8b\x08\x04" + b"\x00\x00\x00\x00" + b"\x02\xff"
+    head += len(extra).to_bytes(2, "little") + extra
+    tail = zlib.crc32(data).to_bytes(4, "little") + (len(data) & 0xFFFFFFFF).to_bytes(4, "little")
+    return head + body + tail
+
+
+def build(src_dir, key, name, version, counter=0, compress=False, wbits=GZIP_WBITS):
     """The bundle's bytes. `key`: an RSA private key, or None for an unsigned bundle (accepted
     only by ESP32 devices over verified TLS with allow_unsigned set)."""
     if not name or len(name) > MAX_NAME:
@@ -128,13 +152,13 @@ def build(src_dir, key, name, version, counter=0, compress=False):
     # tarfile pads to a 10 KiB record; the device stops at the two zero blocks, so drop the rest.
     data = out.getvalue()[: end + 1024]
     if compress:
-        data = gzip.compress(data, compresslevel=9, mtime=0)
+        data = gzip_small_window(data, wbits)
     return data
 
 
 def cmd_build(args):
     key = None if args.unsigned else keys_mod.load_private(args.key)
-    data = build(args.src, key, args.name, args.version, args.counter, args.gzip)
+    data = build(args.src, key, args.name, args.version, args.counter, args.gzip, args.wbits)
     Path(args.output).write_bytes(data)
     print(
         "%s: %s %s, counter %d, %d bytes%s, md5 %s"
@@ -144,7 +168,7 @@ def cmd_build(args):
             args.version,
             args.counter,
             len(data),
-            " (gzip)" if args.gzip else "",
+            " (gzip, %d-byte window)" % (1 << args.wbits) if args.gzip else "",
             hashlib.md5(data).hexdigest(),
         )
     )
@@ -162,7 +186,16 @@ def add_build_parser(subs):
     b.add_argument("--name", required=True, help="app name (x-name)")
     b.add_argument("--version", required=True, help="app version (x-ver)")
     b.add_argument("--counter", type=int, default=0, help="anti-rollback security counter (0)")
-    b.add_argument("--gzip", action="store_true", help="compress (.tar.gz)")
+    b.add_argument("--gzip", action="store_true", help="compress (.tar.gz, small window)")
+    b.add_argument(
+        "--wbits",
+        type=int,
+        choices=range(9, 16),
+        default=GZIP_WBITS,
+        metavar="9..15",
+        help="--gzip window: 2**wbits bytes (default %d: every board; ESP32 only: up to 12)"
+        % GZIP_WBITS,
+    )
     b.add_argument("-o", "--output", required=True, metavar="OUT")
     b.set_defaults(func=cmd_build)
     return b

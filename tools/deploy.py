@@ -296,6 +296,20 @@ def stage_tree(
     return {p: os.path.join(out_dir, *p.strip("/").split("/")) for p in files}
 
 
+# The client needs the `tls` module, WLAN.IF_STA and the SEC_* constants: MicroPython 1.23.
+MIN_VERSION = (1, 23)
+
+
+def check_version(version):
+    """Refuse a board whose MicroPython is older than MIN_VERSION, in one line."""
+    if tuple(version[:2]) < MIN_VERSION:
+        have = ".".join(str(v) for v in version) or "unknown"
+        raise BuildError(
+            "the board runs MicroPython %s; the client needs %d.%d or newer (see `ias flash`)"
+            % ((have,) + MIN_VERSION)
+        )
+
+
 def target_for(platform):
     return {"esp32": "esp32", "esp8266": "esp8266"}.get(platform, "unix")
 
@@ -316,6 +330,7 @@ def deploy_to(
     out = stream if stream is not None else sys.stderr
     board = Board(port)
     try:
+        check_version(board.version())
         if target is None:
             target = target_for(board.platform())
         if build_time is None:

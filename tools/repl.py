@@ -94,6 +94,11 @@ class Board:
     def platform(self):
         return self.exec("import sys\nprint(sys.platform)").strip()
 
+    def version(self):
+        """The board's MicroPython version, e.g. (1, 23, 0); () when it does not say."""
+        text = self.exec("import sys\nprint(sys.implementation.version[:3])").strip()
+        return tuple(int(p) for p in text.strip("()").split(",") if p.strip().isdigit())
+
     def hashes(self, paths):
         out = {}
         for line in self.exec(_HASH_CODE % (list(paths),)).splitlines():

@@ -2,7 +2,11 @@
 
 import hashlib
 
-GZIP_START = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\x03" + bytes(range(256)) * 3
+# A gzip header as `ias bundle build --gzip` writes it (a 1 KiB window declared in the extra
+# field, so the device takes it up), then bytes that are no deflate data.
+GZIP_START = (
+    b"\x1f\x8b\x08\x04\x00\x00\x00\x00\x02\x03\x05\x00WB\x01\x00\x0a" + bytes(range(256)) * 3
+)
 
 
 def update_head(length, body=b"", md5=None, extra=""):

@@ -79,8 +79,9 @@ class FakeBoard:
     """Enough of a Board for the installers and trial.py: clock, uptime, reset cause, reset,
     partitions."""
 
-    def __init__(self, tls_verifies=True, cause="power_on", host=None):
+    def __init__(self, tls_verifies=True, cause="power_on", host=None, deflate_wbits=10):
         self.tls_verifies = tls_verifies
+        self.deflate_wbits = deflate_wbits  # the ESP8266's, the smallest budget
         self.has_firmware_ota = host is not None
         self.cause = cause
         self.host = host

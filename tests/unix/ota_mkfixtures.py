@@ -4,6 +4,7 @@ made at test time with the real host tools (tools/keys.py, tools/bundle.py, tool
     python ota_mkfixtures.py OUTDIR [SET ...]     SET: trust, bundles, firmware, big, powercut
 """
 
+import gzip
 import hashlib
 import io
 import json
@@ -119,6 +120,13 @@ def make_bundles(out):
     b["v1"] = bundle.build(v1, key, "blink", "1.0", counter=1)
     b["v2"] = bundle.build(v2, key, "blink", "2.0", counter=2)
     b["v2gz"] = bundle.build(v2, key, "blink", "2.0", counter=2, compress=True)
+    b["v2gz12"] = bundle.build(v2, key, "blink", "2.0", counter=2, compress=True, wbits=12)
+    b["v2gz_default"] = gzip.compress(b["v2"], compresslevel=9, mtime=0)  # a 32 KiB window
+    # A gzip that declares a 1 KiB window but refers 3000 bytes back (compressed with 32 KiB).
+    far = os.urandom(3000)
+    lie = bundle.gzip_small_window(tar_of([("far.bin", far + far)]), 15)
+    b["window_lie"] = lie.replace(bundle.WINDOW_SUBFIELD + b"\x01\x00\x0f", b"WB\x01\x00\x0a", 1)
+    b["window_honest"] = lie
     b["v0"] = bundle.build(v1, key, "blink", "0.9", counter=0)
     b["v3"] = bundle.build(v1, key, "blink", "3.0", counter=2)
     b["other"] = bundle.build(v2, other, "blink", "2.0", counter=2)

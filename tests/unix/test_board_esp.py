@@ -18,6 +18,10 @@ class _Pin:
 
 class _RTC:
     mem = b""
+    set_to = None
+
+    def datetime(self, dt):
+        _RTC.set_to = dt
 
     def memory(self, data=None):
         if data is None:
@@ -59,12 +63,50 @@ class _Network:
     WLAN = _WLAN
 
 
+import time as _host_time  # noqa: E402
+
+EPOCH_2000 = 946684800
+
+
+class _Time2000:
+    """The time module of an ESP port: it counts from 2000-01-01 (time.gmtime(0)[0] == 2000);
+    `now` is what its clock reads, in those seconds."""
+
+    now = 0
+
+    @staticmethod
+    def gmtime(t=None):
+        return _host_time.gmtime((_Time2000.now if t is None else t) + EPOCH_2000)
+
+    @staticmethod
+    def time():
+        return _Time2000.now
+
+    ticks_ms = _host_time.ticks_ms
+    ticks_diff = _host_time.ticks_diff
+    sleep_ms = _host_time.sleep_ms
+
+
+class _Ntptime:
+    """ntptime as on the board: answers in the port's seconds, or raises what it raises."""
+
+    timeout = 1
+    answer = 0
+
+    @classmethod
+    def time(cls):
+        if isinstance(cls.answer, Exception):
+            raise cls.answer
+        return cls.answer
+
+
 sys.modules["machine"] = _Machine
 sys.modules["network"] = _Network
 
 from ias import board  # noqa: E402
 from ias.board_esp32 import Esp32Board  # noqa: E402
 from ias.board_esp8266 import Esp8266Board  # noqa: E402
+from ias.reason import iso_date  # noqa: E402
 
 
 def test_esp32_reset_causes():
@@ -126,3 +168,71 @@ def test_button_active_low_and_led_polarity():
     e = Esp8266Board()
     e.led(True)
     assert e._led.v == 0  # the ESP8266 LED on GPIO2 is active low
+
+
+class _PortEpoch2000:
+    """Runs the board as on an ESP port: time from _Time2000 and the offset from its gmtime."""
+
+    def __enter__(self):
+        self.was = board.PORT_EPOCH
+        board.PORT_EPOCH = board.epoch_of(_Time2000.gmtime)
+        sys.modules["time"] = _Time2000
+        sys.modules["ntptime"] = _Ntptime
+        return self
+
+    def __exit__(self, *exc):
+        board.PORT_EPOCH = self.was
+        del sys.modules["time"]
+        del sys.modules["ntptime"]
+
+
+def test_one_epoch_offset_from_gmtime():
+    assert board.epoch_of(_host_time.gmtime) == 0  # the unix port counts from 1970
+    assert board.PORT_EPOCH == 0
+    assert board.epoch_of(_Time2000.gmtime) == EPOCH_2000
+
+
+def test_clock_past_2029_reads_right_on_a_2000_epoch_port():
+    # A count from 2000 passes 946684800 on 2029-12-31: a "convert if below" rule read the
+    # dates from there on as year 2000. 2030-01-02 00:00 UTC is Unix 1893542400.
+    with _PortEpoch2000():
+        for unix, day in (
+            (1893542400, "2030-01-02"),
+            (1893412800, "2029-12-31"),
+            (1795000000, "2026-11-18"),
+            (EPOCH_2000 + 5, "2000-01-01"),
+        ):
+            _Time2000.now = unix - EPOCH_2000
+            b = Esp32Board()
+            assert b.time() == unix, (day, b.time())
+            assert iso_date(b.time()) == day
+            assert board.port_time(unix) == _Time2000.now
+        _Time2000.now = 1893542400 - EPOCH_2000
+        b.clock_synced = True
+        assert board.trusted_time(b) == 1893542400  # past the build: a sane clock
+
+
+def test_ntp_sets_the_rtc_through_the_same_offset():
+    with _PortEpoch2000():
+        b = Esp8266Board()
+        _Ntptime.answer = 1893542400 + 3723 - EPOCH_2000  # 2030-01-02 01:02:03 in port seconds
+        assert b.ntp_time() == 1893542400 + 3723
+        assert b.sync_clock(0) and b.clock_synced
+        # RTC.datetime: (year, month, day, weekday 1-7, hours, minutes, seconds, subseconds)
+        assert _RTC.set_to == (2030, 1, 2, 3, 1, 2, 3, 0), _RTC.set_to
+
+
+def test_ntp_faults_are_caught_and_logged():
+    # ntptime checks nothing: a short reply raises ValueError, a lost one OSError (timeout).
+    # Neither may escape start_network (it would reset the board): the clock stays unset.
+    with _PortEpoch2000():
+        for fault in (ValueError("buffer too small"), OSError(110), IndexError("x")):
+            _Ntptime.answer = fault
+            _RTC.set_to = None
+            b = Esp32Board()
+            assert b.ntp_time() is None
+            assert b.sync_clock(0) is False and not b.clock_synced
+            assert _RTC.set_to is None
+        _Ntptime.answer = 1893542400 - EPOCH_2000
+        b = Esp32Board()
+        assert b.sync_clock(0)  # the next good answer sets it

@@ -339,6 +339,42 @@ def test_trusted_only_over_verified_tls():
     assert out["outcome"] == "updated" and maker.made[0].verified is False
 
 
+class _HashlibWithoutMd5:
+    """hashlib as on an ESP8266 build (1.22+): sha256, no md5."""
+
+    sha256 = hashlib.sha256
+
+
+def test_update_without_md5_on_the_build():
+    # ESP8266 builds have no hashlib.md5: the body's MD5 cannot be computed, so x-MD5 is only
+    # the artifact's identity (refused list, pointer, reports); the signature and SHA-256 of
+    # the installer protect the content.
+    body = bytes((i * 13) & 0xFF for i in range(3000))
+    ident = md5hex(b"a different artifact").upper()  # not checked: no MD5 here
+    real = callhome.hashlib
+    callhome.hashlib = _HashlibWithoutMd5()
+    try:
+        assert callhome.new_md5() is None
+        out, maker, _, _ = run(update_reply(body, ident) + body[:700], body[700:], None)
+        assert out["outcome"] == "updated", out
+        assert out["md5"] == ident.lower() and out["sha256"] == sha256hex(body)
+        assert maker.made[0].calls[-1] == ("finish", ident.lower(), sha256hex(body))
+        assert bytes(maker.made[0].data) == body
+        # the identity still keeps an artifact that failed its trial out
+        connect = connector(update_reply(body, ident) + body)
+        dev = Device()
+        tr = over(dev, connect)
+        resp = tr.get("https://iotappstory.com/ota/updates?", [], buf=bytearray(1024))
+        try:
+            out = callhome.check(resp, Maker(), refused=[ident.lower()])
+        finally:
+            resp.close()
+        assert out["outcome"] == "no-update" and out["reason"].startswith("refused"), out
+    finally:
+        callhome.hashlib = real
+    assert callhome.new_md5() is not None
+
+
 def test_upper_case_md5_accepted():
     body = b"hello"
     out, _, _, _ = run(update_reply(body, md5hex(body).upper()) + body)

@@ -168,6 +168,118 @@ def test_config_mode_goes_through_the_device_transport():
     assert asked[-1] == ("http", "ias.example", 80, b"/ota/anchors/anchors.json"), asked
 
 
+class _Halt(Exception):
+    pass
+
+
+class LoopBoard(Board):
+    """A board for Device.run(): no Wi-Fi in range; reset() and the third loop cycle halt."""
+
+    def __init__(self):
+        self.resets = 0
+        self.joins = 0
+        self.cycles = 0
+
+    def wifi_connect(self, networks, timeout_ms=10000):
+        self.joins += 1
+        return None
+
+    def wifi_ip(self):
+        return None
+
+    def button_pressed(self):
+        return False
+
+    def led_pattern(self, name):
+        pass
+
+    def ticks_diff(self, a, b):
+        return a - b
+
+    def sleep_ms(self, ms):
+        pass
+
+    def console(self, text):
+        pass
+
+    def reset(self):
+        self.resets += 1
+        raise _Halt("reset")
+
+    def cycle_done(self):
+        self.cycles += 1
+        if self.cycles >= 3:
+            raise _Halt("cycles")
+
+
+class _Log:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, tag, msg):
+        self.lines.append(msg)
+
+    warn = info
+
+    def exc(self, tag, msg, e):
+        self.lines.append("%s: %r" % (msg, e))
+
+
+class _NoAsyncio:
+    """The build without asyncio (ESP8266 1 MiB and 512 KiB): `import asyncio` fails."""
+
+    def __enter__(self):
+        import sys
+
+        self.saved = {n: m for n, m in sys.modules.items() if n.split(".")[0] == "asyncio"}
+        self.saved.update({n: sys.modules[n] for n in ("ias.configmode",) if n in sys.modules})
+        for n in self.saved:
+            del sys.modules[n]
+        self.folder = TMP + "_noasyncio"
+        os.mkdir(self.folder)
+        with open(self.folder + "/asyncio.py", "w") as f:
+            f.write("raise ImportError(\"no module named 'asyncio'\")\n")
+        sys.path.insert(0, self.folder)
+        self.log = device.log
+        device.log = _Log()
+        return device.log
+
+    def __exit__(self, *exc):
+        import sys
+
+        device.log = self.log
+        sys.path.remove(self.folder)
+        os.remove(self.folder + "/asyncio.py")
+        os.rmdir(self.folder)
+        for n in [n for n in sys.modules if n.split(".")[0] == "asyncio"]:
+            del sys.modules[n]
+        sys.modules.update(self.saved)
+
+
+def _loop_device():
+    dev = make(Peer(NOT_MODIFIED))
+    dev.board = LoopBoard()
+    dev.settings.update({"wifi": [], "interval": 60})
+    return dev
+
+
+def test_no_asyncio_first_boot_without_wifi_runs_on_without_a_reset():
+    assert device.config_mode_missing() is None  # the unix port has asyncio
+    with _NoAsyncio() as rec:
+        assert "asyncio" in device.config_mode_missing()
+        for mode in ("normal", "config"):
+            dev = _loop_device()
+            try:
+                dev.run(mode)
+                raise AssertionError("the loop ended")
+            except _Halt as e:
+                assert str(e) == "cycles", (mode, e)  # the loop ran; reset() was never called
+            assert dev.board.resets == 0 and dev.board.cycles == 3
+            assert dev.board.joins >= 1  # Wi-Fi is tried again, not given up
+            assert any("config mode unavailable on this build" in m for m in rec.lines), rec.lines
+    assert device.config_mode_missing() is None
+
+
 def test_cleanup():
     for p in (TMP + "_state.json", TMP + "_state.json.tmp"):
         try:

@@ -7,7 +7,7 @@ import os
 import sys
 
 import ota_fixtures as fx
-from ias import appbundle, fwimage, trial
+from ias import appbundle, fwimage, tarstream, trial
 from ias import slots as slots_mod
 from ias import state as state_mod
 from ias.reason import ReasonError
@@ -99,6 +99,70 @@ def test_gzip_bundle_installs():
     installed(ctx, "v2gz")
     assert fx.tree(slots.active_app_dir()) == V2
     assert slots.installed_artifact()["md5"] == MD5["v2gz"]
+
+
+def test_gzip_window_within_the_board_budget():
+    # `ias bundle build --gzip` declares a 1 KiB window (wbits 10), within the smallest budget
+    # (ESP8266); a bundle built for 4 KiB installs where the board affords it (ESP32: 12).
+    assert tarstream.window_bits(fx.read(bundle("v2gz"))[:64]) == 10
+    assert tarstream.window_bits(fx.read(bundle("v2gz12"))[:64]) == 12
+    board, st, slots, ctx = device()
+    assert board.deflate_wbits == 10
+    e = refused(ctx, "v2gz12", "window_too_large")
+    assert "4096-byte window" in str(e) and "affords 1024" in str(e), e
+    board.deflate_wbits = 12
+    installed(ctx, "v2gz12")
+    assert fx.tree(slots.active_app_dir()) == V2
+
+
+class _DeflateSpy:
+    """The deflate module, recording the window of every DeflateIO made."""
+
+    def __enter__(self):
+        import deflate
+
+        self.real = deflate
+        self.windows = []
+        self.GZIP = deflate.GZIP
+        sys.modules["deflate"] = self
+        return self
+
+    def DeflateIO(self, stream, fmt, wbits=0):
+        self.windows.append(wbits)
+        return self.real.DeflateIO(stream, fmt, wbits)
+
+    def __exit__(self, *exc):
+        del sys.modules["deflate"]
+
+
+def test_default_gzip_window_refused_before_it_is_allocated():
+    # A default gzip (32 KiB window, not declared) on the ESP8266's budget: refused with its
+    # reason and the device unchanged; no decompressor was made (no 32 KiB asked for).
+    assert tarstream.window_bits(fx.read(bundle("v2gz_default"))[:64]) == 15
+    board, st, slots, ctx = device()
+    body = fx.read(bundle("v2gz_default"))
+    for first in (2, 11, 12, 40):  # refused once its header is in, not after the whole body
+        inst = appbundle.BundleInstaller(*ctx.args())
+        inst.begin(len(body), "blink", "2.0")
+        try:
+            inst.write(memoryview(body)[:first])
+            assert first < 12, first  # the 10-byte header and XLEN: all that it takes to know
+            inst.write(memoryview(body)[first:100])
+            raise AssertionError("the header of a default gzip was taken")
+        except ReasonError as e:
+            assert e.reason == "window_too_large", e
+        inst.abort()
+        assert inst.got == (first if first >= 12 else 100)
+    with _DeflateSpy() as spy:
+        e = refused(ctx, "v2gz_default", "window_too_large")
+        assert "32768-byte window" in str(e), e
+        assert spy.windows == []
+        installed(ctx, "v2gz")  # the tool's bundle: decompressed with its 1 KiB window
+        assert spy.windows == [10]
+        board.deflate_wbits = 15  # a board that affords 32 KiB takes the default gzip
+        installed(ctx, "v2gz_default")
+        assert spy.windows == [10, 15]
+    assert fx.tree(slots.active_app_dir()) == V2
 
 
 def test_refusals_leave_the_device_unchanged():

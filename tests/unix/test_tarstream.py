@@ -228,6 +228,32 @@ def test_feed_refuses_more_members_than_allowed():
         assert e.reason == "too_large"
 
 
+def test_gzip_window_budget():
+    honest = fx.read(FIX + "/window_honest.tar")  # declares and uses a 32 KiB window
+    lie = fx.read(FIX + "/window_lie.tar")  # declares 1 KiB, refers 3000 bytes back
+    assert tarstream.window_bits(honest) == 15 and tarstream.window_bits(lie) == 10
+    assert [m.name for m in TarReader(io.BytesIO(honest))] == ["far.bin"]
+    try:
+        TarReader(io.BytesIO(honest), max_wbits=12)
+        raise AssertionError("a 32 KiB window accepted on a 4 KiB budget")
+    except ReasonError as e:
+        assert e.reason == "window_too_large" and "32768" in str(e), e
+    # decompressed with the 1 KiB it declared, its reach beyond that is corrupt data
+    buf = bytearray(512)
+    try:
+        for m in TarReader(io.BytesIO(lie), max_wbits=10):
+            while m.readinto(buf):
+                pass
+        raise AssertionError("a stream reaching past its declared window was read")
+    except ReasonError as e:
+        assert e.reason == "bad_gzip", e
+    for head in (b"", b"\x1f\x8b", b"\x1f\x8b\x08\x04" + bytes(6) + b"\x09\x00WB\x01\x00"):
+        assert tarstream.window_bits(head) == 15, head  # short or undeclared: the worst case
+    ok = b"\x1f\x8b\x08\x04" + bytes(6) + b"\x0b\x00xy\x02\x00abWB\x01\x00\x09"
+    assert tarstream.window_bits(ok) == 9  # found after another subfield
+    assert tarstream.window_bits(ok[:-1] + b"\x07") == 15  # below deflate's 9: not believed
+
+
 def test_gzip_damage():
     gz = fx.read(FIX + "/v2gz.tar")
     for cut in (10, len(gz) // 2, len(gz) - 30):

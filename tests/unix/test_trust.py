@@ -137,6 +137,53 @@ def test_security_counters_only_rise():
     assert trust.raise_counter(st, "anchors", 2) and trust.counter_floor(st, "app") == 5
 
 
+class _NoPow3:
+    """builtins.pow as on a port built without three-argument pow (ESP8266): it raises
+    NotImplementedError; counts the three-argument calls that reached it."""
+
+    def __enter__(self):
+        import builtins
+
+        self.orig = builtins.pow
+        self.calls = 0
+
+        def pow2(*args):
+            if len(args) == 3:
+                self.calls += 1
+                raise NotImplementedError("3-arg pow() not supported")
+            return self.orig(*args)
+
+        builtins.pow = pow2
+        self.was = trust.HAS_POW3
+        trust.HAS_POW3 = trust.has_pow3()  # what the module finds when imported on that port
+        return self
+
+    def __exit__(self, *exc):
+        import builtins
+
+        builtins.pow = self.orig
+        trust.HAS_POW3 = self.was
+
+
+def test_signatures_verify_without_three_argument_pow():
+    assert trust.HAS_POW3  # the unix port has it; the fallback is forced below
+    with _NoPow3() as port:
+        assert not trust.HAS_POW3
+        for name in ("k2048", "k3072", "k4096"):
+            k = key(name)
+            assert trust.verify(MSG, sig(name), [k]) == name
+            bad = bytearray(sig(name))
+            bad[5] ^= 0x40
+            assert trust.verify(MSG, bad, [k]) is None
+        k = key("k2048")
+        for label in ("bt2", "garbage_tail", "short_pad", "no_null", "sha1_info"):
+            assert trust.verify(MSG, sig("forged_" + label), [k]) is None, label
+        assert trust.verify(MSG, sig("other"), [k]) is None
+        assert port.calls == 1  # only the detection asked pow for three arguments
+    for s, n in ((3, 7), (2, 2**61 - 1), (12345678901234567890, 2**127 - 1)):
+        assert trust.pow65537(s, n) == pow(s, 65537, n)
+
+
 def test_verify_time_per_key_size():
     digest = hashlib.sha256(MSG).digest()
     for name in ("k2048", "k3072", "k4096"):
