@@ -2,7 +2,8 @@
 # littlefs image on the NOR model) at / and DIR at /host, runs the bootloader step for virtual
 # ESP32 OTA slots, then /boot.py and /main.py as the device would.
 #   micropython launch.py DIR [--run boot|callhome|config|ls PATH|cat PATH|format SRC]
-# Exit codes: 0 done, 75 reset, 76 halt, 77 power cut, 1 stuck at the REPL (uncaught error).
+# Exit codes: 0 done, 75 reset, 76 halt, 77 power cut, 78 panic (a crash reset), 79 no bootable
+# app (the bootloader resets forever), 1 stuck at the REPL (uncaught error).
 import json
 import os
 import sys
@@ -12,6 +13,12 @@ import vfs
 from nor import BLOCK, NorFlash, PowerCut
 
 EXIT_POWER_CUT = 77
+EXIT_PANIC = 78
+EXIT_NO_APP = 79
+# A virtual firmware image whose app segment carries this marker stands for firmware that
+# panics at start (tools/espimage.py app_image(payload=...)): the bootloader starts it, it
+# resets with a crash before any Python runs, as a broken firmware build does on a chip.
+PANIC_MARK = b"IAS-VBOARD-PANIC"
 
 
 def _load(path):
@@ -77,11 +84,27 @@ def run_file(path, env):
     exec(compile(code, path, "exec"), env)
 
 
+def _panics(image_path):
+    buf = bytearray(BLOCK)
+    with open(image_path, "rb") as f:
+        n = f.readinto(buf)
+    return PANIC_MARK in bytes(memoryview(buf)[:n])
+
+
+def esp32_bootloader():
+    from ias import vpartition  # the ESP32 bootloader's choice of app slot
+
+    slot = vpartition.bootloader_select("/host")["slot"]
+    if slot is None:  # the chip would reset and try again forever
+        sys.exit(EXIT_NO_APP)
+    if _panics("/host/" + slot + ".bin"):
+        print("Guru Meditation Error: Core  0 panic'ed (virtual firmware in %s)" % slot)
+        sys.exit(EXIT_PANIC)
+
+
 def boot():
     if _load("/host/board.json").get("chip", "esp32") == "esp32":
-        from ias import vpartition  # the ESP32 bootloader's choice of app slot
-
-        vpartition.bootloader_select("/host")
+        esp32_bootloader()
     env = {"__name__": "__main__"}  # as the ESP ports: boot.py and main.py share one namespace
     try:
         run_file("/boot.py", env)
