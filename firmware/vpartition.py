@@ -84,17 +84,24 @@ class OtaDataFile:
 
     def __init__(self, path):
         self.path = path
+
+    def _file(self):
         try:
-            os.stat(path)
+            return open(self.path, "r+b")
         except OSError:  # a fresh board: the partition reads erased
-            with open(path, "wb") as f:
+            with open(self.path, "wb") as f:
                 f.write(b"\xff" * (2 * SECTOR))
+            return open(self.path, "r+b")
 
     def readblocks(self, n, buf, off=0):
-        with open(self.path, "rb") as f:
-            f.seek(n * SECTOR + off)
-            got = f.readinto(buf)
-        for i in range(got or 0, len(buf)):
+        got = 0
+        try:
+            with open(self.path, "rb") as f:  # reading never creates the file
+                f.seek(n * SECTOR + off)
+                got = f.readinto(buf) or 0
+        except OSError:
+            pass
+        for i in range(got, len(buf)):
             buf[i] = 0xFF
 
     def writeblocks(self, n, buf, off=0):
@@ -102,7 +109,7 @@ class OtaDataFile:
         self.readblocks(n, old, off)
         for i in range(len(buf)):
             old[i] &= buf[i]
-        with open(self.path, "r+b") as f:
+        with self._file() as f:
             f.seek(n * SECTOR + off)
             f.write(old)
 
@@ -112,7 +119,7 @@ class OtaDataFile:
         if op == 5:
             return SECTOR
         if op == 6:
-            with open(self.path, "r+b") as f:
+            with self._file() as f:
                 f.seek(arg * SECTOR)
                 f.write(b"\xff" * SECTOR)
         return 0
@@ -135,7 +142,7 @@ def _device(host):
 
 
 def read_entries(host, dev=None):
-    dev = dev or _device(host)
+    dev = _device(host) if dev is None else dev
     out = []
     raw = bytearray(ENTRY)
     for i in (0, 1):
