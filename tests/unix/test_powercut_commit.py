@@ -199,10 +199,13 @@ def test_firmware_commit_survives_every_cut():
     image = powercut.fresh_image(prepare, blocks=64)
     assert vpartition.bootloader_select(h)["slot"] == "ota_1"  # the reset into v2's trial
     otadata = fx.read(h + "/otadata.bin")
+    booted = fx.read(h + "/booted")  # the slot the trial boot runs from
 
     def on_trial_boot(root):
         with open(h + "/otadata.bin", "wb") as f:  # the partitions as the trial boot left them
             f.write(otadata)
+        with open(h + "/booted", "wb") as f:
+            f.write(booted)
         boot_and_commit(root, h)
 
     def agree(root, completed):
