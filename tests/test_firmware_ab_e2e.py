@@ -176,3 +176,53 @@ def test_firmware_that_cannot_call_home_is_rolled_back_by_the_bootloader(world):
     assert otadata(world) == [(1, "valid", True), (2, "aborted", True)]
     ptr = world.pointer()
     assert ptr.get("version") == FACTORY_VERSION and "trial" not in ptr, ptr
+
+
+def test_power_cut_at_every_otadata_write_of_the_trial_and_commit(world):
+    # The board's own run: the bootloader's NEW -> PENDING_VERIFY and the commit's mark valid,
+    # each an erase and a program of otadata.bin, cut in turn (torn: half of the op lands, or
+    # clean: none of it) by tools/vboard/launch.py (DIR/otadata_cut_at, one power-on); the board
+    # then powers on again and runs on. Whatever it boots, the pointer agrees with it and
+    # nothing stays on trial.
+    world.boot(1)
+    publish_firmware(world, "2.0")
+    assert world.callhome()["outcome"] == "updated"  # ota_1 set to boot (NEW)
+    rig = FlashTool(world.board)
+    rig.snapshot()
+    outcomes = {}
+    for mode in ("", " clean"):
+        outcomes[mode.strip() or "torn"] = _cut_sweep(world, rig, mode)
+    print("board otadata cuts: %r" % outcomes)
+    # NEW -> PENDING_VERIFY and mark valid: 2 ops each. Torn, every cut leaves an erased or
+    # half-written entry: the old slot. Clean, a cut before the erase of NEW -> PENDING keeps
+    # the entry NEW: the next power-on gives the new slot its trial boot and it commits.
+    assert outcomes["torn"] == ["old"] * 4, outcomes
+    assert outcomes["clean"] == ["new", "old", "old", "old"], outcomes
+
+
+def _cut_sweep(world, rig, mode):
+    outcomes = []
+    for n in range(1, 10):
+        rig.restore()
+        (world.board / "otadata_cut_at").write_text(str(n) + mode)
+        since = len(world.console())
+        world.boot(3)
+        console = world.console()[since:]
+        booted = [x for x in bootloader_lines(world, since) if x.startswith("booting")]
+        ptr = world.pointer()
+        assert "trial" not in ptr, (n, ptr)
+        if booted[-1].startswith("booting ota_1"):
+            assert ptr["version"] == "2.0" and ptr["kind"] == "firmware", (n, ptr)
+            assert otadata(world)[1] == (2, "valid", True), n
+            label = "new"
+        else:
+            assert booted[-1] == "booting ota_0 (valid) v1.29.0", (n, booted)
+            assert ptr["version"] == FACTORY_VERSION, (n, ptr)
+            assert otadata(world)[0] == (1, "valid", True), n
+            label = "old"
+        # a cut inside the running firmware may end in main.py's catch-all reset instead
+        if "[board] power cut" not in console and "PowerCut()" not in console:
+            assert label == "new", n  # no cut: the update went through
+            break
+        outcomes.append(label)
+    return outcomes

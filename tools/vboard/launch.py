@@ -84,6 +84,48 @@ def run_file(path, env):
     exec(compile(code, path, "exec"), env)
 
 
+# One-shot, from the host: "N" cuts at otadata flash op N, the op landing torn (half of it);
+# "N clean" cuts before op N lands at all.
+OTADATA_CUT = "/host/otadata_cut_at"
+
+
+class _OtadataFlash(NorFlash):
+    """otadata.bin as flash that counts and cuts its ops (nor.py); it sits on the same chip as
+    flash.bin, so a cut here is the power going for both."""
+
+    def __init__(self, flash, cut_at, torn):
+        NorFlash.__init__(self, 2, path="/host/otadata.bin", cut_at=cut_at, torn=torn)
+        self.flash = flash
+
+    def writeblocks(self, block, buf, offset=None):
+        try:
+            NorFlash.writeblocks(self, block, buf, offset)
+        except PowerCut:
+            self.flash.dead = True
+            raise
+
+    def ioctl(self, op, arg):
+        try:
+            return NorFlash.ioctl(self, op, arg)
+        except PowerCut:
+            self.flash.dead = True
+            raise
+
+
+def arm_otadata_cut(flash):
+    try:
+        with open(OTADATA_CUT) as f:
+            words = f.read().split()
+        n = int(words[0])
+    except (OSError, ValueError, IndexError):
+        return
+    os.remove(OTADATA_CUT)  # this power-on only
+    from ias import vpartition
+
+    dev = _OtadataFlash(flash, n, "clean" not in words)
+    vpartition.use_otadata_device("/host", dev)
+
+
 def _panics(image_path):
     buf = bytearray(BLOCK)
     with open(image_path, "rb") as f:
@@ -102,8 +144,9 @@ def esp32_bootloader():
         sys.exit(EXIT_PANIC)
 
 
-def boot():
+def boot(flash):
     if _load("/host/board.json").get("chip", "esp32") == "esp32":
+        arm_otadata_cut(flash)
         esp32_bootloader()
     env = {"__name__": "__main__"}  # as the ESP ports: boot.py and main.py share one namespace
     try:
@@ -132,7 +175,7 @@ def main(argv):
             with open(arg, "rb") as f:
                 sys.stdout.buffer.write(f.read())
         elif mode == "boot":
-            boot()
+            boot(dev)
         else:
             simentry.run(mode, arg)
     except PowerCut:
