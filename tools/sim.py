@@ -1,7 +1,7 @@
 """`ias sim`: virtual boards. The firmware runs on the MicroPython unix port from a littlefs image.
 
 A virtual board is a folder: flash.bin (littlefs on a NOR flash model), board.json (its hardware),
-run.json (facts for the next boot), ota_*.bin/otadata.json (ESP32 app slots), console.log,
+run.json (facts for the next boot), ota_*.bin/otadata.bin (ESP32 app slots), console.log,
 flash_ops.jsonl (the flash program and erase operations of each power-on).
 """
 
@@ -22,6 +22,7 @@ if __name__ == "__main__":
 from tools import FIRMWARE, REPO, VBOARD
 
 EXIT_RESET, EXIT_HALT, EXIT_POWER_CUT, EXIT_REPL = 75, 76, 77, 1
+EXIT_PANIC, EXIT_NO_APP = 78, 79  # tools/vboard/launch.py: a firmware panic; nothing bootable
 DEFAULT_WIFI = {"ssid": "ias-lab", "password": "lab-password"}
 
 
@@ -63,6 +64,8 @@ def init(args):
         "flash_ops.jsonl",
         "clock.json",
         "otadata.json",
+        "otadata.bin",
+        "booted",
         "ota_0.bin",
         "ota_1.bin",
     ):
@@ -124,16 +127,16 @@ def _stage_app(stage, app_src, name, version):
 
 
 def _init_partitions(folder):
-    """Two 1.5 MiB app slots as the OTA variant has; the running one holds a factory image."""
+    """Two 1.5 MiB app slots as the OTA variant has; ota_0 holds a factory image and otadata
+    (two 4 KiB sectors) is erased, as after flashing a combined firmware.bin: the first boot's
+    bootloader records ota_0 (seq 1, valid)."""
     from tools.espimage import app_image
 
     image = app_image(version="v1.29.0", project="micropython")
     for i in (0, 1):
         data = image if i == 0 else b""
         (folder / ("ota_%d.bin" % i)).write_bytes(data + b"\xff" * (0x180000 - len(data)))
-    (folder / "otadata.json").write_text(
-        json.dumps({"boot": "ota_0", "states": {"ota_0": "valid"}})
-    )
+    (folder / "otadata.bin").write_bytes(b"\xff" * 0x2000)
 
 
 class BoardRun:
@@ -230,6 +233,11 @@ def boot(args):
                 cause = "power_on"
             elif run.code == "watchdog":
                 cause = "watchdog"
+            elif run.code == EXIT_PANIC:
+                cause = "crash"
+            elif run.code == EXIT_NO_APP:
+                print("the bootloader found no bootable app partition")
+                return 1
             elif run.code == EXIT_HALT:
                 return 0
             elif run.code == 0:

@@ -2,7 +2,7 @@
 # the next slot, read back, set to boot and gets exactly one trial boot; a commit marks it
 # valid; a reset during the trial makes the bootloader go back, and trial.boot_check records it.
 # A combined firmware.bin, a corrupt or truncated image and unsigned-policy cases are refused.
-import json
+# otadata.bin holds the two esp_ota_select_entry_t sectors, checked byte for byte.
 import os
 import time
 
@@ -19,15 +19,14 @@ SLOT = 256 * 1024
 
 
 def host():
-    """A virtual board folder: ota_0 holds v1 (valid, running), ota_1 is erased."""
+    """A virtual board folder: ota_0 holds v1, ota_1 is erased, otadata is blank (as after
+    flashing: the first bootloader pass records ota_0 valid)."""
     h = "/tmp/ias-vp-%d" % time.time_ns()
     os.mkdir(h)
     os.mkdir(h + "/root")
     v1 = fx.read(FIX + "/fw_v1.bin")
     with open(h + "/ota_0.bin", "wb") as f:
         f.write(v1 + b"\xff" * (SLOT - len(v1)))
-    with open(h + "/otadata.json", "w") as f:
-        json.dump({"boot": "ota_0", "states": {"ota_0": "valid"}, "slot_size": SLOT}, f)
     return h
 
 
@@ -40,7 +39,12 @@ def device(allow=True, verified=True):
 
 
 def otadata(h):
-    return json.loads(fx.read(h + "/otadata.json"))
+    """{"states": {label: state}, "raw": the otadata partition's bytes (None before any)}."""
+    try:
+        raw = fx.read(h + "/otadata.bin")
+    except OSError:
+        raw = None
+    return {"states": vpartition.slot_states(h), "raw": raw}
 
 
 def image(name):
@@ -59,7 +63,14 @@ def test_valid_image_boots_once_and_commits():
     assert vpartition.bootloader_select(h)["slot"] == "ota_0"
     fx.install(ctx, image("v2"), chunk=1000)
     d = otadata(h)
-    assert d["states"]["ota_1"] == "new" and d["boot"] == "ota_0"
+    assert d["states"] == {"ota_0": "valid", "ota_1": "new"}
+    assert VirtualPartition(h, VirtualPartition.RUNNING).label == "ota_0"
+    assert VirtualPartition(h, VirtualPartition.BOOT).label == "ota_1"
+    # the ESP-IDF layout: sector 0 keeps seq 1 (ota_0, VALID), sector 1 gets seq 2 (ota_1, NEW)
+    assert d["raw"][:32] == vpartition.entry_bytes(1, vpartition.VALID)
+    assert d["raw"][4096 : 4096 + 32] == vpartition.entry_bytes(2, vpartition.NEW)
+    assert d["raw"][4096 + 28 : 4096 + 32] == b"\x74\x37\xf6\x55"  # CRC-32 of seq 2
+    assert len(d["raw"]) == 8192 and d["raw"][32:4096] == b"\xff" * (4096 - 32)
     v2 = fx.read(image("v2"))
     got = bytearray(len(v2))
     VirtualPartition(h, "ota_1").readblocks(0, got)
@@ -214,9 +225,12 @@ def _wrap(part):
 
 def test_bootloader_blank_otadata_and_erase_semantics():
     h = host()
-    os.remove(h + "/otadata.json")
+    assert otadata(h)["raw"] is None
     info = vpartition.bootloader_select(h)
     assert info["slot"] == "ota_0" and otadata(h)["states"]["ota_0"] == "valid"
+    raw = otadata(h)["raw"]  # set_actual_ota_seq: seq 1, VALID, in sector 0 only
+    assert raw[:32] == vpartition.entry_bytes(1, vpartition.VALID)
+    assert raw[28:32] == b"\x9a\x98\x43\x47" and raw[4096:] == b"\xff" * 4096
     p = VirtualPartition(h, VirtualPartition.RUNNING).get_next_update()
     assert p.info()[4] == "ota_1" and p.ioctl(5, 0) == 4096
     p.writeblocks(0, b"\x0f" * 4096)

@@ -161,9 +161,7 @@ def firmware_host():
     v1 = fx.read(FIX + "/fw_v1.bin")
     with open(h + "/ota_0.bin", "wb") as f:
         f.write(v1 + b"\xff" * (SLOT - len(v1)))
-    with open(h + "/otadata.json", "w") as f:
-        json.dump({"boot": "ota_0", "states": {"ota_0": "valid"}, "slot_size": SLOT}, f)
-    vpartition.bootloader_select(h)
+    vpartition.bootloader_select(h)  # blank otadata: records ota_0 valid
     return h
 
 
@@ -180,11 +178,14 @@ def test_firmware_commit_survives_every_cut():
 
     image = powercut.fresh_image(prepare, blocks=64)
     assert vpartition.bootloader_select(h)["slot"] == "ota_1"  # the reset into v2's trial
-    otadata = fx.read(h + "/otadata.json")
+    otadata = fx.read(h + "/otadata.bin")
+    booted = fx.read(h + "/booted")  # the slot the trial boot runs from
 
     def on_trial_boot(root):
-        with open(h + "/otadata.json", "wb") as f:  # the partitions as the trial boot left them
+        with open(h + "/otadata.bin", "wb") as f:  # the partitions as the trial boot left them
             f.write(otadata)
+        with open(h + "/booted", "wb") as f:
+            f.write(booted)
         boot_and_commit(root, h)
 
     def agree(root, completed):

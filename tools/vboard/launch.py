@@ -2,7 +2,8 @@
 # littlefs image on the NOR model) at / and DIR at /host, runs the bootloader step for virtual
 # ESP32 OTA slots, then /boot.py and /main.py as the device would.
 #   micropython launch.py DIR [--run boot|callhome|config|ls PATH|cat PATH|format SRC]
-# Exit codes: 0 done, 75 reset, 76 halt, 77 power cut, 1 stuck at the REPL (uncaught error).
+# Exit codes: 0 done, 75 reset, 76 halt, 77 power cut, 78 panic (a crash reset), 79 no bootable
+# app (the bootloader resets forever), 1 stuck at the REPL (uncaught error).
 import json
 import os
 import sys
@@ -12,6 +13,12 @@ import vfs
 from nor import BLOCK, NorFlash, PowerCut
 
 EXIT_POWER_CUT = 77
+EXIT_PANIC = 78
+EXIT_NO_APP = 79
+# A virtual firmware image whose app segment carries this marker stands for firmware that
+# panics at start (tools/espimage.py app_image(payload=...)): the bootloader starts it, it
+# resets with a crash before any Python runs, as a broken firmware build does on a chip.
+PANIC_MARK = b"IAS-VBOARD-PANIC"
 
 
 def _load(path):
@@ -77,11 +84,70 @@ def run_file(path, env):
     exec(compile(code, path, "exec"), env)
 
 
-def boot():
-    if _load("/host/board.json").get("chip", "esp32") == "esp32":
-        from ias import vpartition  # the ESP32 bootloader's choice of app slot
+# One-shot, from the host: "N" cuts at otadata flash op N, the op landing torn (half of it);
+# "N clean" cuts before op N lands at all.
+OTADATA_CUT = "/host/otadata_cut_at"
 
-        vpartition.bootloader_select("/host")
+
+class _OtadataFlash(NorFlash):
+    """otadata.bin as flash that counts and cuts its ops (nor.py); it sits on the same chip as
+    flash.bin, so a cut here is the power going for both."""
+
+    def __init__(self, flash, cut_at, torn):
+        NorFlash.__init__(self, 2, path="/host/otadata.bin", cut_at=cut_at, torn=torn)
+        self.flash = flash
+
+    def writeblocks(self, block, buf, offset=None):
+        try:
+            NorFlash.writeblocks(self, block, buf, offset)
+        except PowerCut:
+            self.flash.dead = True
+            raise
+
+    def ioctl(self, op, arg):
+        try:
+            return NorFlash.ioctl(self, op, arg)
+        except PowerCut:
+            self.flash.dead = True
+            raise
+
+
+def arm_otadata_cut(flash):
+    try:
+        with open(OTADATA_CUT) as f:
+            words = f.read().split()
+        n = int(words[0])
+    except (OSError, ValueError, IndexError):
+        return
+    os.remove(OTADATA_CUT)  # this power-on only
+    from ias import vpartition
+
+    dev = _OtadataFlash(flash, n, "clean" not in words)
+    vpartition.use_otadata_device("/host", dev)
+
+
+def _panics(image_path):
+    buf = bytearray(BLOCK)
+    with open(image_path, "rb") as f:
+        n = f.readinto(buf)
+    return PANIC_MARK in bytes(memoryview(buf)[:n])
+
+
+def esp32_bootloader():
+    from ias import vpartition  # the ESP32 bootloader's choice of app slot
+
+    slot = vpartition.bootloader_select("/host")["slot"]
+    if slot is None:  # the chip would reset and try again forever
+        sys.exit(EXIT_NO_APP)
+    if _panics("/host/" + slot + ".bin"):
+        print("Guru Meditation Error: Core  0 panic'ed (virtual firmware in %s)" % slot)
+        sys.exit(EXIT_PANIC)
+
+
+def boot(flash):
+    if _load("/host/board.json").get("chip", "esp32") == "esp32":
+        arm_otadata_cut(flash)
+        esp32_bootloader()
     env = {"__name__": "__main__"}  # as the ESP ports: boot.py and main.py share one namespace
     try:
         run_file("/boot.py", env)
@@ -109,7 +175,7 @@ def main(argv):
             with open(arg, "rb") as f:
                 sys.stdout.buffer.write(f.read())
         elif mode == "boot":
-            boot()
+            boot(dev)
         else:
             simentry.run(mode, arg)
     except PowerCut:
