@@ -30,6 +30,8 @@ def calls(pin):
         machine.Pin.probed()  # the firmware probing for a feature: not reported
     except AttributeError:
         pass
+    if hasattr(machine, "lightsleep2"):
+        machine.lightsleep2()  # probed too: not reported
     return machine.Pin(0, machine.Pin.IN).value()
 """,
     "esp8266": """

@@ -13,9 +13,10 @@ keeps what concerns a port API:
   - a call to a port module's function or class with arguments it does not take.
 Pyright's other findings (our own loose typing, Optional narrowing) are not about the port and
 are dropped. A use inside `try:` whose handler catches AttributeError (ImportError for imports)
-is the firmware probing for the feature, and is not a finding. What is left and is stub noise or
-known safe is in ALLOWED, each entry with its reason; an entry that no longer matches anything is
-itself reported, so the list cannot outgrow the code.
+or in the branch of `if hasattr(x, "name"):` is the firmware probing for the feature, and is not
+a finding. What is left and is stub noise or known safe is in ALLOWED, each entry with its
+reason; an entry that no longer matches anything is itself reported, so the list cannot outgrow
+the code.
 """
 
 import ast
@@ -99,6 +100,7 @@ _MODULE_ATTR = re.compile(r'is not a known attribute of module "([\w.]+)"')
 _CLASS_ATTR = re.compile(r'attribute "\w+" for class "(?:type\[)?(\w+)')
 _IMPORT = re.compile(r'Import "([\w.]+)" could not be resolved')
 _UNKNOWN_SYMBOL = re.compile(r'"\w+" is unknown import symbol')
+_ATTR_NAME = re.compile(r'^(?:Cannot (?:access|assign to) attribute )?"(\w+)"')
 
 
 def _pins():
@@ -197,8 +199,9 @@ class _Source:
     def _enclosing(self, line, kind):
         return [n for n in ast.walk(self.tree) if isinstance(n, kind) and _spans(n, line)]
 
-    def guarded(self, line, exc):
-        """True when `line` is in the body of a try whose handlers catch `exc` by name."""
+    def guarded(self, line, exc, attr=None):
+        """True when `line` is in the body of a try whose handlers catch `exc` by name, or (for a
+        missing attribute `attr`) in the branch taken when `hasattr(..., attr)` is true."""
         for node in self._enclosing(line, ast.Try):
             if not any(_spans(s, line) for s in node.body):
                 continue
@@ -206,6 +209,10 @@ class _Source:
                 names = h.type.elts if isinstance(h.type, ast.Tuple) else [h.type]
                 if any(isinstance(n, ast.Name) and n.id == exc for n in names):
                     return True
+        for node in self._enclosing(line, (ast.If, ast.IfExp)):
+            body = node.body if isinstance(node, ast.If) else [node.body]
+            if any(_spans(s, line) for s in body) and _tests_hasattr(node.test, attr):
+                return True
         return False
 
     def port_call(self, line):
@@ -219,6 +226,18 @@ class _Source:
             if isinstance(root, ast.Name):
                 return root.id in self.bound
         return False
+
+
+def _tests_hasattr(test, attr):
+    return any(
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Name)
+        and n.func.id == "hasattr"
+        and len(n.args) == 2
+        and isinstance(n.args[1], ast.Constant)
+        and n.args[1].value == attr
+        for n in ast.walk(test)
+    )
 
 
 def _spans(node, line):
@@ -283,7 +302,9 @@ class Diagnosis:
             if not _about_port(d["rule"], msg, line, src, self.modules, self.classes):
                 continue
             missing_module = d["rule"] == "reportMissingImports" or _UNKNOWN_SYMBOL.search(msg)
-            if src.guarded(line, "ImportError" if missing_module else "AttributeError"):
+            attr = _ATTR_NAME.search(msg)
+            exc = "ImportError" if missing_module else "AttributeError"
+            if src.guarded(line, exc, attr and attr.group(1)):
                 continue
             out.append((rel, line, msg.splitlines()[0]))
         return out
