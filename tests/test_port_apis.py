@@ -63,6 +63,12 @@ def diagnosis(request, tmp_path_factory):
     return portcheck.Diagnosis(port, extra={WRONG_NAME: wrong})
 
 
+def _wrong_lines(port):
+    """{line: text pyright must report there} of the port's deliberately wrong module."""
+    found = (re.search(r"# wrong: (.*)$", s) for s in WRONG[port].splitlines())
+    return {n: m.group(1) for n, m in enumerate(found, 1) if m}
+
+
 def _real(findings):
     return [f for f in findings if f[0] != WRONG_NAME]
 
@@ -76,11 +82,7 @@ def test_firmware_calls_only_what_the_port_has(diagnosis):
 
 
 def test_a_call_the_port_lacks_is_reported(diagnosis):
-    expected = {}
-    for n, line in enumerate(WRONG[diagnosis.port].splitlines(), 1):
-        m = re.search(r"# wrong: (.*)$", line)
-        if m:
-            expected[n] = m.group(1)
+    expected = _wrong_lines(diagnosis.port)
     assert len(expected) >= 4
     got = {}
     for rel, line, msg in diagnosis.findings()[0]:
@@ -93,12 +95,7 @@ def test_a_call_the_port_lacks_is_reported(diagnosis):
 
 def test_an_allow_list_entry_hides_only_its_own_finding(diagnosis):
     # Allowing one wrong line hides that line alone; an entry matching nothing is returned unused.
-    line, text = next(
-        (n, m.group(1))
-        for n, s in enumerate(WRONG[diagnosis.port].splitlines(), 1)
-        for m in [re.search(r"# wrong: (.*)$", s)]
-        if m
-    )
+    line, text = min(_wrong_lines(diagnosis.port).items())
     mine = (diagnosis.port, "wrong_calls.py", text, "test")
     stale = (None, "wrong_calls.py", "no such message", "test")
     before = [f for f in diagnosis.findings()[0] if f[0] == WRONG_NAME]
