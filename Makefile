@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench reliability lint mpy clean setup sysdeps
+.PHONY: test demo bench reliability lint mpy ports clean setup sysdeps
 
 setup: $(STAMP)
 
@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -m tools.portcheck --install
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -21,6 +22,11 @@ lint: $(STAMP)
 # Compile every firmware module the way the device will load it: MicroPython's own syntax rules.
 mpy: $(STAMP)
 	$(BIN)/python -m tools.deploy --check-compile
+
+# What the firmware calls on the ESP32 and ESP8266, checked against each port's API stubs with
+# pyright (also a test: tests/test_port_apis.py).
+ports: $(STAMP)
+	$(BIN)/python -m tools.portcheck
 
 # The Debian packages the tests run (nginx, chromium, faketime): apt-get installs what is missing.
 sysdeps:
