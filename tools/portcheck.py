@@ -83,16 +83,10 @@ ALLOWED = (
         "as above: the verifying context is never built on ESP8266 (axTLS cannot verify)",
     ),
 )
-# Real findings another change fixes (issue 15, item 3): listed so `make test` stays green until
-# then; each entry must still match, so the fix fails the test until its entry is removed here.
-KNOWN = (
-    (
-        "esp8266",
-        "callhome.py",
-        '"md5" is not a known attribute of module "hashlib"',
-        "ESP8266 builds lack hashlib.md5 from 1.22: the call home must make MD5 optional",
-    ),
-)
+# Real findings a change under way fixes, listed so `make test` stays green until it lands; each
+# entry must still match, so the fix fails the test until its entry is removed here. (Empty: the
+# call home's hashlib.md5 on ESP8266 was the last; MD5 is optional there now.)
+KNOWN = ()
 
 # Pyright rules that can mean "the port has no such thing"; everything else is dropped.
 RULES = {"reportAttributeAccessIssue", "reportMissingImports", "reportCallIssue"}
