@@ -138,7 +138,10 @@ def boot_check(board, state, slots):
                 why = "firmware %s failed its trial boot; bootloader went back to %s"
                 _restore(slots, state, why % (info.get("version"), running))
             else:
-                _restore(slots, state, "firmware switch to %s did not happen" % t.get("target"))
+                # Never reached Python on the new slot: the switch was cut short, or the image
+                # panicked at start and the bootloader went back. Both look the same from here.
+                why = "firmware %s never started on %s; the bootloader runs %s"
+                _restore(slots, state, why % (info.get("version"), t.get("target"), running))
             return "rolled_back"
         if boots:
             # ESP-IDF grants one trial boot: running it again means it was marked valid and
