@@ -22,7 +22,7 @@ from tests.scenario import (  # noqa: F401 (fixtures)
     make_world,
     staged_firmware,
 )
-from tools import anchorbundle, keys, pki
+from tools import anchorbundle, cli, keys, pki
 
 UPDATES = "/ota/updates"
 BUNDLE_PATH = "/ota/anchors/anchors.json"
@@ -165,13 +165,18 @@ def test_host_moved_to_an_unrelated_ca_family(make_world):  # noqa: F811
 def test_update_key_rotated(make_world):  # noqa: F811
     a, b = make_chain("A"), make_chain("B")
     world = make_world(trust=[a.root], serve=a)
-    new_key = keys.new_key(bits=2048)
-    new_pem = keys.private_pem(new_key)
-    # keys.json signed by the old key introduces the new one; from now on the operator signs
-    # with the new key only: the anchor bundle and the next app.
-    anchorbundle.build_key_doc(
-        world.key_path.read_bytes(), 1, [new_pem], days(30), out_dir=world.anchors_dir
+    # The operator's whole rotation with the CLI: `ias keys new`, then `ias keys rotate` writes
+    # keys.json signed by the old key into the folder `ias serve --anchors` serves. From now on
+    # the operator signs with the new key only: the anchor bundle and the next app.
+    fresh = world.work / "newkeys"
+    assert cli.main(["keys", "new", str(fresh), "--bits", "2048"]) == 0
+    until = days(30).strftime("%Y-%m-%dT%H:%M:%SZ")
+    rotate = ["keys", "rotate", "--key", str(world.key_path), "--new", str(fresh / "update.pub")]
+    assert (
+        cli.main(rotate + ["--version", "1", "--until", until, "-o", str(world.anchors_dir)]) == 0
     )
+    new_key = keys.load_private(fresh / "update.key")
+    new_pem = keys.private_pem(new_key)
     world.sign_anchors(2, [a.root, b.root], key_pem=new_pem)
     world.serve(b)
     world.publish("2.0", 2, key=new_key)

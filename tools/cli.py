@@ -15,7 +15,7 @@ COMMANDS = [
     ("demo", "run the whole story on a virtual board: update, CA change, recovery, rollback"),
     ("sim", "virtual boards: the firmware on the MicroPython unix port"),
     ("serve", "an IAS-compatible update server (HTTPS) for development, tests and self-hosting"),
-    ("keys", "create the operator's update-signing key pair"),
+    ("keys", "create the update-signing key pair or rotate it"),
     ("bundle", "build and sign app bundles and anchor bundles"),
     ("publish", "write a signed static update channel for any static host or CDN"),
     ("flash", "erase a board and write MicroPython with esptool, then deploy"),

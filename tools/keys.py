@@ -1,4 +1,6 @@
 """`ias keys new OUTDIR`: the operator's update-signing key pair.
+`ias keys rotate`: keys.json + keys.json.sig, signed by the current key, that move devices to a
+new one (firmware/keyrotation.py; docs/trust-continuity.md).
 
 update.key is the private key (PKCS#8 PEM, mode 0600: keep it offline); update.pub is the public
 half (SubjectPublicKeyInfo PEM) that goes onto every device as /keys/update.pub. RSA with
@@ -6,6 +8,7 @@ e = 65537 (what the device's verifier, firmware/trust.py, accepts), 3072 bits by
 """
 
 import argparse
+import datetime as dt
 import os
 import sys
 from pathlib import Path
@@ -64,6 +67,67 @@ def cmd_new(args):
     return 0
 
 
+MAX_NEW_KEYS = 4  # what the device takes in one document (keyrotation.MAX_KEYS)
+TRANSITION_DAYS = 30
+
+
+def _read_pem(path, want_private):
+    """The PEM bytes of a key file, checked to be the right half, with a one-line error."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ValueError("%s: no such file" % path) from None
+    except OSError as e:
+        raise ValueError("%s: %s" % (path, e.strerror)) from None
+    if b"-----BEGIN" not in data:
+        raise ValueError("%s is not a PEM key" % path)
+    private = b"PRIVATE KEY-----" in data
+    if want_private and not private:
+        raise ValueError("%s is a public key; --key needs the current private key" % path)
+    if private and not want_private:
+        raise ValueError("%s is a private key; --new takes the new public key (.pub)" % path)
+    try:
+        if private:
+            key = serialization.load_pem_private_key(data, password=None)
+        else:
+            key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):
+        raise ValueError("%s is not a readable PEM key" % path) from None
+    pub = key.public_key() if private else key
+    if not isinstance(pub, rsa.RSAPublicKey) or pub.public_numbers().e != 65537:
+        raise ValueError("%s is not an RSA key with e = 65537" % path)
+    return data
+
+
+def write_rotation(key_path, new_paths, version, transition_until, outdir):
+    """keys.json + keys.json.sig in OUTDIR; every input is checked before anything is written."""
+    from . import anchorbundle  # lazily: `ias keys new` needs none of it
+
+    if not 1 <= len(new_paths) <= MAX_NEW_KEYS:
+        raise ValueError("give 1 to %d new public keys" % MAX_NEW_KEYS)
+    if version < 1:
+        raise ValueError("--version must be 1 or more (above the last keys.json)")
+    signing = _read_pem(key_path, want_private=True)
+    pubs = [_read_pem(p, want_private=False) for p in new_paths]
+    if transition_until is None:
+        transition_until = dt.datetime.now(dt.UTC) + dt.timedelta(days=TRANSITION_DAYS)
+    else:
+        try:
+            transition_until = anchorbundle.parse_when(transition_until)
+        except ValueError:
+            raise ValueError(
+                "--until %s: want YYYY-MM-DD, ISO date-time or Unix seconds" % transition_until
+            ) from None
+    return anchorbundle.build_key_doc(signing, version, pubs, transition_until, outdir)
+
+
+def cmd_rotate(args):
+    doc, sig = write_rotation(args.key, args.new, args.version, args.until, args.out)
+    print("wrote %s (%d bytes) and %s" % (doc, doc.stat().st_size, sig.name))
+    print("publish both beside anchors.json (ias serve --anchors DIR: DIR/; static: ota/anchors/)")
+    return 0
+
+
 def add_parser(subparsers, summary="create the operator's update-signing key pair"):
     p = subparsers.add_parser("keys", help=summary, description=summary)
     subs = p.add_subparsers(dest="keys_command", metavar="ACTION")
@@ -73,6 +137,20 @@ def add_parser(subparsers, summary="create the operator's update-signing key pai
     new.add_argument("--bits", type=int, choices=BITS, default=3072, help="RSA size (3072)")
     new.add_argument("--force", action="store_true", help="replace an existing key pair")
     new.set_defaults(func=cmd_new)
+    rot = subs.add_parser(
+        "rotate", help="write keys.json(.sig): devices learn a new key, signed by the current"
+    )
+    rot.add_argument("--key", required=True, help="the current update key (private PEM)")
+    rot.add_argument(
+        "--new", action="append", required=True, metavar="PUB", help="a new public key; repeat"
+    )
+    rot.add_argument("--version", required=True, type=int, help="above the last keys.json (1..)")
+    rot.add_argument(
+        "--until",
+        help="old keys are honoured until then: YYYY-MM-DD, ISO or Unix seconds (30 days)",
+    )
+    rot.add_argument("-o", "--out", required=True, help="output folder (created)")
+    rot.set_defaults(func=cmd_rotate)
     return p
 
 
