@@ -134,3 +134,75 @@ def test_bad_input_is_one_line_and_leaves_nothing(pairs, tmp_path, capsys, case,
     err = capsys.readouterr().err
     assert err == "ias keys: error: %s\n" % message.format(x=x)
     assert not out.exists()
+
+
+DEVICE_SCRIPT = r"""
+import sys, time
+from ias import keyrotation, trust
+from ias.reason import reason_of
+
+class State(dict):
+    def set(self, k, v):
+        self[k] = v
+
+out, keys_dir = sys.argv[1], sys.argv[2]
+doc = open(out + "/keys.json", "rb").read()
+sig = open(out + "/keys.json.sig", "rb").read()
+state = State()
+print(keyrotation.rotate_key(doc, sig, trust.load_keys(keys_dir), state, time.time(), keys_dir))
+try:
+    keyrotation.rotate_key(doc, sig, trust.load_keys(keys_dir), state, time.time(), keys_dir)
+except Exception as e:
+    print("again:", reason_of(e))
+try:
+    keyrotation.rotate_key(doc.replace(b'"version":5', b'"version":6'), sig,
+                           trust.load_keys(keys_dir), State(), time.time(), keys_dir)
+except Exception as e:
+    print("tampered:", reason_of(e))
+"""
+
+
+def test_the_device_code_installs_what_the_cli_wrote(pairs, tmp_path):
+    # firmware/keyrotation.py in the real micropython: the CLI's document is accepted by a device
+    # holding only the old key, and writes the new key beside it; replayed or tampered, refused.
+    import os
+    import subprocess
+
+    from mprunner import micropython_binary
+
+    from tools import pkg_path
+
+    device_keys = tmp_path / "keys"
+    device_keys.mkdir()
+    (device_keys / "update.pub").write_bytes((pairs / "old/update.pub").read_bytes())
+    assert (
+        rotate(
+            "--key",
+            pairs / "old/update.key",
+            "--new",
+            pairs / "new/update.pub",
+            "--version",
+            5,
+            "-o",
+            tmp_path / "out",
+        )
+        == 0
+    )
+    script = tmp_path / "rotate_check.py"
+    script.write_text(DEVICE_SCRIPT)
+    r = subprocess.run(
+        [micropython_binary(), str(script), str(tmp_path / "out"), str(device_keys)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MICROPYPATH="%s:.frozen" % pkg_path()),
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [
+        "I keys: update keys v5 accepted (signed by update)",
+        "['k5-0.pub']",
+        "again: not_newer",
+        "tampered: bad_signature",
+    ]
+    assert (device_keys / "k5-0.pub").read_text() == (pairs / "new/update.pub").read_text()
+    assert (device_keys / "update.pub").exists()  # the old key stays for the transition

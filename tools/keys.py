@@ -124,7 +124,8 @@ def write_rotation(key_path, new_paths, version, transition_until, outdir):
 def cmd_rotate(args):
     doc, sig = write_rotation(args.key, args.new, args.version, args.until, args.out)
     print("wrote %s (%d bytes) and %s" % (doc, doc.stat().st_size, sig.name))
-    print("publish both beside anchors.json (ias serve --anchors DIR: DIR/; static: ota/anchors/)")
+    print("publish both where devices fetch anchors.json: the ias serve --anchors folder, or")
+    print("ota/anchors/ on a static host (docs/trust-continuity.md)")
     return 0
 
 
