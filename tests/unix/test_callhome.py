@@ -248,8 +248,17 @@ def test_factory_app_reports_the_recorded_md5_until_the_first_update():
         sl.write({"active": "slot_a", "name": "IASBlink", "version": "1.0.0", "counter": 0})
         assert sketch_md5(sl.installed_artifact()) == FACTORY_MD5
         # After an update the pointer's md5 is reported, not the factory's.
-        sl.write({"active": "slot_b", "kind": "bundle", "name": "IASBlink", "version": "2.0",
-                  "counter": 2, "md5": "ffeeddccbbaa99887766554433221100", "size": 99})
+        sl.write(
+            {
+                "active": "slot_b",
+                "kind": "bundle",
+                "name": "IASBlink",
+                "version": "2.0",
+                "counter": 2,
+                "md5": "ffeeddccbbaa99887766554433221100",
+                "size": 99,
+            }
+        )
         assert sketch_md5(sl.installed_artifact()) == "ffeeddccbbaa99887766554433221100"
     finally:
         for name in os.listdir(TMP + "_f"):
