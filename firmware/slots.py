@@ -6,9 +6,10 @@
 # Pointer: {"active": "slot_a", "kind": "bundle"|"firmware"|"factory", "name", "version",
 # "counter", "md5", "size"} plus, on trial, "prev" (the same fields) and "trial".
 #
-# Settings app_name/app_version (and app_md5) name the FACTORY app (what `ias sim init` or a deploy put in
+# Settings app_name/app_version name the FACTORY app (what `ias sim init` or a deploy put in
 # slot_a): they are read only when the pointer has no record of its own (no /app.json yet, or a
-# rollback to the factory app), and nothing writes them after an install.
+# rollback to the factory app), and nothing writes them after an install. Settings app_md5 is
+# its MD5 as the host tool recorded it, reported while the pointer holds no md5 of its own.
 import json
 import os
 
