@@ -19,6 +19,9 @@ DEFAULTS = {
     # only while the slot pointer has no record of its own; installs never write them.
     "app_name": "",
     "app_version": "",
+    # The factory app's MD5 as the host tool recorded it (docs/callhome.md): reported in
+    # x-ESP-SKETCH-MD5 until the first update, as IAS always sends the running app's MD5.
+    "app_md5": "",
     "fields": {},  # app field values, by field name (declared by the app)
     "server": "https://iotappstory.com",
     "interval": 7200,  # seconds between call homes; 0 turns periodic calls off
@@ -73,6 +76,9 @@ def validate(data):
     _text(out["act_code"], "act_code", 6)
     _text(out["app_name"], "app_name", 32)
     _text(out["app_version"], "app_version", 11)
+    md5 = _text(out["app_md5"], "app_md5", 32)
+    if md5 and (len(md5) != 32 or set(md5) - set("0123456789abcdef")):
+        raise ReasonError("bad_setting", "app_md5 must be empty or 32 lower-case hex digits")
     _url(out["server"], "server")
     if not out["server"]:
         raise ReasonError("bad_setting", "server must be set")

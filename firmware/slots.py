@@ -8,7 +8,8 @@
 #
 # Settings app_name/app_version name the FACTORY app (what `ias sim init` or a deploy put in
 # slot_a): they are read only when the pointer has no record of its own (no /app.json yet, or a
-# rollback to the factory app), and nothing writes them after an install.
+# rollback to the factory app), and nothing writes them after an install. Settings app_md5 is
+# its MD5 as the host tool recorded it, reported while the pointer holds no md5 of its own.
 import json
 import os
 
@@ -89,11 +90,15 @@ class Slots:
 
     def _artifact(self, rec):
         name, version = rec.get("name"), rec.get("version")
+        fname, fversion, fmd5 = self._factory()
         if not name and not version:
-            name, version = self._factory()
+            name, version = fname, fversion
+        # Only the factory app's pointer lacks an md5 (every install records one): report the
+        # MD5 the host tool recorded for it rather than an empty header.
+        md5 = rec.get("md5") or fmd5
         return {
             "size": rec.get("size", 0),
-            "md5": rec.get("md5", ""),
+            "md5": md5 or "",
             "name": name or "",
             "version": version or "",
             "counter": rec.get("counter", 0),
@@ -109,8 +114,9 @@ class Slots:
                 f = {}
             if not isinstance(f, dict):
                 f = {}
-            self.factory = f = {"app_name": f.get("app_name"), "app_version": f.get("app_version")}
-        return f.get("app_name"), f.get("app_version")
+            keep = ("app_name", "app_version", "app_md5")
+            self.factory = f = {k: f.get(k) for k in keep}
+        return f.get("app_name"), f.get("app_version"), f.get("app_md5")
 
     def free(self):
         st = os.statvfs(self.root or "/")

@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -260,3 +261,29 @@ def test_deploy_refuses_a_micropython_older_than_1_23_in_one_line(tmp_path, caps
     deploy.check_version((1, 23, 0))
     with pytest.raises(deploy.BuildError, match="MicroPython unknown"):
         deploy.check_version(())
+
+
+def test_app_is_staged_as_the_factory_app_with_its_md5(tmp_path):
+    # `ias deploy --app`: the app goes to /slot_a and its MD5 into settings app_md5, which the
+    # device reports in x-ESP-SKETCH-MD5 until its first update (issue 17 item 7).
+    from tools import REPO, bundle
+
+    app = REPO / "examples" / "blink"
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"app_name": "Blink", "app_version": "1.0"}))
+    with pytest.raises(deploy.BuildError, match="--settings"):
+        deploy.stage_tree(str(tmp_path / "none"), "esp32", app=str(app))
+    tree = deploy.stage_tree(str(tmp_path / "out"), "esp32", settings=str(settings), app=str(app))
+    names = [name for name, _ in bundle.collect(app)]
+    assert {"/slot_a/" + n for n in names} | {"/app.json"} <= set(tree)
+    for n in names:
+        assert open(tree["/slot_a/" + n], "rb").read() == (app / n).read_bytes()
+    assert json.loads(open(tree["/app.json"]).read()) == {"active": "slot_a", "kind": "factory"}
+    saved = json.loads(open(tree["/settings.json"]).read())
+    assert saved["app_md5"] == bundle.app_md5(app) and len(saved["app_md5"]) == 32
+    # The MD5 follows the app's content, not file times or tar metadata.
+    copy = tmp_path / "copy"
+    shutil.copytree(app, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    assert bundle.app_md5(copy) == saved["app_md5"]
+    (copy / "app.py").write_bytes((copy / "app.py").read_bytes() + b"\n")
+    assert bundle.app_md5(copy) != saved["app_md5"]

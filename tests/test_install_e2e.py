@@ -51,6 +51,9 @@ def test_v1_to_v2_applied_committed_then_304(world):
     world.boot(1)  # first power-on with nothing published (404): settings get completed
     before = world.snapshot()
     assert before["app"] == {"active": "slot_a", "name": APP, "version": "1.0", "counter": 0}
+    # `ias sim init` recorded the factory app's MD5 beside its name (docs/callhome.md).
+    factory_md5 = bundle.app_md5(REPO / "examples" / "blink")
+    assert before["settings"]["app_md5"] == factory_md5
     art = world.publish("2.0", 2)
     md5 = md5_of(art)
     mark = world.mark()
@@ -71,7 +74,8 @@ def test_v1_to_v2_applied_committed_then_304(world):
     # server answers 304, and that verified answer committed the trial.
     calls = world.requests(mark, "/ota/updates")
     assert len(calls) == 2, calls
-    assert sent(calls[0], "x-ESP-SKETCH-MD5") != md5
+    # Until the first update the factory app's recorded MD5 is reported, never an empty one.
+    assert sent(calls[0], "x-ESP-SKETCH-MD5") == factory_md5 != md5
     assert sent(calls[1], "x-ESP-SKETCH-MD5") == md5
     assert sent(calls[1], "x-ESP-SKETCH-SIZE") == str(art.stat().st_size)
 

@@ -74,6 +74,19 @@ def collect(src_dir):
     return files
 
 
+def app_md5(src_dir):
+    """The MD5 that names a factory-installed app (what `ias sim init` puts in slot_a), reported
+    in x-ESP-SKETCH-MD5 until the first update: over the files collect() lists, in its order,
+    each as its relative path, a newline, its size in decimal, a newline and its bytes. It
+    depends on the app's content only (not on tar or gzip metadata); see docs/callhome.md."""
+    md5 = hashlib.md5()
+    for name, path in collect(src_dir):
+        data = path.read_bytes()
+        md5.update(b"%s\n%d\n" % (name.encode(), len(data)))
+        md5.update(data)
+    return md5.hexdigest()
+
+
 def manifest_bytes(files, name, version, counter):
     entries = []
     space = BLOCK * 2  # the slot folder and littlefs metadata

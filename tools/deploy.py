@@ -267,11 +267,15 @@ def stage_tree(
     update_key=None,
     anchors=ANCHORS,
     build_time=None,
+    app=None,
 ):
     """Everything `ias deploy` puts on a board, in device layout under `out_dir`.
 
     Returns {device path: local file}. `settings` is a JSON file (validated), `update_key` a PEM
-    public key, `anchors` a folder of *.cer certificates (PEM or DER)."""
+    public key, `anchors` a folder of *.cer certificates (PEM or DER), `app` an app folder to
+    install as the factory app in /slot_a (its MD5 recorded as settings app_md5)."""
+    if app and not settings:
+        raise BuildError("--app needs --settings (its app_name/app_version name the app)")
     files = compile_firmware(out_dir, build_time=build_time, target=target)
     files += _stage_microdot(os.path.join(out_dir, "lib"), target)
     if anchors:
@@ -288,12 +292,37 @@ def stage_tree(
         os.makedirs(os.path.join(out_dir, "keys"), exist_ok=True)
         shutil.copyfile(update_key, os.path.join(out_dir, "keys", "update.pub"))
         files.append("/keys/update.pub")
+    if app:
+        files += _stage_factory_app(out_dir, app)
     if settings:
         data = load_settings(settings)
+        if app:
+            from tools import bundle
+
+            data["app_md5"] = bundle.app_md5(app)  # reported in x-ESP-SKETCH-MD5 (callhome.md)
         with open(os.path.join(out_dir, "settings.json"), "w") as f:
             json.dump(data, f, separators=(",", ":"))
         files.append("/settings.json")
     return {p: os.path.join(out_dir, *p.strip("/").split("/")) for p in files}
+
+
+def _stage_factory_app(out_dir, app):
+    """The app's files in /slot_a and a pointer that names the factory app (settings do)."""
+    from tools import bundle
+
+    try:
+        entries = bundle.collect(app)
+    except (OSError, ValueError) as e:
+        raise BuildError("app %s: %s" % (app, e))
+    written = []
+    for name, path in entries:
+        dest = os.path.join(out_dir, "slot_a", *name.split("/"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copyfile(path, dest)
+        written.append("/slot_a/" + name)
+    with open(os.path.join(out_dir, "app.json"), "w") as f:
+        json.dump({"active": "slot_a", "kind": "factory"}, f)
+    return written + ["/app.json"]
 
 
 # The client needs the `tls` module, WLAN.IF_STA and the SEC_* constants: MicroPython 1.23.
@@ -323,6 +352,7 @@ def deploy_to(
     reset=True,
     stream=None,
     build_time=None,
+    app=None,
 ):
     """Build the device tree for the board on `port` and sync it. Returns sync()'s report."""
     from tools.repl import Board, sync
@@ -336,7 +366,7 @@ def deploy_to(
         if build_time is None:
             build_time = source_time()
         with tempfile.TemporaryDirectory(prefix="ias-deploy-") as tmp:
-            tree = stage_tree(tmp, target, settings, update_key, anchors, build_time)
+            tree = stage_tree(tmp, target, settings, update_key, anchors, build_time, app)
             report = sync(board, tree, stream=out)
         report["target"] = target
     finally:
@@ -375,6 +405,11 @@ examples:
 
 def add_arguments(parser):
     parser.add_argument("--settings", metavar="FILE", help="initial settings (JSON) to install")
+    parser.add_argument(
+        "--app",
+        metavar="DIR",
+        help="app folder to install as the factory app in /slot_a (needs --settings)",
+    )
     parser.add_argument(
         "--update-key", metavar="PUB", help="update-signing PUBLIC key (PEM), see `ias keys`"
     )
@@ -418,6 +453,7 @@ def run(args):
             settings=args.settings,
             update_key=args.update_key,
             anchors=args.anchors,
+            app=args.app,
             target=None if args.chip == "auto" else args.chip,
             reset=not args.no_reset,
         )

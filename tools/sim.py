@@ -19,7 +19,7 @@ from pathlib import Path
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tools import FIRMWARE, REPO, VBOARD
+from tools import FIRMWARE, REPO, VBOARD, bundle
 
 EXIT_RESET, EXIT_HALT, EXIT_POWER_CUT, EXIT_REPL = 75, 76, 77, 1
 EXIT_PANIC, EXIT_NO_APP = 78, 79  # tools/vboard/launch.py: a firmware panic; nothing bootable
@@ -97,17 +97,18 @@ def init(args):
         if args.update_key:
             (stage / "keys").mkdir()
             shutil.copy(args.update_key, stage / "keys" / "update.pub")
+        app_src = Path(args.app) if args.app else REPO / "examples" / "blink"
         settings = {
             "wifi": [] if args.no_wifi else [DEFAULT_WIFI],
             "server": args.server,
             "app_name": args.app_name,
             "app_version": args.app_version,
+            "app_md5": bundle.app_md5(app_src),
             "interval": args.interval,
             "recovery": args.recovery,
             "channel": args.channel or "",
         }
         (stage / "settings.json").write_text(json.dumps(settings))
-        app_src = Path(args.app) if args.app else REPO / "examples" / "blink"
         _stage_app(stage, app_src, args.app_name, args.app_version)
         if args.chip == "esp32":
             _init_partitions(folder)

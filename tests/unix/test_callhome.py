@@ -7,7 +7,7 @@ import os
 
 import fakesock
 import staginginstaller as staging
-from ias import callhome, httpclient, state, transport
+from ias import callhome, httpclient, settings, slots, state, transport
 from ias.reason import ReasonError
 from idboard import IdentityBoard
 
@@ -221,6 +221,60 @@ def test_exact_request_bytes_and_order():
     assert maker.made == []
     host, port, timeout, sock = connect.opened[0]
     assert (host, port, timeout) == ("iotappstory.com", 443, 10000) and sock.closed
+
+
+FACTORY_MD5 = "00112233445566778899aabbccddeeff"
+
+
+def sketch_md5(installed):
+    connect = connector(b"HTTP/1.1 304 Not Modified\r\n\r\n")
+    dev = Device()
+    callhome.call_home(dev, over(dev, connect), Maker(), installed)
+    for line in connect.net.sent().split(b"\r\n"):
+        if line.startswith(b"x-ESP-SKETCH-MD5: "):
+            return line[len(b"x-ESP-SKETCH-MD5: ") :].decode()
+    raise AssertionError("no x-ESP-SKETCH-MD5 header")
+
+
+def test_factory_app_reports_the_recorded_md5_until_the_first_update():
+    # A board fresh from `ias sim init` or a deploy: the factory record in settings names the
+    # app in slot_a, and x-ESP-SKETCH-MD5 is its recorded MD5, never empty (issue 17 item 7).
+    factory = settings.validate(dict(SETTINGS, app_md5=FACTORY_MD5))
+    os.mkdir(TMP + "_f")
+    try:
+        sl = slots.Slots(TMP + "_f", factory)
+        assert sketch_md5(sl.installed_artifact()) == FACTORY_MD5  # no /app.json yet
+        # The pointer `ias sim init` writes names the factory app but holds no md5 of its own.
+        sl.write({"active": "slot_a", "name": "IASBlink", "version": "1.0.0", "counter": 0})
+        assert sketch_md5(sl.installed_artifact()) == FACTORY_MD5
+        # After an update the pointer's md5 is reported, not the factory's.
+        sl.write(
+            {
+                "active": "slot_b",
+                "kind": "bundle",
+                "name": "IASBlink",
+                "version": "2.0",
+                "counter": 2,
+                "md5": "ffeeddccbbaa99887766554433221100",
+                "size": 99,
+            }
+        )
+        assert sketch_md5(sl.installed_artifact()) == "ffeeddccbbaa99887766554433221100"
+    finally:
+        for name in os.listdir(TMP + "_f"):
+            os.remove(TMP + "_f/" + name)
+        os.rmdir(TMP + "_f")
+
+
+def test_factory_md5_setting_is_checked():
+    for bad in ("abc", "0123456789ABCDEF0123456789abcdef", "g" * 32, 5):
+        try:
+            settings.validate({"app_md5": bad})
+        except ReasonError as e:
+            assert e.reason == "bad_setting"
+        else:
+            raise AssertionError("app_md5 %r accepted" % (bad,))
+    assert settings.validate({})["app_md5"] == ""
 
 
 def test_one_write_per_request():
