@@ -23,6 +23,12 @@ def rotate(*args):
     return cli.main(["keys", "rotate", *map(str, args)])
 
 
+def rotate_old_to_new(pairs, version, out):
+    """The usual rotation of these tests: the old key hands over to the new public key."""
+    key, new = pairs / "old/update.key", pairs / "new/update.pub"
+    return rotate("--key", key, "--new", new, "--version", version, "-o", out)
+
+
 def test_rotate_writes_a_document_the_old_key_signed(pairs, tmp_path):
     out = tmp_path / "site" / "ota" / "anchors"
     old, new = pairs / "old", pairs / "new"
@@ -59,19 +65,7 @@ def test_rotate_writes_a_document_the_old_key_signed(pairs, tmp_path):
 def test_until_defaults_to_thirty_days(pairs, tmp_path):
     import time
 
-    assert (
-        rotate(
-            "--key",
-            pairs / "old/update.key",
-            "--new",
-            pairs / "new/update.pub",
-            "--version",
-            1,
-            "-o",
-            tmp_path / "o",
-        )
-        == 0
-    )
+    assert rotate_old_to_new(pairs, 1, tmp_path / "o") == 0
     from tools.anchorbundle import parse_when
 
     until = json.loads((tmp_path / "o/keys.json").read_bytes())["transition_until"]
@@ -175,19 +169,7 @@ def test_the_device_code_installs_what_the_cli_wrote(pairs, tmp_path):
     device_keys = tmp_path / "keys"
     device_keys.mkdir()
     (device_keys / "update.pub").write_bytes((pairs / "old/update.pub").read_bytes())
-    assert (
-        rotate(
-            "--key",
-            pairs / "old/update.key",
-            "--new",
-            pairs / "new/update.pub",
-            "--version",
-            5,
-            "-o",
-            tmp_path / "out",
-        )
-        == 0
-    )
+    assert rotate_old_to_new(pairs, 5, tmp_path / "out") == 0
     script = tmp_path / "rotate_check.py"
     script.write_text(DEVICE_SCRIPT)
     r = subprocess.run(
