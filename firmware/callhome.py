@@ -6,7 +6,7 @@ import binascii
 import hashlib
 
 from . import httpclient, trial
-from .installer import abort_quietly
+from .installer import abort_quietly, new_md5
 from .reason import ReasonError, iso_date, reason_of
 
 IASLIB = "2.1.0-RC5.1"  # the IAS library version we speak for (x-ESP_IASLIB)
@@ -99,15 +99,6 @@ def decide(resp):
         "",
         {"size": resp.length, "name": name, "version": version, "md5": md5.lower()},
     )
-
-
-def new_md5():
-    """A hashlib.md5(), or None on builds without MD5 (ESP8266 from 1.22): there x-MD5 is only
-    the artifact's identity (refused list, reporting); the signature and SHA-256 protect it."""
-    try:
-        return hashlib.md5()
-    except AttributeError:
-        return None
 
 
 class _Hasher:

@@ -13,7 +13,7 @@ import json
 import os
 
 from . import fsutil, transport
-from .installer import abort_quietly
+from .installer import abort_quietly, new_md5
 from .reason import ReasonError, reason_of
 
 DIR = "/staging"  # the partial download and its record
@@ -239,13 +239,6 @@ def _stream_to(resp, path, mode, length, sha, feed, stats):
         resp.read_body(sink, length, None, READ_TIMEOUT_MS)  # resp.deadline: scaled to length
 
 
-def _md5():
-    try:
-        return hashlib.md5()
-    except AttributeError:  # ESP8266 has no MD5; the installer checks SHA-256 anyway
-        return None
-
-
 def install(part, info, make_installer, buf, feed=None):
     """Feed the verified file to the installer chosen from its first bytes
     (make_installer(first, trusted): the channel's signature verified, so trusted), through the
@@ -259,7 +252,7 @@ def install(part, info, make_installer, buf, feed=None):
         try:
             installer.begin(size, info["app"], info["version"])
             f.seek(0)
-            md5 = _md5()
+            md5 = new_md5()
             sha = hashlib.sha256()
             done = 0
             while done < size:

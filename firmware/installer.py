@@ -2,9 +2,20 @@
 # unsigned payloads. An installer only installs: begin/write/finish stream a body into the
 # inactive slot or partition, activate() puts it on trial (trial.begin). It never commits: when
 # a version is already on trial it refuses, and the device's loop decides (trial.commit).
+import hashlib
+
 from .reason import ReasonError
 
 FLASH_BLOCK = 4096
+
+
+def new_md5():
+    """A hashlib.md5(), or None on builds without MD5 (ESP8266 from 1.22): there x-MD5 is only
+    the artifact's identity (refused list, reporting); the signature and SHA-256 protect it."""
+    try:
+        return hashlib.md5()
+    except AttributeError:
+        return None
 
 
 def abort_quietly(installer):

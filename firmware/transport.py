@@ -5,16 +5,8 @@
 # ladder and refresh, the key fetch, config mode) goes through Transport.get / Transport.fetch.
 import gc
 
-try:
-    from micropython import const
-except ImportError:  # CPython: fuzz tests import channel.py, which imports this module
-
-    def const(x):
-        return x
-
-
 from . import httpclient
-from .reason import ReasonError
+from .reason import ReasonError, const  # const has a CPython fallback: fuzz tests import this
 
 MAX_REDIRECTS = const(5)
 REDIRECTS = (301, 302, 303, 307, 308)

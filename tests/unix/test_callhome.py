@@ -7,7 +7,7 @@ import os
 
 import fakesock
 import staginginstaller as staging
-from ias import callhome, httpclient, settings, slots, state, transport
+from ias import callhome, httpclient, installer, settings, slots, state, transport
 from ias.reason import ReasonError
 from idboard import IdentityBoard
 
@@ -405,10 +405,10 @@ def test_update_without_md5_on_the_build():
     # the installer protect the content.
     body = bytes((i * 13) & 0xFF for i in range(3000))
     ident = md5hex(b"a different artifact").upper()  # not checked: no MD5 here
-    real = callhome.hashlib
-    callhome.hashlib = _HashlibWithoutMd5()
+    real = installer.hashlib  # where the installers' MD5 is made (callhome and channel)
+    installer.hashlib = _HashlibWithoutMd5()
     try:
-        assert callhome.new_md5() is None
+        assert installer.new_md5() is None
         out, maker, _, _ = run(update_reply(body, ident) + body[:700], body[700:], None)
         assert out["outcome"] == "updated", out
         assert out["md5"] == ident.lower() and out["sha256"] == sha256hex(body)
@@ -425,8 +425,8 @@ def test_update_without_md5_on_the_build():
             resp.close()
         assert out["outcome"] == "no-update" and out["reason"].startswith("refused"), out
     finally:
-        callhome.hashlib = real
-    assert callhome.new_md5() is not None
+        installer.hashlib = real
+    assert installer.new_md5() is not None
 
 
 def test_upper_case_md5_accepted():
