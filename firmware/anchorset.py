@@ -69,6 +69,7 @@ def verify_bundle(json_bytes, sig, keys, installed_version, now, host=None):
         raise ReasonError("malformed", "json: %s" % e)
     if not isinstance(doc, dict):
         raise ReasonError("malformed", "not an object")
+    trust.check_kind(doc, "anchors")
     version = doc.get("version")
     pems = doc.get("anchors")
     hosts = doc.get("hosts", [])

@@ -323,12 +323,15 @@ def _as_install_error(e):
 
 def parse_manifest(raw):
     """Check a manifest.json; returns it with files as {path: (size, sha256 hex)}."""
+    from . import trust
     from .tarstream import check_name
 
     try:
         man = json.loads(bytes(raw))
     except (ValueError, UnicodeError) as e:
         raise ReasonError("bad_manifest", "not JSON: %s" % e)
+    if isinstance(man, dict):
+        trust.check_kind(man, "manifest")  # before any other field, signed or not
     if not isinstance(man, dict) or man.get("format") != 1:
         raise ReasonError("bad_manifest", "unknown manifest format")
     if not _text(man.get("name"), 32) or not _text(man.get("version"), 11):

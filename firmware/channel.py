@@ -61,12 +61,15 @@ def _hex64(text):
 
 def parse(data, base):
     """The checked channel document (signature already verified); URLs made absolute."""
+    from . import trust
+
     try:
         doc = json.loads(data)
     except ValueError:
         raise ReasonError("bad_channel", "not JSON")
     if not isinstance(doc, dict):
         raise ReasonError("bad_channel", "not an object")
+    trust.check_kind(doc, "channel")
     info = {}
     for key in ("app", "version", "bundle"):
         v = doc.get(key)

@@ -58,6 +58,10 @@ def rotate_key(doc_bytes, sig, keys, state, now, folder="/keys"):
     signer = trust.check(doc_bytes, signature_bytes(sig), keys)
     try:
         doc = json.loads(bytes(doc_bytes).decode())
+    except (ValueError, UnicodeError) as e:
+        raise ReasonError("malformed", str(e))
+    trust.check_kind(doc, "keys")
+    try:
         version = doc["version"]
         pems = doc["keys"]
         until = parse_time(doc.get("transition_until") or now)

@@ -207,6 +207,26 @@ def check(data_or_hash, sig, keys, hashed=False):
     return name
 
 
+# -- the kind of a signed document -------------------------------------------------------------
+# One update key signs app manifests, anchor sets, key documents and channel documents. Each names
+# its kind in its signed bytes ({"kind": ...}), checked right after the signature and before any
+# other field, so a signature made for one kind is never taken for another. A document without
+# a kind (signed before kinds existed) is refused too: re-sign it (docs/trust-continuity.md).
+# The kinds: "manifest" (appbundle), "anchors" (anchorset), "keys" (keyrotation), "channel".
+
+
+def check_kind(doc, kind):
+    """Raise ReasonError('wrong_kind') unless the parsed document `doc` names `kind`."""
+    got = doc.get("kind") if isinstance(doc, dict) else None
+    if got == kind:
+        return
+    if got is None:
+        detail = 'untyped document (no "kind"; re-sign it) where a %s was expected' % kind
+    else:
+        detail = "a %s document where a %s was expected" % (str(got)[:16], kind)
+    raise ReasonError("wrong_kind", detail)
+
+
 # -- anti-rollback counters (in state.json, key "counters") ------------------------------------
 def counter_floor(state, kind):
     """The lowest security counter still accepted for `kind` ('app', 'firmware', 'anchors')."""

@@ -59,6 +59,7 @@ def make_fixtures(out):
 
     def bundle(folder, key, version, names, expires=year, hosts=()):
         doc = {
+            "kind": "anchors",
             "version": version,
             "issued": anchorbundle.iso(now - 60),
             "expires": anchorbundle.iso(expires),

@@ -49,6 +49,7 @@ def test_rotate_writes_a_document_the_old_key_signed(pairs, tmp_path):
     )
     doc = json.loads((out / "keys.json").read_bytes())
     assert doc == {
+        "kind": "keys",
         "version": 3,
         "keys": [(new / "update.pub").read_text()],
         "transition_until": "2031-01-02T00:00:00Z",

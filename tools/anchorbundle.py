@@ -1,12 +1,14 @@
 """Signed trust-anchor bundles and update-key rotation documents (design §6, issue 6).
 
-`anchors.json` = {"version", "issued", "expires", "anchors": [PEM...], "hosts": [...]} and
+`anchors.json` = {"kind": "anchors", "version", "issued", "expires", "anchors": [PEM...], "hosts": [...]} and
 `anchors.json.sig`: RSA PKCS#1 v1.5 SHA-256 over the exact bytes of anchors.json, made with the
 operator's offline update key. The device (firmware/anchors.py) installs a bundle only when the
 signature verifies, the version is higher than the installed one and it has not expired.
 
-`keys.json` = {"version", "keys": [PEM public keys], "transition_until"} and `keys.json.sig`,
+`keys.json` = {"kind": "keys", "version", "keys": [PEM public keys], "transition_until"} and `keys.json.sig`,
 signed by a key the devices already trust: how the update key itself rotates.
+Each signed document names its kind in its signed bytes; devices refuse one of another kind
+(`wrong_kind`), so a signature made for one kind is never taken for another.
 
     ias bundle anchors --key update.key --version 7 --anchor isrg.pem --anchor usertrust.pem \
         --expires 2031-01-01 --host iotappstory.com -o out/
@@ -100,6 +102,7 @@ def bundle_bytes(version, pem_list, expires=None, hosts=(), issued=None):
     if not anchors:
         raise ValueError("an anchor bundle needs at least one anchor")
     doc = {
+        "kind": "anchors",  # in the signed bytes: never taken as another signed document
         "version": version,
         "issued": iso(issued or dt.datetime.now(dt.UTC).replace(microsecond=0)),
         "expires": iso(expires),
@@ -144,6 +147,7 @@ def build_key_doc(signing_key_pem, version, public_pems, transition_until, out_d
     """keys.json (+ .sig): the update keys devices should trust from now on, signed by a key
     they trust today. Old keys stay honoured until `transition_until`."""
     doc = {
+        "kind": "keys",  # in the signed bytes: never taken as another signed document
         "version": version,
         "keys": [public_pem(p) for p in public_pems],
         "transition_until": iso(transition_until),

@@ -3,7 +3,7 @@
 An app bundle is a ustar archive (optionally gzip-compressed) whose first member is
 manifest.json and whose second is manifest.sig, then the app's files:
 
-    manifest.json  {"format": 1, "name": N, "version": V, "counter": C, "space": bytes,
+    manifest.json  {"kind": "manifest", "format": 1, "name": N, "version": V, "counter": C, "space": bytes,
                     "files": [{"path": "app.py", "size": 123, "sha256": "<hex>"}, ...]}
     manifest.sig   RSA PKCS#1 v1.5 SHA-256 signature of manifest.json's exact bytes
 
@@ -100,6 +100,7 @@ def manifest_bytes(files, name, version, counter):
         folders.update(rel.split("/")[:-1])
     space += BLOCK * len(folders)
     doc = {
+        "kind": "manifest",  # in the signed bytes: never taken as another signed document
         "format": FORMAT,
         "name": name,
         "version": version,

@@ -3,8 +3,8 @@
 Writes, ready to upload with any tool to any static host or CDN (GitHub Releases, an S3-style
 bucket, nginx):
 
-    OUTDIR/channel.json       {"app", "version", "counter", "bundle", "size", "sha256",
-                               "poll"?, "anchors"?}: what the device polls
+    OUTDIR/channel.json       {"kind": "channel", "app", "version", "counter", "bundle",
+                               "size", "sha256", "poll"?, "anchors"?}: what the device polls
     OUTDIR/channel.json.sig   RSA PKCS#1 v1.5 SHA-256 over channel.json's exact bytes
     OUTDIR/N-V.tar[.gz]       the signed app bundle (tools/bundle.py)
     OUTDIR/anchors.json(.sig) the signed anchor bundle, when --anchors DIR is given
@@ -50,6 +50,7 @@ def _url(base_url, filename):
 def channel_bytes(name, version, counter, bundle_url, data, poll=None, anchors_url=None):
     """The exact bytes of channel.json (compact, sorted keys: stable for diffs and ETags)."""
     doc = {
+        "kind": "channel",  # in the signed bytes: never taken as another signed document
         "app": name,
         "version": version,
         "counter": counter,

@@ -94,6 +94,7 @@ times = st.one_of(
 
 def bundle_docs():
     good = {
+        "kind": "anchors",
         "version": 2,
         "issued": reason.iso_date(NOW - 86400),
         "expires": reason.iso_date(NOW + 86400 * 365),
@@ -154,6 +155,7 @@ def test_anchor_time(value):
 
 def channel_docs():
     good = {
+        "kind": "channel",
         "app": "IASBlink",
         "version": "1.2",
         "counter": 3,
@@ -193,6 +195,7 @@ def test_channel_bytes(raw):
 
 def manifests():
     good = {
+        "kind": "manifest",
         "format": 1,
         "name": "IASBlink",
         "version": "1.1",

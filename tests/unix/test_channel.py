@@ -80,6 +80,7 @@ HOST = ("cdn.example", 80)
 
 def doc(**over):
     d = {
+        "kind": "channel",
         "app": "Blink",
         "version": "1.1.0",
         "counter": 2,
