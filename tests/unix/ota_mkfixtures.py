@@ -1,7 +1,7 @@
 """CPython: the keys, signatures, bundles and firmware images the MicroPython-side OTA tests use,
 made at test time with the real host tools (tools/keys.py, tools/bundle.py, tools/espimage.py).
 
-    python ota_mkfixtures.py OUTDIR [SET ...]     SET: trust, bundles, firmware, big, powercut
+    python ota_mkfixtures.py OUTDIR [SET ...]     SET: trust, bundles, firmware, big, powercut, typed
 """
 
 import gzip
@@ -184,6 +184,46 @@ def make_firmware(out):
     (out / "fw_nodesc.bin").write_bytes(bytes(nodesc))
 
 
+def make_typed(out):
+    """One signed document of each kind, as the host tools write it, plus two polyglots (a
+    document that parses as two kinds: the case typed signatures exist for) and untyped copies
+    of each (signed before kinds existed). Each doc also comes as a bundle whose manifest.json
+    and manifest.sig it is, so the device can be offered it as a manifest."""
+    import time
+
+    from tools import anchorbundle, pki, publish
+
+    key = keys.new_key(2048)
+    save_key(out, "update", key)
+    pem = keys.private_pem(key)
+    now = int(time.time())
+    src = write_tree(out / "src", {"app.py": b"VERSION = 'typed'\n"})
+    docs = {"manifest": bundle.manifest_bytes(bundle.collect(src), "blink", "2.0", 2)}
+    ca = pki.make_ca("Typed Root").pem.decode()
+    docs["anchors"] = anchorbundle.bundle_bytes(3, [ca], now + 400 * 86400)
+    rot = anchorbundle.build_key_doc(
+        pem, 3, [keys.public_pem(keys.new_key(2048))], now, out / "rot"
+    )
+    docs["keys"] = rot[0].read_bytes()
+    docs["channel"] = publish.channel_bytes("blink", "2.0", 2, "b.tar", b"bundle bytes")
+    man, ank = json.loads(docs["manifest"]), json.loads(docs["anchors"])
+    chan, kdoc = json.loads(docs["channel"]), json.loads(docs["keys"])
+    docs["poly_channel"] = json.dumps(dict(man, **chan)).encode()  # also a whole manifest
+    docs["poly_anchors"] = json.dumps(dict(kdoc, **ank)).encode()  # also a whole keys.json
+    for name in list(docs):
+        untyped = json.loads(docs[name])
+        del untyped["kind"]
+        docs["untyped_" + name] = json.dumps(untyped).encode()
+    app = (src / "app.py").read_bytes()
+    for name, raw in docs.items():
+        sig = bundle.sign(key, raw)
+        (out / (name + ".json")).write_bytes(raw)
+        (out / (name + ".json.sig")).write_bytes(sig)
+        tar = tar_of([("manifest.json", raw), ("manifest.sig", sig), ("app.py", app)])
+        (out / (name + ".tar")).write_bytes(tar)
+    (out / "typed.json").write_text(json.dumps({"now": now, "docs": sorted(docs)}))
+
+
 def main(argv):
     out = Path(argv[1])
     out.mkdir(parents=True, exist_ok=True)
@@ -196,6 +236,8 @@ def main(argv):
         make_big(out)
     if "firmware" in sets:
         make_firmware(out)
+    if "typed" in sets:
+        make_typed(out)
     return 0
 
 
