@@ -85,19 +85,20 @@ def world(tmp_path_factory):
 class Story:
     """One scheme's channel folder on nginx and one virtual board polling it."""
 
-    def __init__(self, world, scheme, capsys):
+    def __init__(self, world, scheme, capsys, name=None):
         self.world = world
         self.web = world["web"]
         self.scheme = scheme
+        self.name = name or scheme  # the channel's folder on nginx and the board's name
         self.capsys = capsys
-        self.out = world["site"] / scheme  # what `ias publish -o` writes, as nginx serves it
-        self.board = world["base"] / ("board-" + scheme)
-        self.src = world["base"] / ("src-" + scheme)
+        self.out = world["site"] / self.name  # what `ias publish -o` writes, as nginx serves it
+        self.board = world["base"] / ("board-" + self.name)
+        self.src = world["base"] / ("src-" + self.name)
         self.last_mtime = 0
 
     @property
     def path(self):
-        return "/%s/channel.json" % self.scheme
+        return "/%s/channel.json" % self.name
 
     def publish(self, version, counter, key=None, files=None, base_url=None, out=None):
         out = out or self.out
@@ -175,7 +176,7 @@ class Story:
         return [(self.path, status), (self.path + ".sig", 200)]
 
     def file(self, name):
-        return "/%s/%s" % (self.scheme, name)
+        return "/%s/%s" % (self.name, name)
 
 
 def asked(log):
@@ -310,3 +311,29 @@ def test_channel_on_nginx_from_a_virtual_esp32(world, scheme, capsys):
     console, log, ops = story.boot()
     assert asked(log) == story.poll() + [(story.file(doc["bundle"]), 200)], asked(log)
     assert_unchanged(story, before, log, console, "hash_mismatch")
+
+
+def test_an_anchor_set_offered_as_the_channel_is_refused(world, capsys):
+    """Typed signatures: the operator's own anchors.json and its signature (`ias bundle
+    anchors`, same update key) copied over channel.json and channel.json.sig. The signature
+    verifies, but the signed bytes say "anchors": the board refuses it as wrong_kind and keeps
+    everything; the genuine channel then installs as usual."""
+    story = Story(world, "https", capsys, name="typed")
+    story.publish("1.1.0", 1)
+    anchors = world["base"] / "typed-anchors"
+    argv = ["bundle", "anchors", "--key", world["key"], "--version", 2]
+    assert ias(*argv + ["--anchor", world["ca"], "-o", anchors]) == 0
+    genuine = {n: (story.out / n).read_bytes() for n in ("channel.json", "channel.json.sig")}
+    shutil.copyfile(anchors / "anchors.json", story.out / "channel.json")
+    shutil.copyfile(anchors / "anchors.json.sig", story.out / "channel.json.sig")
+    story.init()
+    before = {"pointer": story.pointer(), "files": flash_files(story)}
+    console, log, ops = story.boot()
+    assert asked(log) == story.poll(), asked(log)  # no key look-up: the signature was good
+    assert_unchanged(story, before, log, console, "wrong_kind")
+    assert "anchors document where a channel was expected" in console, console
+
+    for name, data in genuine.items():  # the control: the operator's real channel installs
+        (story.out / name).write_bytes(data)
+    console, log, ops = story.boot()
+    assert story.running(console, "1.1.0"), console
