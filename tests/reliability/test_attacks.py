@@ -1,11 +1,14 @@
 """Attacks on a virtual ESP32 running the real firmware: a server certificate from a CA the
 device does not trust, a valid certificate for another host, a downgrade to plain HTTP (unsigned
 content refused even with allow_unsigned; signed content fine), a replayed older signed bundle,
-a bundle signed by another key; and, on CPython, a replayed or foreign-signed anchor bundle.
+a bundle signed by another key, another signed document (an anchor set, a channel document)
+offered as a bundle's manifest; and, on CPython, a replayed or foreign-signed anchor bundle.
 Every refusal leaves the device's persistent files byte-identical and names its reason."""
 
+import io
 import json
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -15,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from tests.reliability import rig
 from tests.reliability.ledger import record
-from tools import anchorbundle, keys, pkg_path, pki
+from tools import anchorbundle, bundle, keys, pkg_path, pki
+from tools import publish as publish_tool
 from tools.server import UpdateServer
 
 sys.path.insert(0, pkg_path())
@@ -166,6 +170,50 @@ def test_bundle_signed_by_another_key(lab):
     publish(lab, lab.other_key, "1.1", 1)
     url = "https://127.0.0.1:%d" % lab.servers["good"].port
     attempt(lab, "bundle signed by another key", url, "error", "bad_signature")
+
+
+# -- typed signatures: a document the operator signed for another purpose, as a manifest ------
+def _serve_as_manifest(lab, make_doc, version="1.1"):
+    """The server's current artifact: a bundle of the app whose manifest.json and manifest.sig
+    are make_doc(the app's true manifest) and the update key's signature of it."""
+    src = rig.app_source(lab.work, version)
+    files = bundle.collect(src)
+    raw = make_doc(bundle.manifest_bytes(files, "IASBlink", version, 1))
+    members = [("manifest.json", raw), ("manifest.sig", bundle.sign(lab.key, raw))]
+    members += [(rel, path.read_bytes()) for rel, path in files]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    folder = lab.artifacts / "IASBlink"
+    (folder / "typed.tar").write_bytes(out.getvalue())
+    (folder / "current.json").write_text(
+        json.dumps({"name": "IASBlink", "version": version, "file": "typed.tar"})
+    )
+
+
+def test_anchor_set_signature_offered_as_a_manifest(lab):
+    def anchor_set(_manifest):
+        return anchorbundle.bundle_bytes(2, [lab.root.pem.decode()], hosts=["127.0.0.1"])
+
+    _serve_as_manifest(lab, anchor_set)
+    url = "https://127.0.0.1:%d" % lab.servers["good"].port
+    attempt(lab, "anchor set's signature offered as a bundle manifest", url, "error", "wrong_kind")
+
+
+def test_channel_document_offered_as_a_manifest(lab):
+    # A channel document that also carries every manifest field: without the kind in the
+    # signed bytes the device would install it (tests/unix/test_typedsig.py holds the matrix).
+    def channel_doc(manifest):
+        chan = json.loads(publish_tool.channel_bytes("IASBlink", "1.1", 1, "b.tar", b"x"))
+        return json.dumps(dict(json.loads(manifest), **chan)).encode()
+
+    _serve_as_manifest(lab, channel_doc)
+    url = "https://127.0.0.1:%d" % lab.servers["good"].port
+    case = "channel document (also a whole manifest) offered as a bundle manifest"
+    attempt(lab, case, url, "error", "wrong_kind")
 
 
 # -- anchor bundles (the recovery ladder's input), on CPython ------------------------------------
