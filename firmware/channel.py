@@ -343,8 +343,8 @@ def check(
         resp.close()
     sig = net.fetch(sig_url(url), MAX_SIG, heads[:3], True)
     trust.check(data, sig, keys)  # ReasonError(bad_signature | no_keys): nothing changes
+    info = parse(data, url)  # ReasonError(wrong_kind) for another kind of signed document
     out["trusted"] = True
-    info = parse(data, url)
     out["poll"] = info["poll"]
     out["anchors"] = info["anchors"]
     new = {"url": url, "seen": seen, "poll": info["poll"], "anchors": info["anchors"]}

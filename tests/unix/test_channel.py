@@ -550,6 +550,26 @@ def test_bad_signature_changes_nothing():
     assert snapshot(dev, folder) == before
 
 
+def test_another_kind_of_signed_document_changes_nothing():
+    # typed signatures: an anchor set and an untyped channel document, each signed by the
+    # update key, served as channel.json: refused as wrong_kind, never a trusted outcome (not
+    # even for a version on trial), the bundle never asked for
+    dev, folder, maker = fresh()
+    dev.on_trial({"kind": "bundle", "boots": 1})
+    anchors = json.dumps({"kind": "anchors", "version": 2, "anchors": [], "hosts": []}).encode()
+    untyped = json.loads(doc())
+    del untyped["kind"]
+    before = snapshot(dev, folder)
+    for data in (anchors, json.dumps(untyped).encode()):
+        NET.sockets[:] = []
+        c, s = channel_conns(data)
+        serve(HOST, c, s, [http(200, BUNDLE)])
+        out = poll(dev, folder, maker)
+        assert out["outcome"] == "error" and out["reason"] == "wrong_kind", out
+        assert out.get("trusted") is not True and len(requests()) == 2 and maker.made == []
+        assert snapshot(dev, folder) == before
+
+
 def test_lower_counter_changes_nothing():
     dev, folder, maker = fresh()
     dev.state.set("counters", {"app": 5})
