@@ -1,12 +1,13 @@
 """Signed trust-anchor bundles and update-key rotation documents (design §6, issue 6).
 
-`anchors.json` = {"kind": "anchors", "version", "issued", "expires", "anchors": [PEM...], "hosts": [...]} and
-`anchors.json.sig`: RSA PKCS#1 v1.5 SHA-256 over the exact bytes of anchors.json, made with the
-operator's offline update key. The device (firmware/anchors.py) installs a bundle only when the
-signature verifies, the version is higher than the installed one and it has not expired.
+`anchors.json` = {"kind": "anchors", "version", "issued", "expires", "anchors": [PEM...],
+"hosts": [...]} and `anchors.json.sig`: RSA PKCS#1 v1.5 SHA-256 over the exact bytes of
+anchors.json, made with the operator's offline update key. The device (firmware/anchors.py)
+installs a bundle only when the signature verifies, the version is higher than the installed one
+and it has not expired.
 
-`keys.json` = {"kind": "keys", "version", "keys": [PEM public keys], "transition_until"} and `keys.json.sig`,
-signed by a key the devices already trust: how the update key itself rotates.
+`keys.json` = {"kind": "keys", "version", "keys": [PEM public keys], "transition_until"} and
+`keys.json.sig`, signed by a key the devices already trust: how the update key itself rotates.
 Each signed document names its kind in its signed bytes; devices refuse one of another kind
 (`wrong_kind`), so a signature made for one kind is never taken for another.
 

@@ -3,13 +3,16 @@
 An app bundle is a ustar archive (optionally gzip-compressed) whose first member is
 manifest.json and whose second is manifest.sig, then the app's files:
 
-    manifest.json  {"kind": "manifest", "format": 1, "name": N, "version": V, "counter": C, "space": bytes,
+    manifest.json  {"kind": "manifest", "format": 1, "name": N, "version": V, "counter": C,
+                    "space": bytes,
                     "files": [{"path": "app.py", "size": 123, "sha256": "<hex>"}, ...]}
     manifest.sig   RSA PKCS#1 v1.5 SHA-256 signature of manifest.json's exact bytes
 
-The device (appbundle.py) checks the signature before it writes any file, then every file's
-size and SHA-256; `counter` is the anti-rollback security counter (raise it when an older
-version must never be installed again). Builds are reproducible: fixed owners, modes, times.
+"kind" is in the signed bytes so the signature is never taken for another kind of document
+(docs/trust-continuity.md, "Typed signatures"). The device (appbundle.py) checks the signature
+and the kind before it writes any file, then every file's size and SHA-256; `counter` is the
+anti-rollback security counter (raise it when an older version must never be installed again).
+Builds are reproducible: fixed owners, modes, times.
 
 `--gzip` compresses with a small deflate window (GZIP_WBITS: 2**10 = 1 KiB, what an ESP8266's
 heap affords; an ESP32 affords 4 KiB) and declares it in the gzip header's extra field, subfield

@@ -1,7 +1,8 @@
 """CPython: the keys, signatures, bundles and firmware images the MicroPython-side OTA tests use,
 made at test time with the real host tools (tools/keys.py, tools/bundle.py, tools/espimage.py).
 
-    python ota_mkfixtures.py OUTDIR [SET ...]     SET: trust, bundles, firmware, big, powercut, typed
+    python ota_mkfixtures.py OUTDIR [SET ...]
+        SET: trust, bundles, firmware, big, powercut, typed
 """
 
 import gzip
