@@ -216,6 +216,21 @@ def test_channel_document_offered_as_a_manifest(lab):
     attempt(lab, case, url, "error", "wrong_kind")
 
 
+def test_untyped_manifest_refused_until_re_signed(lab):
+    # the migration (docs/trust-continuity.md, "Typed signatures"): a bundle signed by tools
+    # from before kinds is refused and changes nothing; the same release re-signed installs
+    def untyped(manifest):
+        doc = json.loads(manifest)
+        del doc["kind"]
+        return json.dumps(doc).encode()
+
+    _serve_as_manifest(lab, untyped)
+    url = "https://127.0.0.1:%d" % lab.servers["good"].port
+    attempt(lab, "bundle signed before typed signatures (no kind)", url, "error", "wrong_kind")
+    publish(lab, lab.key, "1.1", 1)
+    attempt(lab, "the same release re-signed with the kind", url, "updated")
+
+
 # -- anchor bundles (the recovery ladder's input), on CPython ------------------------------------
 def _anchor_bundle(key, version, now):
     raw = anchorbundle.bundle_bytes(
