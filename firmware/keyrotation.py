@@ -47,10 +47,10 @@ def look_for_keys(device, fetch, locations, force=False, keys_dir="/keys"):
 
 
 def rotate_key(doc_bytes, sig, keys, state, now, folder="/keys"):
-    """Accept keys.json {"version", "keys": [PEM], "transition_until"} when a current key
-    signed it and its version is above the last one. The new keys are written (each
-    atomically) beside the old; the old ones are retired once `transition_until` has passed
-    (retire_keys). Returns the new key file names; ReasonError otherwise."""
+    """Accept keys.json {"kind": "keys", "version", "keys": [PEM], "transition_until"} when a
+    current key signed it and its version is above the last one. The new keys are written
+    (each atomically) beside the old; the old ones are retired once `transition_until` has
+    passed (retire_keys). Returns the new key file names; ReasonError otherwise."""
     if now is None:
         raise ReasonError("clock_unset")
     if len(doc_bytes) > MAX_KEYS_DOC:
@@ -58,8 +58,10 @@ def rotate_key(doc_bytes, sig, keys, state, now, folder="/keys"):
     signer = trust.check(doc_bytes, signature_bytes(sig), keys)
     try:
         doc = json.loads(bytes(doc_bytes).decode())
-    except (ValueError, UnicodeError) as e:
+    except (ValueError, UnicodeError, TypeError) as e:
         raise ReasonError("malformed", str(e))
+    if not isinstance(doc, dict):
+        raise ReasonError("malformed", "not an object")
     trust.check_kind(doc, "keys")
     try:
         version = doc["version"]
