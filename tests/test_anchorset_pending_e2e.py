@@ -38,7 +38,7 @@ def expiring_world(make_world):  # noqa: F811
     return world, a, b
 
 
-def test_set_dropping_the_old_root_waits_for_the_server_to_move(make_world):  # noqa: F811
+def old_root_kept_until_the_server_moves(make_world):  # noqa: F811
     world, a, b = expiring_world(make_world)
     for _ in range(3):  # the server has not moved: root A keeps verifying, the set waits
         assert boot_and_call(world), world.console()[-3000:]
@@ -55,7 +55,7 @@ def test_set_dropping_the_old_root_waits_for_the_server_to_move(make_world):  # 
     assert boot_and_call(world)  # and through B from now on
 
 
-def test_handshake_failures_while_pending_do_not_reject_the_set(make_world):  # noqa: F811
+def mitm_while_pending(make_world):  # noqa: F811
     world, a, b = expiring_world(make_world)
     world.serve(make_chain("M"))  # a man in the middle: a chain no anchor verifies
     for _ in range(4):
@@ -72,3 +72,12 @@ def test_handshake_failures_while_pending_do_not_reject_the_set(make_world):  # 
     assert boot_and_call(world), world.console()[-3000:]
     assert world.state().get("anchors_version") == 2
     assert world.anchor_files() == [anchor_name(b.root)]
+
+
+# The scenarios are also attack cases of the reliability ledger (tests/reliability).
+def test_set_dropping_the_old_root_waits_for_the_server_to_move(make_world):  # noqa: F811
+    old_root_kept_until_the_server_moves(make_world)
+
+
+def test_handshake_failures_while_pending_do_not_reject_the_set(make_world):  # noqa: F811
+    mitm_while_pending(make_world)

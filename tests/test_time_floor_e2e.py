@@ -21,8 +21,7 @@ DAY = 86400
 YEAR = 365 * DAY
 
 
-@pytest.fixture
-def world(make_world, monkeypatch):  # noqa: F811
+def faketime_world(make_world, monkeypatch):  # noqa: F811
     """A world whose board's TLS library reads the clock the board sets (board_unix: under
     libfaketime, set_time() writes the offset file), as an ESP32's mbedTLS reads its RTC."""
     if not LIBFAKETIME.exists():
@@ -34,6 +33,11 @@ def world(make_world, monkeypatch):  # noqa: F811
     monkeypatch.setenv("FAKETIME_NO_CACHE", "1")
     monkeypatch.setenv("DONT_FAKE_MONOTONIC", "1")  # ticks (timeouts, deadlines) stay real
     return w
+
+
+@pytest.fixture
+def world(make_world, monkeypatch):  # noqa: F811
+    return faketime_world(make_world, monkeypatch)
 
 
 def set_ntp(world, answer):
@@ -69,7 +73,7 @@ def floor(world):
     return world.state().get("time_floor", 0)
 
 
-def test_ntp_ten_years_ahead_on_a_fresh_device_does_not_strand_it(world):
+def ten_years_ahead_on_a_fresh_device(world):
     set_ntp(world, now() + 10 * YEAR)
     assert boot_and_call(world) == []  # every certificate looks expired: no verified call
     assert floor(world) < now() + DAY  # ...and the lie was not persisted as the floor
@@ -83,7 +87,7 @@ def test_ntp_ten_years_ahead_on_a_fresh_device_does_not_strand_it(world):
     assert now() - 600 <= floor(world) <= now() + 2 * DAY  # the server's Date confirmed it
 
 
-def test_ntp_ten_years_ahead_is_distrusted_against_the_confirmed_floor(world):
+def ten_years_ahead_with_a_confirmed_floor(world):
     assert boot_and_call(world)  # in service: a verified call home confirms the floor
     confirmed = floor(world)
     assert now() - 600 <= confirmed <= now() + 60
@@ -101,7 +105,7 @@ def test_ntp_ten_years_ahead_is_distrusted_against_the_confirmed_floor(world):
     assert "last_error" not in world.state()
 
 
-def test_ntp_two_days_ahead_does_not_strand_it(world):
+def two_days_ahead(world):
     set_ntp(world, now() + 2 * DAY)  # certificates still verify: the call home succeeds
     assert boot_and_call(world), world.console()[-3000:]
     assert floor(world) <= now() + 60  # the server's Date, not NTP's, is the floor
@@ -111,3 +115,16 @@ def test_ntp_two_days_ahead_does_not_strand_it(world):
     log = world.console()
     assert "no sane time" not in log[log.rindex("--- boot 1 (") :]
     assert "last_error" not in world.state()
+
+
+# The scenarios are also attack cases of the reliability ledger (tests/reliability).
+def test_ntp_ten_years_ahead_on_a_fresh_device_does_not_strand_it(world):
+    ten_years_ahead_on_a_fresh_device(world)
+
+
+def test_ntp_ten_years_ahead_is_distrusted_against_the_confirmed_floor(world):
+    ten_years_ahead_with_a_confirmed_floor(world)
+
+
+def test_ntp_two_days_ahead_does_not_strand_it(world):
+    two_days_ahead(world)
