@@ -226,11 +226,13 @@ def _survives(case, scenario, *args):
         record(CAT, case, ok, seconds=round(time.monotonic() - t0, 2))
 
 
+@pytest.mark.slow  # make test runs these scenarios once, in their e2e files
 def test_ntp_answer_ten_years_ahead(make_world, monkeypatch):  # noqa: F811
     world = time_e2e.faketime_world(make_world, monkeypatch)
     _survives("NTP answer ten years ahead", time_e2e.ten_years_ahead_with_a_confirmed_floor, world)
 
 
+@pytest.mark.slow  # make test runs these scenarios once, in their e2e files
 def test_ntp_answer_ten_years_ahead_before_any_confirmed_time(make_world, monkeypatch):  # noqa: F811
     world = time_e2e.faketime_world(make_world, monkeypatch)
     _survives(
@@ -240,11 +242,13 @@ def test_ntp_answer_ten_years_ahead_before_any_confirmed_time(make_world, monkey
     )
 
 
+@pytest.mark.slow  # make test runs these scenarios once, in their e2e files
 def test_ntp_answer_two_days_ahead(make_world, monkeypatch):  # noqa: F811
     world = time_e2e.faketime_world(make_world, monkeypatch)
     _survives("NTP two days ahead", time_e2e.two_days_ahead, world)
 
 
+@pytest.mark.slow  # make test runs these scenarios once, in their e2e files
 def test_set_dropping_the_old_root(make_world):  # noqa: F811
     _survives(
         "set dropping the old root 25 days before expiry",
@@ -253,6 +257,7 @@ def test_set_dropping_the_old_root(make_world):  # noqa: F811
     )
 
 
+@pytest.mark.slow  # make test runs these scenarios once, in their e2e files
 def test_mitm_breaks_handshakes_while_a_set_is_pending(make_world):  # noqa: F811
     _survives(
         "MITM breaks handshakes while a set is pending",
