@@ -3,7 +3,7 @@
 # The signature by the operator's offline update key, never the channel, authorises a bundle,
 # so a bundle may come over plain HTTP. anchorset.py verifies a bundle, anchortx.py installs it
 # (pending until a verified call home confirms it), keyrotation.py brings new update keys.
-from . import anchorset, anchortx, keyrotation, log, trust
+from . import anchorset, anchortx, keyrotation, log, timefloor, trust
 from . import board as board_mod
 from .reason import ReasonError, const, reason_of
 
@@ -16,7 +16,7 @@ MAX_REPORT = const(8)  # rung lines kept for the next call home
 def sane_time(board, state):
     """The board's Unix time if NTP set it and it is past the build and the persisted floor;
     None otherwise. Expiry checks never run on an unset clock (it starts at 2000-01-01)."""
-    return board_mod.trusted_time(board, state.get("time_floor", 0))
+    return board_mod.trusted_time(board, timefloor.floor(state))
 
 
 # -- where bundles come from -------------------------------------------------------------------
@@ -65,8 +65,8 @@ def _rung(device, fetch, base, now, keys_dir, host, force):
                 or not keyrotation.fetch_keys(fetch, base, state, now, keys_dir)
             ):
                 raise
-    if not force and bundle["version"] == state.get("anchors_rejected"):
-        raise ReasonError("rejected", "v%d was reverted" % bundle["version"])
+    if bundle["issued"] is not None:  # a signed issue time is authenticated time
+        timefloor.confirm(state, device.board, bundle["issued"])
     anchortx.install_bundle(bundle, device.store, state, now)
     return bundle["version"]
 
@@ -95,7 +95,7 @@ def recover(device, fetch, force=False, why="untrusted", keys_dir="/keys"):
             v = _rung(device, fetch, base, now, keys_dir, host, force)
         except ReasonError as e:
             word = e.reason
-            answered = answered or e.reason in ("not_newer", "rejected")
+            answered = answered or e.reason == "not_newer"
         except Exception as e:  # OSError and the like: this rung is unreachable
             word = reason_of(e, type(e).__name__)
         else:

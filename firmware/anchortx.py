@@ -1,21 +1,18 @@
-# The anchor-set transaction on the certificate store (design §4, §6): a verified set is
-# installed next to the old one ("pending"), TLS trusts both meanwhile, and the old anchors go
-# only after a verified call home (confirm), or the new ones go again (revert). Every step is
-# atomic and may be cut by power; resume() at boot finishes what a cut left.
+# The anchor-set transaction on the certificate store (design §1 rule 8, §4, §6): a verified
+# set is installed next to the old one ("pending"), TLS trusts both meanwhile, and the old
+# anchors go only once a call home verified through the new set's own anchors (confirm). Every
+# step is atomic and may be cut by power; resume() at boot finishes what a cut left.
 import json
 import os
 
 from . import certstore, der, fsutil, log
-from .reason import ReasonError, const
+from .reason import ReasonError
 
-MAX_PENDING_FAILS = const(3)  # failed verified call homes with a pending set before it is reverted
 # The bundle files beside the anchors: the confirmed one and the pending one, with signatures.
 _BUNDLE_FILE = "bundle.json"
 _SIG_FILE = "bundle.sig"
 _PENDING_FILE = "bundle.pending.json"
 _PENDING_SIG = "bundle.pending.sig"
-# TLS failures that blame the anchors (anything else is the network)
-_ANCHOR_FAULTS = ("untrusted", "expired", "not_yet_valid", "name_mismatch")
 
 
 def names_for(certs, store):
@@ -43,8 +40,8 @@ def _store_ders(store, names):
 
 def install_bundle(bundle, store, state, now):
     """Install a verified bundle as the pending set: its anchors are added next to the last
-    confirmed set (TLS trusts both meanwhile); confirm() drops the old ones after a verified
-    call home, revert() drops the new ones. Order for power cuts: the signed bundle file, then
+    confirmed set (TLS trusts both meanwhile); confirm() drops the old ones once the new ones
+    verified a call home. Order for power cuts: the signed bundle file, then
     the intent in state, then the union into the store (certstore.replace_set)."""
     pending = state.get("anchors_pending")
     old = pending["old"] if pending else store.names()
@@ -52,7 +49,7 @@ def install_bundle(bundle, store, state, now):
     new_set = [(n, c.der) for n, c in zip(new, bundle["certs"])]
     old_set = [(n, d) for n, d in _store_ders(store, old) if n not in new]
     room = certstore.MAX_ANCHORS - len(new_set)
-    if len(old_set) > room:  # keep every new anchor; the old ones that fit stay for revert
+    if len(old_set) > room:  # keep every new anchor; the old ones that fit stay
         log.warn("anchors", "%d old anchors dropped: no room" % (len(old_set) - room))
         old_set = old_set[:room]
     root = store.root
@@ -171,41 +168,16 @@ def _finish_confirm(state, store, now, p):
     log.info("anchors", "bundle v%d confirmed" % p["version"])
 
 
-def revert(state, store, now):
-    """Back to the last confirmed anchor set (the new bundle never produced a verified call
-    home). The reverted version is remembered so scheduled walks do not reinstall it."""
-    p = state.get("anchors_pending")
-    if not p or p.get("confirming"):  # a confirm already decided wins; resume() finishes it
-        return False
-    old = _store_ders(store, p["old"])
-    try:
-        store.replace_set(old, now)
-    except ReasonError as e:  # no usable old anchor: keeping the new ones is better
-        log.warn("anchors", "revert kept the new anchors: %s" % e)
-    _remove_pending_files(store)
-    state.data["anchors_rejected"] = p["version"]
-    del state.data["anchors_pending"]
-    state.save()
-    log.warn("anchors", "bundle v%d reverted" % p["version"])
-    return True
-
-
-def after_call_home(state, store, now, verified_ok, reason=None):
-    """Drive the pending set from call-home outcomes: confirm on a verified call home; count
-    TLS verification failures and revert after MAX_PENDING_FAILS. Returns 'confirmed',
-    'reverted', 'pending' or None (nothing pending)."""
+def after_call_home(state, store, now, verified_ok, by_new=True):
+    """Drive the pending set from call-home outcomes (design §1 rules 7, 8): it is confirmed
+    only by a verified call home whose peer an anchor of the new set verified (`by_new`), so
+    the anchor that verified the last good call home stays until the server verifies under the
+    new set. A call home verified by the old anchors (the server has not moved yet) or a
+    failed handshake (perhaps a man in the middle) leaves it pending: nothing unauthenticated
+    reverts or rejects a signed set. Returns 'confirmed', 'pending' or None (nothing pending)."""
     p = state.get("anchors_pending")
     if not p or now is None:
         return None
-    if verified_ok:
+    if verified_ok and by_new:
         return "confirmed" if confirm(state, store, now) else "pending"
-    if reason not in _ANCHOR_FAULTS:
-        return "pending"  # the network, not the anchors
-    fails = p.get("fails", 0) + 1
-    if fails >= MAX_PENDING_FAILS:
-        revert(state, store, now)
-        return "reverted"
-    p = dict(p)
-    p["fails"] = fails
-    state.set("anchors_pending", p)
     return "pending"

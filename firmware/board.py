@@ -82,6 +82,7 @@ class BoardBase:
     watchdog_ms = None  # armed by boot when set; long work feeds it (installs, config mode)
     has_firmware_ota = False
     clock_synced = False
+    clock_fallback = False  # the clock runs from the confirmed floor, NTP was distrusted
     deflate_wbits = DEFLATE_WBITS["esp8266"]  # the smallest; each chip's board sets its own
 
     def time(self):
@@ -105,13 +106,19 @@ class BoardBase:
         time.sleep_ms(ms)
 
     def sync_clock(self, floor=0):
-        """Ask NTP, accept the answer only when it is sane. Returns True when the clock is good."""
+        """Ask NTP, accept the answer only when it is sane (past the build and the confirmed
+        `floor`, timefloor.py). Returns True when the clock is good. NTP never moves the floor."""
         answer = self.ntp_time()
         if answer is None or not clock_is_sane(answer, floor):
             return self.clock_synced and clock_is_sane(self.time(), floor)
-        self.set_time(answer)
-        self.clock_synced = True
+        self.adopt_time(answer)
+        self.clock_fallback = False
         return True
+
+    def adopt_time(self, t):
+        """Set the clock to `t` (Unix seconds) and call it set."""
+        self.set_time(t)
+        self.clock_synced = True
 
     def led_pattern(self, name):
         """Show a pattern: off, on, short, long, cancel, config, update, error."""

@@ -30,6 +30,12 @@ class VirtualBoard(BoardBase):
         self._world_ms = fsutil.read_json(host + "/clock.json", {}).get("skipped_ms", 0)
         self._boot_ticks = time.ticks_ms()
         self._clock_offset = None  # seconds added to the host clock once "NTP" answered
+        # Under libfaketime with FAKETIME_TIMESTAMP_FILE naming the host folder's "faketime",
+        # the TLS library's clock follows set_time() as an ESP32's mbedTLS follows its RTC
+        # (tests make NTP lie to TLS too). The board reaches its host folder as self.host.
+        self._fake_file = host + "/faketime" if os.getenv("FAKETIME_TIMESTAMP_FILE") else None
+        self._fake_s = 0
+        self._set_fake(0)
         self._led = None
         self._ap = None
         self._sta_ip = None
@@ -56,7 +62,16 @@ class VirtualBoard(BoardBase):
                 # An ESP32 RTC starts at 2000-01-01 after power-on.
                 return EPOCH_2000 + self.uptime_ms() // 1000
             self._clock_offset = 0
-        return _host_now() + self._clock_offset + self._ahead_s()
+        return self._real_now() + self._clock_offset + self._ahead_s()
+
+    def _real_now(self):
+        return _host_now() - self._fake_s
+
+    def _set_fake(self, seconds):
+        if self._fake_file:
+            with open(self._fake_file, "w") as f:
+                f.write("%+d\n" % seconds)
+            self._fake_s = seconds
 
     def _ahead_s(self):
         return (self._world_ms + self._skipped_ms) // 1000
@@ -68,13 +83,14 @@ class VirtualBoard(BoardBase):
     def ntp_time(self):
         ntp = self.hw.get("ntp", "host")
         if ntp == "host":
-            return _host_now() + self._ahead_s()
+            return self._real_now() + self._ahead_s()
         if isinstance(ntp, int):
             return ntp  # a scripted (perhaps absurd) answer
         return None  # no answer
 
     def set_time(self, t):
-        self._clock_offset = t - _host_now() - self._ahead_s()
+        self._clock_offset = t - self._real_now() - self._ahead_s()
+        self._set_fake(self._clock_offset + self._ahead_s())
 
     # -- ids --------------------------------------------------------------------------------
     def mac_bytes(self):

@@ -255,6 +255,7 @@ def call_home(
         refused = trial.refused(device.state) if device.state is not None else ()
         out = check(resp, make_installer, feed, refused=refused)
         out["trusted"] = resp.verified
+        out["anchored"] = getattr(resp, "anchored", None)  # "new": verified by a pending set
     except Exception as e:  # connect failures: ReasonError(reason) and friends
         out = {"outcome": "error", "reason": reason_of(e, "connect_failed"), "status": None}
         out["detail"] = str(e)

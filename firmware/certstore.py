@@ -255,16 +255,17 @@ class CertStore:
         fsutil.rmtree(stage)
         fsutil.remove(self._path(_PENDING))
 
-    def context(self):
-        """A verifying client context holding every readable CA anchor, one DER per call
-        (concatenated DER silently loads only the first; the PyPI unix build parses no PEM)."""
+    def context(self, only=None):
+        """A verifying client context holding every readable CA anchor (or those named in
+        `only`), one DER per call (concatenated DER silently loads only the first; the PyPI
+        unix build parses no PEM)."""
         import tls
 
         ctx = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
         ctx.verify_mode = tls.CERT_REQUIRED
         loaded = 0
         for name, c in self._each():
-            if c is None or not c.is_ca:
+            if c is None or not c.is_ca or (only is not None and name not in only):
                 continue
             try:
                 ctx.load_verify_locations(c.der)
@@ -342,14 +343,15 @@ def check_clock(board, floor=0):
     return now
 
 
-def connect(host, port, store, board, timeout_ms=10000, floor=0):
-    """A TLS stream to host:port verified against the store's anchors (server_hostname=host).
-    On ports whose TLS cannot verify (board.tls_verifies False) the stream is encrypted only and
-    says so: stream.verified is False. Every failure is a ReasonError."""
+def connect(host, port, store, board, timeout_ms=10000, floor=0, only=None):
+    """A TLS stream to host:port verified against the store's anchors (server_hostname=host),
+    or only those named in `only`. On ports whose TLS cannot verify (board.tls_verifies False)
+    the stream is encrypted only and says so: stream.verified is False. Every failure is a
+    ReasonError."""
     if board.tls_verifies:
         check_clock(board, floor)
         try:
-            ctx = store.context()
+            ctx = store.context(only)
         except ReasonError as e:
             raise ReasonError("untrusted", str(e))
     else:

@@ -331,6 +331,7 @@ def check(
     resp = net.get(url, heads, True, buf=buf, deadline=deadline)
     try:
         out["status"] = resp.status
+        out["anchored"] = getattr(resp, "anchored", None)  # "new": verified by a pending set
         if resp.status == 304 and len(heads) > 3:
             out.update({"outcome": "up-to-date", "reason": "not modified"})
             out["poll"] = memo.get("poll")

@@ -4,7 +4,7 @@ import gc
 import sys
 
 from . import board as hw
-from . import log
+from . import log, timefloor
 from . import settings as settings_mod
 from .reason import ReasonError
 
@@ -54,10 +54,8 @@ class Device:
             log.warn("net", "no saved Wi-Fi network could be joined")
             return None
         log.info("net", "Wi-Fi up, ip %s" % ip)
-        floor = self.state.get("time_floor", 0)
-        if self.board.sync_clock(floor):
-            self._raise_time_floor()
-        else:
+        # NTP sets the clock, never the floor (timefloor.py): only authenticated time moves it
+        if not self.board.sync_clock(timefloor.floor(self.state)):
             log.warn("clock", "no sane time: verified TLS refused until NTP answers")
         self._finish_cut_anchor_changes()
         return ip
@@ -74,12 +72,6 @@ class Device:
             self.store.recover()
         except OSError as e:
             log.warn("cert", "store recovery: %r" % e)
-
-    def _raise_time_floor(self):
-        # Persist a floor under which no later NTP answer is believed; once a day is enough.
-        now = self.board.time()
-        if now - self.state.get("time_floor", 0) > 86400:
-            self.state.set("time_floor", now)
 
     # -- the user's app ---------------------------------------------------------------------
     def start_app(self):
@@ -121,6 +113,8 @@ class Device:
             self.app.emit("update_check")
         gc.collect()  # a boundary: the TLS handshake and an install want the heap in one piece
         out = self._ask(force)
+        if out["outcome"] == "error" and out["reason"] in timefloor.TIME_FAULTS:
+            out = self._ask_again_on_time(force, out)
         if out["outcome"] == "error" and out["reason"] in ("untrusted", "expired"):
             if self._recover(force, out["reason"]):
                 out = self._ask(force)
@@ -128,6 +122,16 @@ class Device:
             if self._new_update_key(force):
                 out = self._ask(force)
         self._after_call(out)
+        return out
+
+    def _ask_again_on_time(self, force, out):
+        # Verified TLS failed on time: NTP may have lied (design §1 rule 7). Ask it again, or
+        # try the confirmed floor; the floor stays only if verified TLS works with it.
+        if not timefloor.recheck(self.board, self.state):
+            return out
+        out = self._ask(force)
+        if out["outcome"] == "error" and out["reason"] in timefloor.TIME_FAULTS + ("untrusted",):
+            timefloor.give_up_floor(self.board, self.state)
         return out
 
     def _ask(self, force):
@@ -181,7 +185,7 @@ class Device:
 
     def _after_call(self, out):
         outcome = out["outcome"]
-        now = hw.trusted_time(self.board, self.state.get("time_floor", 0))
+        now = hw.trusted_time(self.board, timefloor.floor(self.state))
         # Trusted: the IAS answer came over verified TLS (or this board cannot verify TLS at
         # all); the channel's document verified with the update keys in this very poll.
         trusted = bool(out.get("trusted"))
@@ -222,7 +226,9 @@ class Device:
     def _anchors_after(self, out, now, verified_ok):
         from . import anchors, anchortx, keyrotation
 
-        anchortx.after_call_home(self.state, self.store, now, verified_ok, out.get("reason"))
+        # a board whose TLS cannot verify has no way to tell which anchor a peer chains to
+        by_new = out.get("anchored") == "new" or not self.board.tls_verifies
+        anchortx.after_call_home(self.state, self.store, now, verified_ok, by_new)
         if out["outcome"] == "error":
             return
         anchors.report_sent(self.state)

@@ -25,6 +25,10 @@ DEADLINE_BASE_MS = const(60000)
 DEADLINE_BPS = const(1024)
 
 
+# TLS failures that blame the anchors (anything else is the network)
+ANCHOR_FAULTS = ("untrusted", "expired", "not_yet_valid", "name_mismatch")
+
+
 def host_header(scheme, host, port):
     """host[:port] as the Host header wants it: the port only when not the scheme's default,
     an IPv6 literal in brackets."""
@@ -53,6 +57,7 @@ def polled(stream):
     close = getattr(stream, "close", sock.close)
     wrapped = httpclient.PolledStream(sock, net.from_exception, close)
     wrapped.verified = getattr(stream, "verified", False)
+    wrapped.anchored = getattr(stream, "anchored", None)
     return wrapped
 
 
@@ -119,9 +124,22 @@ class Transport:
 
         if scheme == "http":
             return polled(net.tcp_connect(host, port, timeout_ms))
-        from . import certstore
+        from . import certstore, timefloor
 
-        floor = self.state.get("time_floor", 0) if self.state is not None else 0
+        floor = timefloor.floor(self.state)
+        p = self.state.get("anchors_pending") if self.state is not None else None
+        if p and self.board.tls_verifies:
+            # A pending anchor set is confirmed only by a peer its own anchors verify (design
+            # §1 rule 8): try them alone first, then every anchor (the old set too).
+            try:
+                conn = certstore.connect(
+                    host, port, self.store, self.board, timeout_ms, floor, p["new"]
+                )
+                conn.anchored = "new"
+                return polled(conn)
+            except ReasonError as e:
+                if e.reason not in ANCHOR_FAULTS:
+                    raise
         return polled(certstore.connect(host, port, self.store, self.board, timeout_ms, floor))
 
     def get(
@@ -186,6 +204,9 @@ class Transport:
             stream.close()
             raise
         resp.verified = bool(getattr(raw, "verified", False))
+        resp.anchored = getattr(raw, "anchored", None)
+        if resp.verified and self.state is not None:
+            _confirm_date(self.state, self.board, resp.header("date"))
         resp.deadline = httpclient.Deadline(body_deadline_ms(resp.length), self._clock)
         return resp
 
@@ -200,6 +221,14 @@ class Transport:
             return read_all(resp, limit)
         finally:
             resp.close()
+
+
+def _confirm_date(state, board, value):
+    # A verified peer's Date is authenticated time: the one network source of the time floor.
+    if value:
+        from . import timefloor
+
+        timefloor.confirm(state, board, timefloor.parse_http_date(value))
 
 
 def _cut(ms, deadline):

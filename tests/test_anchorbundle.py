@@ -181,6 +181,29 @@ def test_cli_run_writes_both_files(tmp_path):
     )
 
 
+def test_ias_bundle_anchors_warns_when_the_set_drops_the_current_root(tmp_path, capsys):
+    from tools import cli
+
+    key = tmp_path / "update.key"
+    key.write_bytes(_rsa_pem())
+    old, new = pki.make_ca("Old Root"), pki.make_ca("New Root")
+    for name, ca in (("old.pem", old), ("new.pem", new), ("renewed.pem", pki.renew(old))):
+        (tmp_path / name).write_bytes(ca.pem)
+    base = ["bundle", "anchors", "--key", str(key), "--current-root", str(tmp_path / "old.pem")]
+    out = ["-o", str(tmp_path / "out")]
+    assert cli.main(base + ["--version", "2", "--anchor", str(tmp_path / "new.pem")] + out) == 0
+    err = capsys.readouterr().err
+    assert (
+        "warning: the set drops O=IAS test PKI,CN=Old Root," in err
+        and "the server uses today" in err
+    )
+    assert (tmp_path / "out" / "anchors.json").exists()  # a warning, the set is still written
+    for kept in (["old.pem", "new.pem"], ["renewed.pem", "new.pem"]):  # same name and key
+        anchors = [a for k in kept for a in ("--anchor", str(tmp_path / k))]
+        assert cli.main(base + ["--version", "3"] + anchors + out) == 0
+        assert "warning" not in capsys.readouterr().err
+
+
 def test_key_doc_signed_by_current_key(tmp_path):
     old, new = _rsa_pem(), _rsa_pem()
     j, s = anchorbundle.build_key_doc(old, 2, [new], 1900000000, tmp_path)

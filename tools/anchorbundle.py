@@ -14,6 +14,11 @@ Each signed document names its kind in its signed bytes; devices refuse one of a
     ias bundle anchors --key update.key --version 7 --anchor isrg.pem --anchor usertrust.pem \
         --expires 2031-01-01 --host iotappstory.com -o out/
     python tools/anchorbundle.py --key update.key --version 7 --anchor a.pem -o out/
+
+--current-root PEM names the root the server's chain ends at today (repeat for several): the
+command warns when the set drops it. Devices keep such a set pending and go on trusting the
+old root until the server verifies under the new set, but an operator should keep the root in
+use in the set until the server has moved.
 """
 
 import argparse
@@ -176,16 +181,50 @@ def add_arguments(parser):
     )
     parser.add_argument("--expires", help="YYYY-MM-DD, ISO date-time or Unix seconds")
     parser.add_argument("--host", action="append", default=[], help="a host these anchors serve")
+    parser.add_argument(
+        "--current-root",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="the root the server's chain ends at today: warn when the set drops it; repeat",
+    )
     parser.add_argument("-o", "--out", default=".", help="output folder (default: .)")
     parser.set_defaults(func=run)
 
 
+def _identity(pem):
+    # a root renewed with the same name and key still anchors the same chains
+    cert = x509.load_pem_x509_certificate(pem.encode())
+    key = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return cert.subject.rfc4514_string(), key
+
+
+def dropped_roots(current, pem_list):
+    """Subjects of the roots in `current` (paths or PEM) that the set `pem_list` leaves out."""
+    kept = {_identity(p) for item in pem_list for p in _pem_of(item)}
+    out = []
+    for item in current:
+        for pem in _pem_of(item):
+            ident = _identity(pem)
+            if ident not in kept:
+                out.append(ident[0])
+    return out
+
+
 def run(args):
     key = Path(args.key).read_bytes()
-    paths = build_anchor_bundle(
-        key, args.version, [Path(p) for p in args.anchor], args.expires, args.host, args.out
-    )
+    anchors = [Path(p) for p in args.anchor]
+    paths = build_anchor_bundle(key, args.version, anchors, args.expires, args.host, args.out)
     print("wrote %s (%d bytes) and %s" % (paths[0], paths[0].stat().st_size, paths[1].name))
+    for subject in dropped_roots([Path(p) for p in args.current_root], anchors):
+        print(
+            "warning: the set drops %s, the root the server uses today; devices keep trusting "
+            "it until the server verifies under the new set, but keep it in the set until the "
+            "server has moved" % subject,
+            file=sys.stderr,
+        )
     return 0
 
 

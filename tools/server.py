@@ -71,6 +71,14 @@ ESP8266_CIPHERS = "AES128-SHA256:AES256-SHA256:AES128-SHA:AES256-SHA"
 _SAFE = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._- ")
 
 
+def http_date(now=None):
+    """The Date header every answer carries, as a web server's does (the device takes a
+    verified peer's Date as authenticated time)."""
+    from email.utils import formatdate
+
+    return formatdate(now, usegmt=True)
+
+
 class Artifact:
     def __init__(self, name, version, path):
         self.name, self.version, self.path = name, version, Path(path)
@@ -322,7 +330,7 @@ class UpdateServer:
         return self._send(sock, 404, "Not Found")
 
     def _send(self, sock, status, reason, body=b"", extra=()):
-        head = "HTTP/1.1 %d %s\r\n" % (status, reason)
+        head = "HTTP/1.1 %d %s\r\nDate: %s\r\n" % (status, reason, http_date())
         for name, value in extra:
             head += "%s: %s\r\n" % (name, value)
         head += "Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
@@ -377,9 +385,9 @@ class UpdateServer:
         elif kind == "wrong_md5":
             md5 = hashlib.md5(body + b"x").hexdigest()
         head = (
-            "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+            "HTTP/1.1 200 OK\r\nDate: %s\r\nContent-Type: application/octet-stream\r\n"
             "Content-Length: %d\r\nx-name: %s\r\nx-ver: %s\r\nx-MD5: %s\r\n"
-            "Connection: close\r\n\r\n" % (length, art.name, art.version, md5)
+            "Connection: close\r\n\r\n" % (http_date(), length, art.name, art.version, md5)
         )
         sock.sendall(head.encode("latin-1"))
         if kind in ("close_early", "reset", "stall"):

@@ -1,5 +1,5 @@
 # Trust continuity on the MicroPython unix port: signed anchor bundles (anchorset.py; built by
-# tools/anchorbundle.py on CPython into a temp folder), pending/confirm/revert (anchortx.py), the
+# tools/anchorbundle.py on CPython into a temp folder), pending/confirm (anchortx.py), the
 # recovery ladder with a fake fetch and a fake clock and refresh thresholds (anchors.py),
 # update-key rotation (keyrotation.py).
 import binascii
@@ -222,7 +222,7 @@ def test_refused_bundles_leave_the_store_unchanged():
         assert dev.state.get("keys_doc") is None
 
 
-# -- pending / confirm / revert -------------------------------------------------------------------
+# -- pending / confirm --------------------------------------------------------------------------
 def _install(dev, name="good2"):
     raw, sig = bundle(name)
     now = fixtures()["now"]
@@ -253,46 +253,28 @@ def test_pending_then_confirm():
     assert state_mod.State(dev.state.path).get("anchors_version") == 2
 
 
-def test_revert_restores_old_set_and_is_not_reinstalled_by_schedule():
+def test_pending_set_waits_for_a_call_home_its_own_anchors_verified():
+    # design §1 rule 8: failed handshakes (a man in the middle?) and call homes the old anchors
+    # verified leave the set pending, never reverted or rejected; the new set confirms it
     dev = new_device()
     now = fixtures()["now"]
-    before = snapshot(dev.store)
     _install(dev)
-    assert anchortx.revert(dev.state, dev.store, now)
-    assert snapshot(dev.store) == before
-    assert dev.state.get("anchors_version") == 1 and dev.state.get("anchors_rejected") == 2
-    assert not fsutil.exists(dev.store.root + "/bundle.pending.json")
-    f = Fetch(serve(HTTPS, "good2"))
-    out = anchors.recover(dev, f, keys_dir=dev.keys_dir)
-    assert out["outcome"] == "nothing_new" and snapshot(dev.store) == before
-    dev.board.t += 7 * 3600
-    out = anchors.recover(dev, f, force=True, keys_dir=dev.keys_dir)  # the operator insists
-    assert out["outcome"] == "installed" and out["version"] == 2
-
-
-def test_after_call_home_counts_tls_failures_then_reverts():
-    dev = new_device()
-    now = fixtures()["now"]
-    before = snapshot(dev.store)
-    _install(dev)
-    assert anchortx.after_call_home(dev.state, dev.store, now, False, "timeout") == "pending"
-    assert anchortx.after_call_home(dev.state, dev.store, now, False, "untrusted") == "pending"
-    assert anchortx.after_call_home(dev.state, dev.store, now, False, "expired") == "pending"
-    assert dev.state.get("anchors_pending")["fails"] == 2
-    assert anchortx.after_call_home(dev.state, dev.store, now, False, "untrusted") == "reverted"
-    assert snapshot(dev.store) == before
+    during = snapshot(dev.store)
+    for _ in range(6):  # more than the 3 failures that used to revert it
+        assert anchortx.after_call_home(dev.state, dev.store, now, False) == "pending"
+    assert anchortx.after_call_home(dev.state, dev.store, now, True, by_new=False) == "pending"
+    assert snapshot(dev.store) == during and dev.state.get("anchors_rejected") is None
+    assert dev.state.get("anchors_pending")["version"] == 2
+    assert anchortx.after_call_home(dev.state, dev.store, now, True, by_new=True) == "confirmed"
+    assert dev.state.get("anchors_version") == 2
     assert anchortx.after_call_home(dev.state, dev.store, now, True) is None
-    dev2 = new_device()
-    _install(dev2)
-    assert anchortx.after_call_home(dev2.state, dev2.store, now, True) == "confirmed"
-    assert dev2.state.get("anchors_version") == 2
 
 
 def test_newer_bundle_while_pending_replaces_the_pending_set():
     dev = new_device()
     now = fixtures()["now"]
     _install(dev, "good2")
-    _install(dev, "good3")  # v3 = new2 only; the old set stays for revert, v2's extras go
+    _install(dev, "good3")  # v3 = new2 only; the old set stays, v2's extras go
     p = dev.state.get("anchors_pending")
     assert p["version"] == 3
     assert shas(dev.store) == sorted([sha("old1"), sha("old2"), sha("new2")])

@@ -177,6 +177,15 @@ def test_context_loads_every_anchor_and_skips_broken_files():
     assert ctx.verify_mode == tls.CERT_REQUIRED
 
 
+def test_context_only_loads_the_named_anchors():
+    # a pending anchor set is tried alone first (transport.py, design §1 rule 8)
+    store = shipped_store()
+    names = store.names()
+    store.context(names[:1])
+    assert store.loaded == 1
+    refused(lambda: store.context(["absent.cer"]), "no_anchors")
+
+
 def test_context_without_anchors():
     store = fresh()
     refused(store.context, "no_anchors")

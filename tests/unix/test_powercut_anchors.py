@@ -1,4 +1,4 @@
-# Installing a signed anchor bundle (install_bundle, then confirm or revert) cut at every program
+# Installing a signed anchor bundle (install_bundle, then confirm) cut at every program
 # and erase op of littlefs on the NOR model. After every cut and the boot-time resume() the
 # device holds a usable anchor set that is exactly the old one, the pending union or the new
 # one, and the state says which; it never holds zero usable anchors or a torn file.
@@ -86,32 +86,3 @@ def test_install_and_confirm_survive_every_cut():
     assert tried > 20
     for label in ("old", "pending", "new"):
         assert outcomes.get(label, 0) >= 1, outcomes
-
-
-def test_revert_survives_every_cut():
-    bundle_ = _verified()
-    now = fixtures()["now"]
-
-    def prepare(root):
-        _prepare(root)
-        store, st = _open(root)
-        anchortx.install_bundle(bundle_, store, st, now)
-
-    image = powercut.fresh_image(prepare)
-
-    def op(root):
-        store, st = _open(root)
-        anchortx.resume(st, store, now)
-        assert anchortx.revert(st, store, now)
-
-    def check(root, completed):
-        label = _check(root, completed, "old")
-        assert label in ("old", "pending")
-        if label == "old":
-            store, st = _open(root)
-            assert st.get("anchors_rejected") == 2 or not completed
-        return label
-
-    tried, outcomes = powercut.sweep(image, op, check)
-    powercut.report("anchor bundle revert", tried, outcomes)
-    assert outcomes.get("old", 0) >= 1 and outcomes.get("pending", 0) >= 1, outcomes
