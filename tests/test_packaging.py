@@ -160,3 +160,25 @@ def test_manifest_takes_microdot_from_ias_microdot(monkeypatch, tmp_path):
     calls = _run_manifest(ROOT)
     md = [kw for args, kw in calls["package"] if args[0] == "microdot"][0]
     assert md["base_path"] == str(tmp_path)
+
+
+@pytest.mark.parametrize("chip", ["esp32", "esp8266"])
+def test_romfs_image_holds_the_chips_client_and_microdot(tmp_path, chip):
+    from tools import romfs
+
+    image = tmp_path / "client.romfs"
+    size = romfs.build(str(image), target=chip, build_time=1000)
+    assert size == image.stat().st_size > 0
+    # Read back the way a board does: vfs.VfsRom over the image's bytes, on MicroPython.
+    probe = (
+        "import os, vfs\n"
+        "vfs.mount(vfs.VfsRom(open('%s', 'rb').read()), '/rom')\n"
+        "print(sorted(os.listdir('/rom/lib/ias')))\n"
+        "print(sorted(os.listdir('/rom/lib/microdot')))\n" % image
+    )
+    run = subprocess.run([micropython(), "-c", probe], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    ias = {n[:-4] + ".py" for n in eval(lines[0])}
+    assert ias == set(deploy.firmware_modules(chip)) - {"boot.py", "main.py"}
+    assert sorted(eval(lines[1])) == sorted(n[:-3] + ".mpy" for n in mplib.MICRODOT_FILES)

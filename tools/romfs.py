@@ -76,3 +76,8 @@ def write_to_board(port, image_path, stream=None):
             "FLASH_2M_ROMFS, or an ESP32 build with a romfs partition)"
             % (port, lines[-1] if lines else proc.returncode)
         )
+
+
+def reset_board(port):
+    """Hard-reset the board so it mounts the new image at /rom and boots."""
+    subprocess.run(mpremote() + ["connect", port, "reset"], capture_output=True, text=True)
