@@ -2,17 +2,14 @@
 unix port, and manifest.py for a frozen firmware build (evaluated with stand-ins for the manifest
 functions: there is no ESP-IDF or xtensa toolchain here to build a firmware)."""
 
-import functools
-import http.server
 import json
 import os
-import shutil
 import subprocess
-import threading
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+from repohost import repo_server  # noqa: F401 (fixture)
 
 from tools import deploy, mplib, packaging
 from tools.sim import micropython
@@ -49,40 +46,7 @@ def test_microdot_pin_is_the_release_the_tests_run():
     assert metadata.version("microdot") == packaging.MICRODOT_VERSION
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        self.server.requests.append(self.path)
-
-
-@pytest.fixture
-def repo_server(tmp_path):
-    """The repository as a static host would serve it (firmware/ and package.json), plus
-    Microdot's src/ as GitHub serves it at its tag, both on one local HTTP server."""
-    root = tmp_path / "www"
-    root.mkdir()
-    (root / "firmware").symlink_to(ROOT / "firmware", target_is_directory=True)
-    src = root / "microdot" / "src" / "microdot"
-    src.mkdir(parents=True)
-    for name in mplib.MICRODOT_FILES:
-        shutil.copy(mplib.microdot_dir() / name, src / name)
-    handler = functools.partial(_Quiet, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.requests = []
-    base = "http://127.0.0.1:%d" % server.server_port
-    # The committed package.json, its Microdot URLs pointed at the local copy of the tag.
-    text = (
-        (ROOT / "package.json")
-        .read_text()
-        .replace(packaging.MICRODOT_BASE, base + "/microdot/src")
-    )
-    (root / "package.json").write_text(text)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield base, server
-    server.shutdown()
-    server.server_close()
-
-
-def test_mip_install_from_a_url_installs_an_importable_client(repo_server, tmp_path):
+def test_mip_install_from_a_url_installs_an_importable_client(repo_server, tmp_path):  # noqa: F811
     base, server = repo_server
     lib = tmp_path / "lib"
     proc = subprocess.run(
@@ -182,3 +146,29 @@ def test_romfs_image_holds_the_chips_client_and_microdot(tmp_path, chip):
     ias = {n[:-4] + ".py" for n in eval(lines[0])}
     assert ias == set(deploy.firmware_modules(chip)) - {"boot.py", "main.py"}
     assert sorted(eval(lines[1])) == sorted(n[:-3] + ".mpy" for n in mplib.MICRODOT_FILES)
+
+
+def test_esp32_romfs_partition_table_keeps_both_ota_slots_and_fits_the_image(tmp_path):
+    from tools import romfs
+
+    rows = {}
+    for line in Path(romfs.ESP32_PARTITIONS).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, kind, sub, offset, size = [f.strip() for f in line.split(",")[:5]]
+            rows[name] = (kind, sub, int(offset, 16), int(size, 16))
+    # The OTA variant's slots where `ias flash` and the bootloader expect them (flashing.md).
+    assert rows["ota_0"] == ("app", "ota_0", 0x10000, 0x180000)
+    assert rows["ota_1"] == ("app", "ota_1", 0x190000, 0x180000)
+    assert rows["otadata"][:3] == ("data", "ota", 0xD000)
+    # MicroPython's esp32 port finds its ROMFS partition by data subtype 0x8f, its
+    # filesystem by the label vfs.
+    assert rows["romfs"][:2] == ("data", "0x8f") and rows["vfs"][:2] == ("data", "fat")
+    spans = sorted((off, off + size, name) for name, (_k, _s, off, size) in rows.items())
+    for (_a, end, name), (start, _b, nxt) in zip(spans, spans[1:]):
+        assert end <= start, (name, nxt)  # no overlap
+    assert spans[-1][1] == 4 * 1024 * 1024  # a 4 MiB chip, all of it used
+    for name, (kind, _s, off, size) in rows.items():
+        assert off % (0x10000 if kind == "app" else 0x1000) == 0 and size % 0x1000 == 0, name
+    # Today's image for the ESP32 fits with room to grow.
+    size = romfs.build(str(tmp_path / "client.romfs"), target="esp32", build_time=1000)
+    assert size < rows["romfs"][3] * 0.6

@@ -1,16 +1,18 @@
-"""The client packaged for MicroPython's own tools: `package.json` for `mip` and `manifest.py`
-for a firmware build with the client frozen in (docs/deployments.md).
+"""The client packaged for MicroPython's own tools: `package.json` and `root.json` for `mip`,
+`manifest.py` for a firmware build with the client frozen in (docs/deployments.md).
 
-Both files sit at the repository root and are generated from firmware/ so they cannot drift:
+The files sit at the repository root and are generated from firmware/ so they cannot drift:
 
-    python -m tools.packaging            rewrite package.json and manifest.py
-    python -m tools.packaging --check    exit 1 when either differs from what firmware/ implies
+    python -m tools.packaging            rewrite package.json, root.json and manifest.py
+    python -m tools.packaging --check    exit 1 when any differs from what firmware/ implies
 
 `package.json` installs, into mip's target (/lib on a board), the package `ias` as source
 (`ias/NAME.py` from `firmware/NAME.py`, URLs relative to package.json, so the same file serves
 `mip install github:OWNER/REPO` and `mip install https://HOST/PATH/package.json`) and Microdot,
 pinned to the release the tests run (absolute URLs: Microdot's repository has no package.json,
-and mip resolves only `urls`, not `deps`, relative to the package).
+and mip resolves only `urls`, not `deps`, relative to the package). `root.json`, installed with
+mip's target "/", puts what sits at a board's root beside it: /boot.py, /main.py, /www and the
+shipped anchors in /cert.
 """
 
 import argparse
@@ -22,6 +24,7 @@ from tools import deploy, mplib
 
 ROOT = deploy.ROOT
 PACKAGE_JSON = os.path.join(ROOT, "package.json")
+ROOT_JSON = os.path.join(ROOT, "root.json")
 MANIFEST = os.path.join(ROOT, "manifest.py")
 # The Microdot release pyproject.toml pins (tests check the installed one is this one).
 MICRODOT_VERSION = "2.7.0"
@@ -56,11 +59,34 @@ def package_json(microdot_base=MICRODOT_BASE):
     return {"urls": urls, "version": version()}
 
 
-def package_json_text(microdot_base=MICRODOT_BASE):
-    """package.json as written: one [device path, source] pair a line."""
-    doc = package_json(microdot_base)
+def root_files():
+    """[(device path, repository path)] of what sits at a board's root in every deployment:
+    boot.py and main.py (source, so a bad compile never stops the boot), the config page's
+    static files and the shipped CA anchors."""
+    files = [(n, "firmware/" + n) for n in deploy.SOURCE_FILES]
+    for folder in deploy.ASSET_DIRS:
+        for dirpath, _dirs, names in sorted(os.walk(os.path.join(deploy.FIRMWARE, folder))):
+            rel = os.path.relpath(dirpath, deploy.FIRMWARE).replace(os.sep, "/")
+            files += [(rel + "/" + n, "firmware/%s/%s" % (rel, n)) for n in sorted(names)]
+    for name in sorted(os.listdir(deploy.ANCHORS)):
+        if name.endswith(".cer"):
+            files.append(("cert/" + name, "firmware/cert/" + name))
+    return files
+
+
+def root_json():
+    """The second mip package, installed with target "/": root_files()."""
+    return {"urls": [list(pair) for pair in root_files()], "version": version()}
+
+
+def _json_text(doc):
+    # One [device path, source] pair a line: diffs stay readable.
     pairs = ",\n".join("    " + json.dumps(pair) for pair in doc["urls"])
     return '{\n  "urls": [\n%s\n  ],\n  "version": %s\n}\n' % (pairs, json.dumps(doc["version"]))
+
+
+def package_json_text(microdot_base=MICRODOT_BASE):
+    return _json_text(package_json(microdot_base))
 
 
 MANIFEST_HEAD = """\
@@ -120,7 +146,11 @@ package("microdot", files=MICRODOT, base_path=_microdot)  # noqa: F821
 
 def generated():
     """{path: text} of the files this module owns."""
-    return {PACKAGE_JSON: package_json_text(), MANIFEST: manifest_text()}
+    return {
+        PACKAGE_JSON: package_json_text(),
+        ROOT_JSON: _json_text(root_json()),
+        MANIFEST: manifest_text(),
+    }
 
 
 def main(argv=None):
@@ -146,9 +176,7 @@ def main(argv=None):
     if args.check and stale:
         print("out of date: %s (run python -m tools.packaging)" % ", ".join(stale))
         return 1
-    print(
-        ("rewrote: %s" % ", ".join(stale)) if stale else "package.json and manifest.py are current"
-    )
+    print(("rewrote: %s" % ", ".join(stale)) if stale else "all current")
     return 0
 
 
