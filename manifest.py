@@ -65,7 +65,10 @@ MICRODOT = ("__init__.py", "microdot.py", "multipart.py", "helpers.py")
 _stage = os.path.join(os.getcwd(), "build", "freeze")
 if not os.path.isdir(os.path.join(_stage, "ias")):
     os.makedirs(_stage, exist_ok=True)
-    os.symlink(os.path.join(os.getcwd(), "firmware"), os.path.join(_stage, "ias"))
+    try:
+        os.symlink(os.path.join(os.getcwd(), "firmware"), os.path.join(_stage, "ias"))
+    except FileExistsError:  # made meanwhile by a parallel build
+        pass
 package("ias", files=MODULES, base_path=_stage)  # noqa: F821
 
 _microdot = os.environ.get("IAS_MICRODOT")
