@@ -381,6 +381,7 @@ def deploy_to(
                 }
             report = sync(board, tree, stream=out)
             if romfs:  # mpremote opens the port itself: hand it over, then reset as usual
+                report["removed"] = romfs_mod.remove_filesystem_copy(board)
                 board.close(reset=False)
                 board = None
                 romfs_mod.write_to_board(port, image, stream=out)

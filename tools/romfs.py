@@ -2,8 +2,8 @@
 into the heap (docs/deployments.md).
 
 The image holds what a filesystem deployment puts in /lib, compiled with mpy-cross for the chip:
-`lib/ias/*.mpy` and `lib/microdot/*.mpy`. A board mounts it at /rom, with /rom/lib on sys.path
-ahead of /lib. /boot.py, /main.py, /www, the anchors, keys and settings stay on the filesystem
+`lib/ias/*.mpy` and `lib/microdot/*.mpy`. A board mounts it at /rom, with /rom/lib on sys.path;
+a deploy removes any /lib copy so none can shadow it. /boot.py, /main.py, /www, the anchors, keys and settings stay on the filesystem
 (they are data, or are written at run time). Built and written with mpremote's own ROMFS
 support (`mpremote romfs build` / `mpremote romfs deploy`).
 """
@@ -20,6 +20,34 @@ from tools import deploy, mplib
 IMAGE_PREFIXES = ("/lib/%s/" % deploy.PACKAGE, "/lib/microdot/")
 # ESP32 partition table with a ROMFS partition beside the two OTA slots (docs/deployments.md).
 ESP32_PARTITIONS = os.path.join(deploy.ROOT, "tools", "partitions-4MiB-ota-romfs.csv")
+
+
+# Run on the board: remove a filesystem copy of what the image carries (from an earlier `.mpy`
+# deployment), so nothing in /lib can shadow /rom/lib whatever the port's sys.path order.
+_REMOVE_CODE = """
+import os
+def _rm(p):
+    try:
+        st = os.stat(p)
+    except OSError:
+        return 0
+    n = 0
+    if st[0] & 0x4000:
+        for e in os.ilistdir(p):
+            n += _rm(p + '/' + e[0])
+        os.rmdir(p)
+    else:
+        os.remove(p)
+        n = 1
+    return n
+print(sum(_rm(p.rstrip('/')) for p in %r))
+"""
+
+
+def remove_filesystem_copy(board):
+    """Delete /lib/ias and /lib/microdot from the board's filesystem (tools.repl.Board);
+    returns how many files went."""
+    return int(board.exec(_REMOVE_CODE % (list(IMAGE_PREFIXES),)).strip() or 0)
 
 
 def mpremote():
