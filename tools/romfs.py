@@ -4,8 +4,9 @@ into the heap (docs/deployments.md).
 The image holds what a filesystem deployment puts in /lib, compiled with mpy-cross for the chip:
 `lib/ias/*.mpy` and `lib/microdot/*.mpy`. A board mounts it at /rom, with /rom/lib on sys.path;
 a deploy removes any /lib copy so none can shadow it. /boot.py, /main.py, /www, the anchors,
-keys and settings stay on the filesystem (they are data, or are written at run time). Built and written with mpremote's own ROMFS
-support (`mpremote romfs build` / `mpremote romfs deploy`).
+keys and settings stay on the filesystem (they are data, or are written at run time). Built
+and written with mpremote's own ROMFS support (`mpremote romfs build` / `mpremote romfs
+deploy`).
 """
 
 import os
