@@ -60,28 +60,74 @@ def heap_floor(world, payloads, confirm=2):
         }
         hint["naive"] = payload + 96 * KIB
         for name, ok in checks.items():
-            floor, tries = floor_search(ok, hint[name])
-            lowest = min(h for h, r in tries if r)
-            # Near the floor a run may pass once and fail the next time (allocation timing
-            # differs with how the bytes arrive): raise it until `confirm` runs in a row pass.
-            stable, extra = floor, 0
-            while True:
-                passes = sum(1 for _ in range(confirm) if ok(stable))
-                extra += confirm
-                if passes == confirm or extra >= 12 * confirm:
-                    break
-                stable += KIB
-            below = sum(1 for _ in range(confirm) if not ok(stable - KIB))
-            hint[name] = stable
-            row[name] = {
-                "floor": stable,
-                "lowest_pass": lowest,
-                "stable": passes == confirm,
-                "runs": len(tries) + extra + confirm,
-                "confirm": confirm,
-                "below_fails": below,
-            }
+            row[name] = stable_floor(ok, hint[name], confirm)
+            hint[name] = row[name]["floor"]
         rows.append(row)
+    return {"rows": rows}
+
+
+def stable_floor(ok, hint, confirm):
+    """floor_search, then the floor raised until `confirm` runs in a row pass there; floor - 1
+    KiB is run `confirm` more times (`below_fails` of them failed)."""
+    floor, tries = floor_search(ok, hint)
+    lowest = min(h for h, r in tries if r)
+    # Near the floor a run may pass once and fail the next time (allocation timing
+    # differs with how the bytes arrive): raise it until `confirm` runs in a row pass.
+    stable, extra = floor, 0
+    while True:
+        passes = sum(1 for _ in range(confirm) if ok(stable))
+        extra += confirm
+        if passes == confirm or extra >= 12 * confirm:
+            break
+        stable += KIB
+    below = sum(1 for _ in range(confirm) if not ok(stable - KIB))
+    return {
+        "floor": stable,
+        "lowest_pass": lowest,
+        "stable": passes == confirm,
+        "runs": len(tries) + extra + confirm,
+        "confirm": confirm,
+        "below_fails": below,
+    }
+
+
+# -- 1b. the whole run by deployment ------------------------------------------------------------
+def romfs_floor(world, heap, confirm=2):
+    """The whole-run floor of the ROMFS deployment, for each payload of `heap` (heap_floor's
+    result, the .mpy deployment measured in the same run): the same client run, its modules and
+    Microdot from the client's ROMFS image (tools/romfs.py, mpremote romfs build) mounted at
+    /rom. The image's own bytes sit in the heap on the unix port (bench/mp/benv.py read_rom):
+    `image_heap` is what they cost, `beyond` the floor without them."""
+    from tools import romfs
+
+    image = world.work / "client.romfs"
+    romfs.build(str(image), target="unix")
+    env = {"IAS_BENCH_ROMFS": str(image)}
+    rows = []
+    hint = None
+    for prev in heap["rows"]:
+        payload = prev["payload"]
+        world.bundle(payload)
+        img = world.image("romfs-%d" % payload, payload)
+
+        def ok(heap_bytes, img=img):
+            args = [world.work, world.fresh(img), "/host/" + img.name, "update"]
+            return world.run_mp("client", args, heap=heap_bytes, env=env)[0]
+
+        ok_run, recs, text = world.run_mp(
+            "client", [world.work, world.fresh(img), "/host/" + img.name, "update"], env=env
+        )
+        if not ok_run:
+            raise RuntimeError("client update from ROMFS failed:\n" + text)
+        cost = [r for r in recs if r["kind"] == "romfs"][0]
+        if hint is None:
+            hint = cost["heap_bytes"] + prev["client"]["floor"] // 2
+        cell = stable_floor(ok, hint, confirm)
+        hint = cell["floor"]
+        cell["image_bytes"] = cost["image_bytes"]
+        cell["image_heap"] = cost["heap_bytes"]
+        cell["beyond"] = cell["floor"] - cost["heap_bytes"]
+        rows.append({"payload": payload, "mpy": prev["client"], "romfs": cell})
     return {"rows": rows}
 
 

@@ -159,14 +159,17 @@ class World:
         return run
 
     # -- running MicroPython ------------------------------------------------------------------
-    def run_mp(self, module, args, heap=None, timeout=300):
-        """Run bench/mp/<module>.mpy; returns (ok, records, text). ok: the script printed OK."""
+    def run_mp(self, module, args, heap=None, timeout=300, env=None):
+        """Run bench/mp/<module>.mpy; returns (ok, records, text). ok: the script printed OK.
+        `env`: extra environment variables (IAS_BENCH_ROMFS: run the client from that image)."""
         cmd = [micropython()]
         if heap:
             cmd += ["-X", "heapsize=%d" % heap]
         cmd += ["-m", module] + [str(a) for a in args]
         env = dict(
-            os.environ, MICROPYPATH="%s:%s:.frozen" % (self.work / "mp", self.work / "fw" / "lib")
+            os.environ,
+            MICROPYPATH="%s:%s:.frozen" % (self.work / "mp", self.work / "fw" / "lib"),
+            **(env or {}),
         )
         try:
             proc = subprocess.run(

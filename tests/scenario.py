@@ -45,7 +45,8 @@ def make_chain(name, root=None, root_days=(-1, 3650)):
 class World:
     """One operator, one server, one virtual ESP32. `trust`: the roots the device ships with
     (pki.Issued; the first is iasRootCa.cer); `serve`: the Chain the server presents;
-    `recovery`: "both" (https then http rung of the server), "http", "https" or "none"."""
+    `recovery`: "both" (https then http rung of the server), "http", "https" or "none";
+    `romfs`: the client runs from a ROMFS image (`ias sim init --romfs`), not from /lib."""
 
     def __init__(
         self,
@@ -56,6 +57,7 @@ class World:
         interval=7200,
         stage_cache=None,
         config_port=None,
+        romfs=False,
     ):
         self.work = Path(work)
         self.work.mkdir(parents=True, exist_ok=True)
@@ -86,9 +88,9 @@ class World:
         with pytest.MonkeyPatch.context() as mp:
             if stage_cache is not None:
                 mp.setattr(sim, "stage_firmware", _cached_stage(stage_cache))
-            self._init(pems, rungs, interval, config_port)
+            self._init(pems, rungs, interval, config_port, romfs)
 
-    def _init(self, pems, rungs, interval, config_port):
+    def _init(self, pems, rungs, interval, config_port, romfs=False):
         args = sim.args_for(
             "init",
             self.board,
@@ -100,6 +102,7 @@ class World:
             recovery=rungs,
             interval=interval,
             force=True,
+            romfs=romfs,
         )
         if config_port is not None:
             args.config_port = config_port
@@ -247,7 +250,9 @@ def _cached_stage(cache):
     (compiling is most of the cost of a world; the firmware does not change during a run)."""
     real = sim.stage_firmware
 
-    def stage(dest, chip):
+    def stage(dest, chip, romfs_image=None):
+        if romfs_image:  # the image is built each time (its own compile)
+            return real(dest, chip, romfs_image)
         src = Path(cache) / chip
         if not src.is_dir():
             real(src, chip)

@@ -31,6 +31,14 @@ def test_quick_run_produces_every_figure(tmp_path):
         assert cell["below_fails"] >= 0 and cell["runs"] >= 3
     # bare TLS needs less than an updater that also holds the body and a filesystem
     assert row["bare"]["floor"] < row["naive"]["floor"]
+    # The ROMFS deployment: the same run from the image; the image's bytes counted apart, and
+    # running bytecode in place needs less heap than loading the .mpy files.
+    dep = raw["deploy"]["rows"][0]
+    assert dep["mpy"] == row["client"]
+    rom = dep["romfs"]
+    assert rom["image_heap"] >= rom["image_bytes"] > 50000
+    assert rom["beyond"] == rom["floor"] - rom["image_heap"]
+    assert 0 < rom["beyond"] < dep["mpy"]["floor"]
     tp = raw["throughput"]
     assert tp["payload"] == 16384 and tp["ours_us"]["median"] > tp["download_us"]["median"] > 0
     nu = raw["noupdate"]
@@ -47,6 +55,7 @@ def test_quick_run_produces_every_figure(tmp_path):
     text = out.read_text()
     for heading in (
         "1. Heap floor",
+        "1b. Whole-run heap floor by deployment",
         "2. Throughput",
         "3. The no-update",
         "4. Boot",

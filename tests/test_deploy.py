@@ -287,3 +287,25 @@ def test_app_is_staged_as_the_factory_app_with_its_md5(tmp_path):
     assert bundle.app_md5(copy) == saved["app_md5"]
     (copy / "app.py").write_bytes((copy / "app.py").read_bytes() + b"\n")
     assert bundle.app_md5(copy) != saved["app_md5"]
+
+
+def test_deploy_romfs_leaves_the_client_out_of_the_filesystem_and_needs_a_romfs_board(
+    tmp_path, capsys
+):
+    # The pty board is the unix port: no ROMFS partition (vfs.rom_ioctl), as an official
+    # ESP32_GENERIC build. Everything but the client is deployed (an earlier .mpy copy of the
+    # client is removed, so it cannot shadow /rom/lib), then one line says why the image could
+    # not be written; the image itself is built for the board's port.
+    image = tmp_path / "flash.img"
+    with PtyDevice(image) as dev:
+        deploy.deploy_to(dev.port, stream=io.StringIO(), build_time=1000)
+        assert "/lib/ias/device.mpy" in list_image(image)
+        code = cli.main(["deploy", "--port", dev.port, "--romfs", "--no-reset"])
+        assert dev.alive()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("ias deploy: error: mpremote romfs deploy failed on %s" % dev.port)
+    assert "FLASH_2M_ROMFS" in err[-1]
+    files = list_image(image)
+    assert "/boot.py" in files and "/cert/iasRootCa.cer" in files
+    assert not any(p.startswith(("/lib/ias/", "/lib/microdot/")) for p in files), files

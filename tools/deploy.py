@@ -353,8 +353,12 @@ def deploy_to(
     stream=None,
     build_time=None,
     app=None,
+    romfs=False,
 ):
-    """Build the device tree for the board on `port` and sync it. Returns sync()'s report."""
+    """Build the device tree for the board on `port` and sync it. Returns sync()'s report.
+
+    With `romfs`, the client and Microdot go into a ROMFS image (tools/romfs.py) written to the
+    board's ROMFS partition after the other files; they are left out of the filesystem."""
     from tools.repl import Board, sync
 
     out = stream if stream is not None else sys.stderr
@@ -367,10 +371,27 @@ def deploy_to(
             build_time = source_time()
         with tempfile.TemporaryDirectory(prefix="ias-deploy-") as tmp:
             tree = stage_tree(tmp, target, settings, update_key, anchors, build_time, app)
+            if romfs:
+                from tools import romfs as romfs_mod
+
+                image = os.path.join(tmp, "ias-client.romfs")
+                size = romfs_mod.build(image, target=target, build_time=build_time)
+                tree = {
+                    p: f for p, f in tree.items() if not p.startswith(romfs_mod.IMAGE_PREFIXES)
+                }
             report = sync(board, tree, stream=out)
+            if romfs:  # mpremote opens the port itself: hand it over, then reset as usual
+                report["removed"] = romfs_mod.remove_filesystem_copy(board)
+                board.close(reset=False)
+                board = None
+                romfs_mod.write_to_board(port, image, stream=out)
+                report["romfs_bytes"] = size
+                if reset:
+                    romfs_mod.reset_board(port)
         report["target"] = target
     finally:
-        board.close(reset=reset)
+        if board is not None:
+            board.close(reset=reset)
     print(
         "deployed to %s (%s): %d copied (%d bytes), %d unchanged, all %d verified"
         % (
@@ -400,6 +421,7 @@ EPILOG = """\
 examples:
   ias deploy --port /dev/ttyUSB0
   ias deploy --port /dev/ttyUSB0 --settings my-settings.json --update-key keys/update.pub
+  ias deploy --port /dev/ttyUSB0 --romfs     (the client as a ROMFS image, run from flash)
   python -m tools.deploy --check-compile     (only compile, as `make mpy` does)"""
 
 
@@ -427,6 +449,12 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--no-reset", action="store_true", help="leave the board in the REPL afterwards"
+    )
+    parser.add_argument(
+        "--romfs",
+        action="store_true",
+        help="put the client and Microdot in a ROMFS image (mpremote romfs build/deploy) "
+        "instead of /lib: the firmware needs a ROMFS partition (docs/deployments.md)",
     )
 
 
@@ -456,6 +484,7 @@ def run(args):
             app=args.app,
             target=None if args.chip == "auto" else args.chip,
             reset=not args.no_reset,
+            romfs=args.romfs,
         )
     except (BuildError, DeployError) as e:
         print("ias deploy: error: %s" % e, file=sys.stderr)

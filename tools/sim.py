@@ -2,7 +2,8 @@
 
 A virtual board is a folder: flash.bin (littlefs on a NOR flash model), board.json (its hardware),
 run.json (facts for the next boot), ota_*.bin/otadata.bin (ESP32 app slots), console.log,
-flash_ops.jsonl (the flash program and erase operations of each power-on).
+flash_ops.jsonl (the flash program and erase operations of each power-on), romfs.img (the
+client as a ROMFS image, with --romfs).
 """
 
 import argparse
@@ -39,14 +40,20 @@ def _mac_for(folder):
     return "24:0A:C4:" + ":".join("%02X" % b for b in digest[:3])
 
 
-def stage_firmware(dest, chip):
+def stage_firmware(dest, chip, romfs_image=None):
     """The files the virtual board's flash gets: boot.py, main.py, the compiled client and
-    Microdot in /lib, and /www (compile_firmware copies the assets)."""
+    Microdot in /lib, and /www (compile_firmware copies the assets). With `romfs_image`, the
+    client and Microdot go into that ROMFS image instead of /lib (tools/romfs.py)."""
     from tools.deploy import compile_firmware
     from tools.mplib import stage_libs
 
     compile_firmware(dest, target="unix")
     stage_libs(Path(dest) / "lib")
+    if romfs_image:
+        from tools import romfs
+
+        romfs.build(str(romfs_image), target="unix")
+        shutil.rmtree(Path(dest) / "lib")  # all of /lib is in the image
 
 
 def init(args):
@@ -68,6 +75,7 @@ def init(args):
         "booted",
         "ota_0.bin",
         "ota_1.bin",
+        "romfs.img",
     ):
         (folder / old).unlink(missing_ok=True)
     hw = {
@@ -85,7 +93,7 @@ def init(args):
 
     with tempfile.TemporaryDirectory(dir=folder, prefix=".deploy-") as tmp:
         stage = Path(tmp)
-        stage_firmware(stage, args.chip)
+        stage_firmware(stage, args.chip, romfs_image=folder / "romfs.img" if args.romfs else None)
         cert = stage / "cert"
         cert.mkdir()
         anchors = [Path(a) for a in args.anchor] or sorted((FIRMWARE / "cert").glob("*.cer"))
@@ -339,6 +347,11 @@ def add_parser(subparsers, summary):
     i.add_argument("--flash-kib", type=int, default=2048, help="size of the flash filesystem")
     i.add_argument("--config-port", type=int, default=8080, help="port of config mode's web app")
     i.add_argument("--force", action="store_true", help="replace a board already in DIR")
+    i.add_argument(
+        "--romfs",
+        action="store_true",
+        help="run the client from a ROMFS image (DIR/romfs.img, mounted at /rom), not /lib",
+    )
     i.set_defaults(func=init)
 
     b = s.add_parser(

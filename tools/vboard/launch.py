@@ -29,7 +29,24 @@ def _load(path):
         return {}
 
 
+# DIR/romfs.img: the client as a ROMFS image (`ias sim init --romfs`), mounted at /rom as a
+# board with a ROMFS partition mounts it, /rom/lib ahead of /lib on sys.path.
+ROMFS_IMAGE = "/romfs.img"
+
+
+def read_rom(host):
+    # A chip maps its ROMFS partition into the address space; the unix port can only hold the
+    # image in a bytes object, so here its bytes sit in the heap (the bench counts them apart).
+    # Read first, before the host's root is unmounted and while the heap is empty.
+    try:
+        with open(host + ROMFS_IMAGE, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def mount_flash(host, fresh=False):
+    rom = None if fresh else read_rom(host)
     run = _load(host + "/run.json")
     size = os.stat(host + "/flash.bin")[6]
     dev = NorFlash(size // BLOCK, path=host + "/flash.bin", cut_at=run.get("power_cut_at"))
@@ -40,6 +57,9 @@ def mount_flash(host, fresh=False):
     vfs.mount(vfs.VfsPosix(host), "/host")
     os.chdir("/")
     sys.path[:] = ["", "/lib", ".frozen"]
+    if rom is not None:
+        vfs.mount(vfs.VfsRom(rom), "/rom")
+        sys.path[1:1] = ["/rom", "/rom/lib"]
     return dev
 
 
