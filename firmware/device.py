@@ -18,6 +18,7 @@ class Device:
         self.settings = settings
         self.state = state
         self.store = store
+        log.set_clock(getattr(board, "time", None))  # log lines carry the board's time
         if slots is None:
             from .slots import Slots
 
@@ -193,6 +194,7 @@ class Device:
         app = self.app
         if outcome == "error":
             log.warn("callhome", "failed: %s %s" % (out["reason"], out.get("detail", "")))
+            log.flush()
             if app is not None:
                 app.emit("update_error", out["reason"])
             return
@@ -200,6 +202,7 @@ class Device:
             log.info(
                 "callhome", "update %s %s staged" % (out["app"]["name"], out["app"]["version"])
             )
+            log.flush()
             return
         log.info("callhome", "%s (%s)" % (outcome, out["reason"]))
         if app is not None:
@@ -237,7 +240,8 @@ class Device:
         failure it reported is delivered."""
         from . import trial
 
-        trial.commit(self.board, self.state, self.slots)
+        if trial.commit(self.board, self.state, self.slots) is not None:
+            log.flush()  # the commit wrote flash anyway; its line joins the log
         trial.clear_error(self.state)
 
     def apply(self, out):
@@ -249,6 +253,7 @@ class Device:
         log.info(
             "ota", "switched to %s %s, resetting" % (out["app"]["name"], out["app"]["version"])
         )
+        log.flush()
         self.board.reset()
 
     def config_mode(self, port=None):
