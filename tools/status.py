@@ -11,7 +11,6 @@ their secrets.
 import argparse
 import base64
 import json
-import os
 import subprocess
 import sys
 import time
