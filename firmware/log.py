@@ -15,8 +15,8 @@ _NAMES = {INFO: "I", WARN: "W", ERROR: "E"}
 PATH = "/log.txt"
 OLD = "/log.1"
 MAX_FILE = const(2048)  # bytes of /log.txt before rotation: at most ~4 KiB of log in flash
-MAX_LINES = const(16)  # lines held in RAM between flushes (oldest dropped)
-MAX_LINE = const(100)  # characters per line
+MAX_LINES = const(12)  # lines held in RAM between flushes (oldest dropped): ~1.3 KiB
+MAX_LINE = const(96)  # characters per line, the time stamp included
 
 _lines = []
 _clock = None  # the board's time() (Unix seconds), set by whoever opened the board
