@@ -123,3 +123,47 @@ def test_status_refuses_what_is_no_board_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["status", "/dev/ttyIAS-none"])
     assert str(e.value) == "ias status: no such serial port: /dev/ttyIAS-none"
+
+
+def test_a_rollback_is_in_the_log_and_the_status(world, capsys):
+    world.publish("2.0", 2)
+    world.boot(3)
+    world.publish("3.0", 3, broken=True)  # fails at import: rolled back at once
+    world.boot(3)
+    assert world.pointer()["version"] == "2.0"
+    code, out, _ = ias(capsys, "status", str(world.board), "--json")
+    st = json.loads(out)
+    assert st["app"]["version"] == "2.0" and st["trial"] is None
+    # The failure was reported by the next call home, which cleared it from the state: the log
+    # is where it stays.
+    assert st["last_error"] is None
+    code, logs, _ = ias(capsys, "logs", str(world.board), "-n", "40")
+    staged = logs.index("I callhome: update %s 3.0 staged" % APP)
+    failed = logs.index("E app: app failed to start", staged)
+    assert logs.index("W ota: rollback: app failed to start", failed) > failed
+
+
+def test_secrets_are_hidden_and_dates_readable():
+    from tools import status
+
+    shown = status.without_secrets(
+        {
+            "wifi": [{"ssid": "home", "password": "hunter22"}],
+            "ap_password": "Vq3dyudyscaa",
+            "act_code": "123456",
+            "server": "https://example.org",
+            "device_name": "kitchen",
+        }
+    )
+    assert shown == {
+        "wifi": ["home"],
+        "ap_password": "(set)",
+        "act_code": "(set)",
+        "server": "https://example.org",
+        "device_name": "kitchen",
+    }
+    assert status.when(1764700000) == "2025-12-02 18:26:40 UTC"
+    assert status.when(946684800 + 12) == "12s after boot"
+    assert status.readable("946684812 I boot: reset cause: power_on") == (
+        "12s after boot  I boot: reset cause: power_on"
+    )
