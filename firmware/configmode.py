@@ -1,8 +1,8 @@
 # Config mode: an access point named after the device, the config web app on it, and a way out
-# (GET /close, or 300 s without a request: ias-protocol §4.4). The caller resets afterwards.
+# (POST /close, or 300 s without a request: ias-protocol §4.4). The caller resets afterwards.
 import asyncio
 
-from . import log, settings, webapp
+from . import log, settings, webapp, webguard
 
 AP_IP = "192.168.4.1"
 TIMEOUT_S = 300
@@ -14,19 +14,8 @@ def device_name(board, s):
     return s["device_name"] or "ias-%d" % board.chip_id()
 
 
-def _random_bytes(n):
-    try:
-        import os
-
-        return os.urandom(n)
-    except (ImportError, AttributeError):
-        import random
-
-        return bytes(random.getrandbits(8) for _ in range(n))
-
-
 def new_password():
-    raw = _random_bytes(PW_LEN)
+    raw = webguard.random_bytes(PW_LEN)
     return "".join(_PW_CHARS[b % len(_PW_CHARS)] for b in raw)
 
 
@@ -42,6 +31,25 @@ def ap_credentials(board, settings_path=settings.PATH):
         settings.save(s, settings_path)
         board.console("config access point %s, password %s" % (ssid, s["ap_password"]))
     return ssid, s["ap_password"]
+
+
+def device_hosts(board, names, port):
+    """hosts() for webguard: the Host values that name this device: its access point address,
+    its name and name.local (`names`), and its address on the Wi-Fi it joined, with ':port'
+    unless it is 80. A page on any other name (DNS rebinding) is a stranger."""
+    sfx = "" if port == 80 else ":%d" % port
+    fixed = []
+    for n in names:
+        if n and n.lower() + sfx not in fixed:
+            fixed.append(n.lower() + sfx)
+            if not sfx:
+                fixed.append(n.lower() + ":80")
+
+    def hosts():
+        ip = board.wifi_ip()
+        return fixed + [ip + sfx] if ip and ip + sfx not in fixed else fixed
+
+    return hosts
 
 
 def _announce(announce, msg):
@@ -152,6 +160,7 @@ def run(
     fields = fields or ()
     if port is None:
         port = board.config_port
+    ip = host if host != "0.0.0.0" else AP_IP
     if start_ap:
         ssid, password = ap_credentials(board, settings_path)
         ip = board.ap_start(ssid, password) or AP_IP
@@ -159,11 +168,15 @@ def run(
             "config mode: join %s, open http://%s%s/"
             % (ssid, ip, "" if port == 80 else ":%d" % port)
         )
+    name = device_name(board, settings.load(settings_path))
+    hosts = device_hosts(
+        board, (ip, host if host != "0.0.0.0" else "", name, name + ".local"), port
+    )
     board.led_pattern("config")
     joined = bool(board.wifi_ip())
     if joined:
         _announce(announce, "1")
-    cfg = webapp.make_app(board, store, settings_path, fields, fetch_anchors, www_dir, info)
+    cfg = webapp.make_app(board, store, settings_path, fields, fetch_anchors, www_dir, info, hosts)
     try:
         reason = asyncio.run(serve(cfg, host, port, timeout_s))
     finally:

@@ -1,7 +1,8 @@
 # The config web app (Microdot): the IAS routes with IAS's replies (ias-protocol §4.3), so IAS's
 # own pages keep working, plus our one-page UI at / and a few JSON routes it uses. Settings are
 # saved only after the whole request validated; the server's hardening (size limits, drained
-# refusals, origin check, no caching) is webguard.py.
+# refusals, Host, origin and token checks, no caching) is webguard.py. No GET changes anything:
+# IAS's delete (/csr?d=) and /close keep their shapes as POSTs with the page's token.
 import asyncio
 import json
 
@@ -10,7 +11,7 @@ from microdot import Response
 from . import board as board_mod
 from . import settings
 from .reason import ReasonError
-from .webguard import BadRequest, escape, guarded_app, read_form, text
+from .webguard import BadRequest, escape, guarded_app, new_token, read_form, text
 
 CERT_DIR = "/cert"
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
@@ -45,7 +46,8 @@ class ConfigApp:
     """The state of one config-mode session and the routes that use it.
     `fields`: the app's declared fields (app_api: name, label, default, max, type).
     `fetch_anchors()`: the device fetches and installs the signed anchor bundle itself;
-    returns {"ok", "message", "version"}."""
+    returns {"ok", "message", "version"}.
+    `hosts()`: the Host values naming the device (webguard); `token`: the session's."""
 
     def __init__(
         self,
@@ -56,6 +58,8 @@ class ConfigApp:
         fetch_anchors=None,
         www_dir="/www",
         info=None,
+        hosts=None,
+        token=None,
     ):
         self.board = board
         self.store = store
@@ -67,6 +71,8 @@ class ConfigApp:
         self.last_request = board.ticks_ms()
         self.closed = False
         self._trial = None  # the /wsa test-connect attempt: [ssid, password, state, ip]
+        self.hosts = hosts
+        self.token = token or new_token()
         self.app = self._build()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -109,7 +115,7 @@ class ConfigApp:
 
     # -- routes -----------------------------------------------------------------------------
     def _build(self):
-        app = guarded_app(self._touched)
+        app = guarded_app(self._touched, self.hosts, self.token)
 
         @app.get("/")
         def index(req):
@@ -119,6 +125,11 @@ class ConfigApp:
                 )
             except OSError:
                 return text("the config page is missing from %s" % self.www_dir, 404)
+
+        @app.get("/token")
+        def token(req):
+            # Readable only by a page of this device: no CORS header, and webguard checks Host.
+            return _data({"t": self.token})
 
         @app.get("/i")
         def info(req):
@@ -222,10 +233,12 @@ class ConfigApp:
             self._save(s)
             return text("1")
 
-        @app.get("/csr")
+        @app.route("/csr", methods=["GET", "POST"])
         def cert_files(req):
             path = req.args.get("d")
             if path is not None:
+                if req.method != "POST":
+                    raise BadRequest("deleting takes a POST with the page's token", 405)
                 self._delete_cert(path)
             return _data(self._cert_list())
 
@@ -268,7 +281,7 @@ class ConfigApp:
                 }
             )
 
-        @app.get("/close")
+        @app.post("/close")
         def close(req):
             self.closed = True  # configmode stops the server once this reply is out
             return text("closing")
