@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.request
 
+from tests import configclient
 from tests.scenario import make_chain, make_world, staged_firmware  # noqa: F401 (fixtures)
 from tests.test_continuity_e2e import anchor_name
 from tools import sim
@@ -50,7 +51,7 @@ def test_get_ias_root_cert_from_config_mode(make_world):  # noqa: F811
         status, body = _request(port, "/csr")  # the certificate page's list: root A only
         assert status == 200 and [c["n"] for c in json.loads(body)] == ["/cert/iasRootCa.cer"]
         mark = world.mark()
-        status, body = _request(port, "/anchors/fetch", data=b"")
+        status, body = configclient.request(port, "/anchors/fetch", b"")
         res = json.loads(body)
         assert res == {"ok": True, "message": "installed anchor bundle v2", "version": 2}, res
         fetched = world.requests(mark, "/ota/anchors/anchors.json")
@@ -60,7 +61,7 @@ def test_get_ias_root_cert_from_config_mode(make_world):  # noqa: F811
         assert names == sorted(["/cert/iasRootCa.cer", "/cert/" + anchor_name(b.root)]), names
         world.serve(b)  # the server moves to root B
         try:
-            _request(port, "/close", timeout=5)
+            configclient.request(port, "/close", b"", timeout=5, wait=5)
         except OSError:
             pass  # IAS's /close sends no reply
         booted.join(180)
