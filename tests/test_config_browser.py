@@ -6,7 +6,12 @@ test-artifacts/ (phone and desktop viewports).
 """
 
 import hashlib
+import http.client
+import http.server
+import json
 import os
+import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -35,7 +40,7 @@ def _sha(issued):
     return hashlib.sha256(issued.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed")
@@ -54,6 +59,144 @@ def browser():
         )
         yield b
         b.close()
+
+
+ATTACK_PAGE = """<!DOCTYPE html><html><body>
+<iframe name="sink"></iframe>
+<form id="wifi" method="POST" target="sink" action="DEVICE/wsa">
+<input name="s" value="evil"><input name="p" value="evilpass1"><input name="i" value="1"></form>
+<script>
+var D = "DEVICE";
+// a sandboxed frame (Origin: null) posts a form, with a file when `file` is given
+function sandboxed(action, enctype, fields, file) {
+  var d = {action: D + action, enctype: enctype, fields: fields, file: file};
+  var f = document.createElement("iframe");
+  f.sandbox = "allow-scripts allow-forms";
+  f.srcdoc = "<body><script>var d = " + JSON.stringify(d) + ";" +
+    "var f = document.createElement('form'); f.method = 'POST'; f.action = d.action;" +
+    "f.enctype = d.enctype; for (var k in d.fields) { var i = document.createElement('input');" +
+    "i.name = k; i.value = d.fields[k]; f.appendChild(i); }" +
+    "if (d.file) { var i = document.createElement('input'); i.type = 'file'; i.name = 'f';" +
+    "var t = new DataTransfer(); t.items.add(new File([d.file], 'iasRootCa.cer')); i.files = t.files;" +
+    "f.appendChild(i); } document.body.appendChild(f); f.submit();<" + "/script></body>";
+  document.body.appendChild(f);
+}
+fetch("/attacker.pem").then(function (r) { return r.text(); }).then(function (pem) {
+  document.getElementById("wifi").submit();
+  var fd = new FormData(); fd.append("f", new Blob([pem]), "iasRootCa.cer");
+  fetch(D + "/certupl", {method: "POST", mode: "no-cors", body: fd});
+  fetch(D + "/csr?d=/cert/evil.cer", {method: "POST", mode: "no-cors"});
+  fetch(D + "/close", {method: "POST", mode: "no-cors"});
+  fetch(D + "/token").then(function (r) { return r.json(); })
+    .then(function (j) { window.stolen = j.t; }, function () { window.blocked = true; });
+  var img = new Image(); img.src = D + "/csr?d=/cert/iasRootCa.cer";
+  sandboxed("/certupl", "multipart/form-data", {}, pem);
+  sandboxed("/wsa", "application/x-www-form-urlencoded", {s: "evil", p: "evilpass1", i: "1"});
+});
+</script></body></html>"""
+
+
+def _flash(folder):
+    """Every file of the board's side (anchors, settings), as bytes by relative path."""
+    out = {}
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and p.name not in ("run.py", "config.json"):
+            out[str(p.relative_to(folder))] = p.read_bytes()
+    return out
+
+
+class _Attacker:
+    """Another origin: a second local HTTP server with the attacker's page and root."""
+
+    def __init__(self, folder, device_url, pem):
+        folder.mkdir()
+        (folder / "index.html").write_text(ATTACK_PAGE.replace("DEVICE", device_url))
+        (folder / "attacker.pem").write_bytes(pem)
+        handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *a: None
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _raw(port, method, path, headers, body=b""):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.putrequest(method, path, skip_host=True)
+    for k, v in headers.items():
+        c.putheader(k, v)
+    c.putheader("Content-Length", str(len(body)))
+    c.endheaders(body)
+    r = c.getresponse()
+    out = (r.status, r.getheader("Location"), r.read())
+    c.close()
+    return out
+
+
+def test_other_pages_change_nothing(tmp_path, browser):
+    root_a = pki.make_ca("IAS Test Root A")
+    attacker = pki.make_ca("Attacker Root")
+    srv = ConfigServer(
+        tmp_path / "dev",
+        anchors=[("iasRootCa.cer", _pem(root_a)), ("evil.cer", _pem(pki.make_ca("Other")))],
+        fetch=("iasRootCa2.cer", _pem(pki.make_ca("Fetched"))),
+        fields=FIELDS,
+        settings={"wifi": [{"ssid": "lab", "password": "labpass1"}]},
+    )
+    evil = _Attacker(tmp_path / "evil", srv.url, _pem(attacker))
+    with srv:
+        before = _flash(srv.dir)
+        ctx = browser.new_context()
+        seen = []
+        ctx.on("response", lambda r: seen.append((r.request.method, r.url, r.status)))
+        page = ctx.new_page()
+        page.goto(evil.url + "/")
+        want = {
+            ("POST", "/wsa", 403),  # a form on another origin; and from the sandboxed frame
+            ("POST", "/certupl", 403),  # fetch no-cors, and the sandboxed frame (Origin: null)
+            ("POST", "/csr?d=/cert/evil.cer", 403),
+            ("POST", "/close", 403),
+            ("GET", "/csr?d=/cert/iasRootCa.cer", 405),  # an <img>
+        }
+
+        def got():
+            return {(m, u[len(srv.url) :], st) for m, u, st in seen if u.startswith(srv.url)}
+
+        page.wait_for_function("window.blocked === true", timeout=8000)
+        for _ in range(80):
+            if want <= got() and sum(1 for x in seen if x[1].endswith("/certupl")) >= 2:
+                break
+            page.wait_for_timeout(100)
+        assert want <= got(), got()
+        posts = [x for x in seen if x[0] == "POST" and x[1].startswith(srv.url)]
+        assert len(posts) == 6 and all(x[2] == 403 for x in posts), posts
+        assert page.evaluate("window.stolen") is None  # the token is not readable elsewhere
+        ctx.close()
+
+        # DNS rebinding: the attacker's name resolves to the device; a plain client sends
+        # what such a page would (its Host, its Origin, a guessed token)
+        bad = {"Host": "evil.example", "Origin": "http://evil.example"}
+        st, loc, body = _raw(srv.port, "GET", "/token", {"Host": "evil.example"})
+        assert st == 302 and loc == srv.url + "/" and b'"t"' not in body
+        up = b"--b\r\nContent-Disposition: form-data; name=f; filename=iasRootCa.cer\r\n\r\n"
+        up += _pem(attacker) + b"\r\n--b--\r\n"
+        for path, body, ctype in (
+            ("/certupl", up, "multipart/form-data; boundary=b"),
+            ("/wsa", b"s=evil&p=evilpass1&i=1", "application/x-www-form-urlencoded"),
+            ("/csr?d=/cert/evil.cer", b"", "text/plain"),
+        ):
+            hdrs = dict(bad, **{"Content-Type": ctype, "X-IAS-Token": "0" * 32})
+            st, _, reply = _raw(srv.port, "POST", path, hdrs, body)
+            assert st == 403 and b"answers only to" in reply, (path, reply)
+        st, loc, _ = _raw(srv.port, "GET", "/csr?d=/cert/evil.cer", {"Host": "evil.example"})
+        assert st == 302
+
+        assert _flash(srv.dir) == before  # nothing changed in the board's flash
+        assert srv.proc.poll() is None  # and config mode still runs
+    evil.close()
 
 
 def _status(page, want):
