@@ -6,9 +6,7 @@ test-artifacts/ (phone and desktop viewports).
 """
 
 import hashlib
-import http.client
 import http.server
-import json
 import os
 import threading
 from functools import partial
@@ -16,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from webfixture import ConfigServer
+from webfixture import ConfigServer, files_of, raw_request
 
 from tools import pki
 
@@ -62,47 +60,59 @@ def browser():
 
 
 ATTACK_PAGE = """<!DOCTYPE html><html><body>
-<iframe name="sink"></iframe>
-<form id="wifi" method="POST" target="sink" action="DEVICE/wsa">
-<input name="s" value="evil"><input name="p" value="evilpass1"><input name="i" value="1"></form>
 <script>
 var D = "DEVICE";
-// a sandboxed frame (Origin: null) posts a form, with a file when `file` is given
-function sandboxed(action, enctype, fields, file) {
+// one attack at a time: the device serves a few connections at once, as a real one does
+function framed(sandbox, action, enctype, fields, file) {
+  // a form posted from a frame: sandboxed (Origin: null) or of this page's origin
   var d = {action: D + action, enctype: enctype, fields: fields, file: file};
   var f = document.createElement("iframe");
-  f.sandbox = "allow-scripts allow-forms";
+  if (sandbox) f.sandbox = "allow-scripts allow-forms";
   f.srcdoc = "<body><script>var d = " + JSON.stringify(d) + ";" +
     "var f = document.createElement('form'); f.method = 'POST'; f.action = d.action;" +
     "f.enctype = d.enctype; for (var k in d.fields) { var i = document.createElement('input');" +
     "i.name = k; i.value = d.fields[k]; f.appendChild(i); }" +
     "if (d.file) { var i = document.createElement('input'); i.type = 'file'; i.name = 'f';" +
-    "var t = new DataTransfer(); t.items.add(new File([d.file], 'iasRootCa.cer')); i.files = t.files;" +
-    "f.appendChild(i); } document.body.appendChild(f); f.submit();<" + "/script></body>";
-  document.body.appendChild(f);
+    "var t = new DataTransfer(); t.items.add(new File([d.file], 'iasRootCa.cer'));" +
+    "i.files = t.files;" +
+    "f.appendChild(i); } document.body.appendChild(f);" +
+    "onload = function () { f.submit(); };<" + "/script></body>";
+  return new Promise(function (done) {
+    var loads = 0;
+    f.onload = function () { if (++loads === 2) done(); };  // the form page, then the reply
+    document.body.appendChild(f);
+  });
 }
-fetch("/attacker.pem").then(function (r) { return r.text(); }).then(function (pem) {
-  document.getElementById("wifi").submit();
+function step(n) { return function (x) { window.step = n; return x; }; }
+function settle(p) { return p.then(function () {}, function () {}); }
+var pem;
+fetch("/attacker.pem").then(function (r) { return r.text(); }).then(function (t) {
+  pem = t; window.step = 1;
+  return framed(false, "/wsa", "application/x-www-form-urlencoded", {s: "evil", p: "evilpass1", i: "1"});
+}).then(function () {
+  window.step = 2;
   var fd = new FormData(); fd.append("f", new Blob([pem]), "iasRootCa.cer");
-  fetch(D + "/certupl", {method: "POST", mode: "no-cors", body: fd});
-  fetch(D + "/csr?d=/cert/evil.cer", {method: "POST", mode: "no-cors"});
-  fetch(D + "/close", {method: "POST", mode: "no-cors"});
-  fetch(D + "/token").then(function (r) { return r.json(); })
+  return settle(fetch(D + "/certupl", {method: "POST", mode: "no-cors", body: fd}));
+}).then(function () {
+  return settle(fetch(D + "/csr?d=/cert/evil.cer", {method: "POST", mode: "no-cors"}));
+}).then(function () {
+  return settle(fetch(D + "/close", {method: "POST", mode: "no-cors"}));
+}).then(function () {
+  return fetch(D + "/token").then(function (r) { return r.json(); })
     .then(function (j) { window.stolen = j.t; }, function () { window.blocked = true; });
-  var img = new Image(); img.src = D + "/csr?d=/cert/iasRootCa.cer";
-  sandboxed("/certupl", "multipart/form-data", {}, pem);
-  sandboxed("/wsa", "application/x-www-form-urlencoded", {s: "evil", p: "evilpass1", i: "1"});
-});
+}).then(function () {
+  return new Promise(function (done) {
+    var img = new Image(); img.onload = img.onerror = done;
+    img.src = D + "/csr?d=/cert/iasRootCa.cer";
+  });
+}).then(function () {
+  window.step = 7;
+  return framed(true, "/certupl", "multipart/form-data", {}, pem);
+}).then(function () {
+  window.step = 8;
+  return framed(true, "/wsa", "application/x-www-form-urlencoded", {s: "evil", p: "evilpass1", i: "1"});
+}).then(function () { window.attackDone = true; });
 </script></body></html>"""
-
-
-def _flash(folder):
-    """Every file of the board's side (anchors, settings), as bytes by relative path."""
-    out = {}
-    for p in sorted(Path(folder).rglob("*")):
-        if p.is_file() and p.name not in ("run.py", "config.json"):
-            out[str(p.relative_to(folder))] = p.read_bytes()
-    return out
 
 
 class _Attacker:
@@ -123,19 +133,6 @@ class _Attacker:
         self.httpd.server_close()
 
 
-def _raw(port, method, path, headers, body=b""):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    c.putrequest(method, path, skip_host=True)
-    for k, v in headers.items():
-        c.putheader(k, v)
-    c.putheader("Content-Length", str(len(body)))
-    c.endheaders(body)
-    r = c.getresponse()
-    out = (r.status, r.getheader("Location"), r.read())
-    c.close()
-    return out
-
-
 def test_other_pages_change_nothing(tmp_path, browser):
     root_a = pki.make_ca("IAS Test Root A")
     attacker = pki.make_ca("Attacker Root")
@@ -148,15 +145,14 @@ def test_other_pages_change_nothing(tmp_path, browser):
     )
     evil = _Attacker(tmp_path / "evil", srv.url, _pem(attacker))
     with srv:
-        before = _flash(srv.dir)
+        before = files_of(srv.dir)
         ctx = browser.new_context()
         seen = []
         ctx.on("response", lambda r: seen.append((r.request.method, r.url, r.status)))
         page = ctx.new_page()
         page.goto(evil.url + "/")
         want = {
-            ("POST", "/wsa", 403),  # a form on another origin; and from the sandboxed frame
-            ("POST", "/certupl", 403),  # fetch no-cors, and the sandboxed frame (Origin: null)
+            ("POST", "/certupl", 403),  # fetch no-cors
             ("POST", "/csr?d=/cert/evil.cer", 403),
             ("POST", "/close", 403),
             ("GET", "/csr?d=/cert/iasRootCa.cer", 405),  # an <img>
@@ -165,21 +161,29 @@ def test_other_pages_change_nothing(tmp_path, browser):
         def got():
             return {(m, u[len(srv.url) :], st) for m, u, st in seen if u.startswith(srv.url)}
 
-        page.wait_for_function("window.blocked === true", timeout=8000)
-        for _ in range(80):
-            if want <= got() and sum(1 for x in seen if x[1].endswith("/certupl")) >= 2:
+        try:
+            page.wait_for_function("window.attackDone === true", timeout=15000)
+        except Exception:
+            raise AssertionError((page.evaluate("window.step"), seen))
+        assert page.evaluate("window.blocked") is True
+        for _ in range(50):  # a response may be reported a little after the page moved on
+            if want <= got():
                 break
             page.wait_for_timeout(100)
         assert want <= got(), got()
-        posts = [x for x in seen if x[0] == "POST" and x[1].startswith(srv.url)]
-        assert len(posts) == 6 and all(x[2] == 403 for x in posts), posts
+        # the three forms posted from frames (another origin; sandboxed: Origin null): each
+        # frame shows the device's refusal
+        framed = sorted((f.url[len(srv.url) :], f.content()) for f in page.frames[1:])
+        assert [u for u, _ in framed] == ["/certupl", "/wsa", "/wsa"], framed
+        for _, html in framed:
+            assert "refused: the request did not come from this device's page" in html
         assert page.evaluate("window.stolen") is None  # the token is not readable elsewhere
         ctx.close()
 
         # DNS rebinding: the attacker's name resolves to the device; a plain client sends
         # what such a page would (its Host, its Origin, a guessed token)
         bad = {"Host": "evil.example", "Origin": "http://evil.example"}
-        st, loc, body = _raw(srv.port, "GET", "/token", {"Host": "evil.example"})
+        st, loc, body = raw_request(srv.port, "GET", "/token", {"Host": "evil.example"})
         assert st == 302 and loc == srv.url + "/" and b'"t"' not in body
         up = b"--b\r\nContent-Disposition: form-data; name=f; filename=iasRootCa.cer\r\n\r\n"
         up += _pem(attacker) + b"\r\n--b--\r\n"
@@ -189,12 +193,14 @@ def test_other_pages_change_nothing(tmp_path, browser):
             ("/csr?d=/cert/evil.cer", b"", "text/plain"),
         ):
             hdrs = dict(bad, **{"Content-Type": ctype, "X-IAS-Token": "0" * 32})
-            st, _, reply = _raw(srv.port, "POST", path, hdrs, body)
+            st, _, reply = raw_request(srv.port, "POST", path, hdrs, body)
             assert st == 403 and b"answers only to" in reply, (path, reply)
-        st, loc, _ = _raw(srv.port, "GET", "/csr?d=/cert/evil.cer", {"Host": "evil.example"})
+        st, loc, _ = raw_request(
+            srv.port, "GET", "/csr?d=/cert/evil.cer", {"Host": "evil.example"}
+        )
         assert st == 302
 
-        assert _flash(srv.dir) == before  # nothing changed in the board's flash
+        assert files_of(srv.dir) == before  # nothing changed in the board's flash
         assert srv.proc.poll() is None  # and config mode still runs
     evil.close()
 

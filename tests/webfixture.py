@@ -5,6 +5,7 @@ folder of PEM anchors, a temporary settings file, and a stand-in fetch_anchors()
 given PEM through the store (the anchors machinery is tested on its own).
 """
 
+import http.client
 import json
 import os
 import socket
@@ -55,6 +56,29 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def files_of(folder):
+    """Every file of the board's side (anchors, settings), as bytes by relative path."""
+    out = {}
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and p.name not in ("run.py", "config.json"):
+            out[str(p.relative_to(folder))] = p.read_bytes()
+    return out
+
+
+def raw_request(port, method, path, headers, body=b""):
+    """One request with exactly these headers (Host included); (status, Location, body)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.putrequest(method, path, skip_host=True)
+    for k, v in headers.items():
+        c.putheader(k, v)
+    c.putheader("Content-Length", str(len(body)))
+    c.endheaders(body)
+    r = c.getresponse()
+    out = (r.status, r.getheader("Location"), r.read())
+    c.close()
+    return out
 
 
 class ConfigServer:
