@@ -62,6 +62,7 @@ def browser():
 ATTACK_PAGE = """<!DOCTYPE html><html><body>
 <script>
 var D = "DEVICE";
+var URLENC = "application/x-www-form-urlencoded", WIFI = {s: "evil", p: "evilpass1", i: "1"};
 // one attack at a time: the device serves a few connections at once, as a real one does
 function framed(sandbox, action, enctype, fields, file) {
   // a form posted from a frame: sandboxed (Origin: null) or of this page's origin
@@ -88,7 +89,7 @@ function settle(p) { return p.then(function () {}, function () {}); }
 var pem;
 fetch("/attacker.pem").then(function (r) { return r.text(); }).then(function (t) {
   pem = t; window.step = 1;
-  return framed(false, "/wsa", "application/x-www-form-urlencoded", {s: "evil", p: "evilpass1", i: "1"});
+  return framed(false, "/wsa", URLENC, WIFI);
 }).then(function () {
   window.step = 2;
   var fd = new FormData(); fd.append("f", new Blob([pem]), "iasRootCa.cer");
@@ -110,7 +111,7 @@ fetch("/attacker.pem").then(function (r) { return r.text(); }).then(function (t)
   return framed(true, "/certupl", "multipart/form-data", {}, pem);
 }).then(function () {
   window.step = 8;
-  return framed(true, "/wsa", "application/x-www-form-urlencoded", {s: "evil", p: "evilpass1", i: "1"});
+  return framed(true, "/wsa", URLENC, WIFI);
 }).then(function () { window.attackDone = true; });
 </script></body></html>"""
 
