@@ -8,6 +8,7 @@ AP_IP = "192.168.4.1"
 TIMEOUT_S = 300
 _PW_CHARS = "abcdefghijkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXY346789"  # nothing that reads alike
 PW_LEN = 12
+CLIENT_VERSION = "0.1.0"  # this client's release (pyproject.toml), shown on the config page
 
 
 def device_name(board, s):
@@ -83,31 +84,83 @@ async def serve(cfg, host, port, timeout_s):
     return reason
 
 
-def device_fetch_anchors(device):
-    """ "Get IAS root cert": the device fetches and installs the signed anchor set itself (the
-    recovery ladder, forced) through its transport, as {"ok", "message", "version"} for the
-    page. Expiry checks need a sane clock: without one the device first joins a saved Wi-Fi
+def anchor_diff(store, certs, now):
+    """What installing anchors `certs` (der.Cert) changes, for the page to show first:
+    {"add": [...], "remove": [...], "keep": [...]}, each {"name", "subject", "valid_until"}.
+    "remove" leaves only after a call home verified through the new set (anchortx)."""
+    from .der import name_text
+
+    wanted = {}
+    for c in certs:
+        wanted[c.sha256] = c
+    out = {"add": [], "remove": [], "keep": []}
+    for row in store.report(now):
+        kept = wanted.pop(row.get("sha256"), None) is not None
+        out["keep" if kept else "remove"].append(
+            {
+                "name": row["name"],
+                "subject": row.get("subject", ""),
+                "until": row.get("valid_until", ""),
+            }
+        )
+    for c in wanted.values():
+        out["add"].append(
+            {"name": "", "subject": name_text(c.subject), "until": anchors_iso(c.not_after)}
+        )
+    return out
+
+
+def anchors_iso(t):
+    from .certstore import iso_date
+
+    return iso_date(t)
+
+
+def device_anchor_steps(device):
+    """ "Get IAS root cert" in two steps, as (preview, apply): preview() fetches and verifies
+    the signed anchor set through the device's transport (the ladder's locations), holds it
+    and says what would change; apply(version) installs the held set if it is that version.
+    Expiry checks need a sane clock: without one the device first joins a saved Wi-Fi
     network (beside its access point) and asks NTP."""
     from . import anchors
 
-    def fetch():
+    held = {}
+
+    def preview():
+        held.clear()
         if anchors.sane_time(device.board, device.state) is None:
             device.settings["wifi"] = settings.load()["wifi"]  # the page may have added one
             device.start_network()
-        res = anchors.recover(device, device.transport.fetch, force=True, why="config")
-        out = res.get("outcome")
-        v = res.get("version")
-        if out == "installed":
-            msg = "installed anchor bundle v%s" % v
-        elif out == "nothing_new":
-            msg = "the device already has the newest anchor bundle"
+        res = anchors.preview(device, device.transport.fetch)
+        out = res["outcome"]
+        b = res["bundle"]
+        if out == "found":
+            held["bundle"] = b
+            now = anchors.sane_time(device.board, device.state)
+            diff = anchor_diff(device.store, b["certs"], now)
+            msg = "anchor set v%d is signed by the update key" % b["version"]
+            return dict(diff, ok=True, message=msg, version=b["version"])
+        if out == "nothing_new":
+            msg = "the device already has the newest anchor set"
         elif out == "skipped":
             msg = "the clock is not set: save a Wi-Fi network the device can join, then retry"
         else:
-            msg = "no anchor bundle could be fetched: " + "; ".join(res.get("report") or [])
-        return {"ok": out in ("installed", "nothing_new"), "message": msg, "version": v}
+            msg = "no anchor set could be fetched: " + "; ".join(res["report"])
+        return {"ok": False, "message": msg, "version": None}
 
-    return fetch
+    def apply(version):
+        from . import anchortx
+
+        b = held.get("bundle")
+        if b is None or b["version"] != version:
+            return {"ok": False, "message": "preview the anchor set again", "version": None}
+        now = anchors.sane_time(device.board, device.state)
+        anchortx.install_bundle(b, device.store, device.state, now)
+        held.clear()
+        msg = "installed anchor set v%d" % version
+        return {"ok": True, "message": msg, "version": version}
+
+    return preview, apply
 
 
 def device_announce(device):
@@ -118,13 +171,22 @@ def device_announce(device):
     return lambda msg: callhome.announce(device, device.transport, msg, installed)
 
 
-def installed_info(slots):
+def installed_info(slots, state=None):
     """info() for the /i route: the running app's name (an) and version (av), read from the
-    slot pointer, the one home of the installed version."""
+    slot pointer, the one home of the installed version; this client's version (cv) and the
+    IAS library it speaks for (il); the last call home (lc: {"outcome", "reason", "since"}) as
+    the device recorded it, or none."""
 
     def info():
-        art = slots.installed_artifact()
-        return {"an": art["name"], "av": art["version"]}
+        from .callhome import IASLIB
+
+        out = {"cv": CLIENT_VERSION, "il": IASLIB}
+        if slots is not None:
+            art = slots.installed_artifact()
+            out["an"], out["av"] = art["name"], art["version"]
+        if state is not None and state.get("last_call"):
+            out["lc"] = state.get("last_call")
+        return out
 
     return info
 
@@ -142,6 +204,7 @@ def run(
     www_dir="/www",
     info=None,
     start_ap=True,
+    preview_anchors=None,
 ):
     """Config mode, blocking. `dev` is a device.Device (its board, store, app fields, anchor
     fetch and announce are used) or a bare board with the parts passed in. Raises the access
@@ -154,9 +217,10 @@ def run(
         store = store if store is not None else dev.store
         if fields is None and getattr(dev, "app", None) is not None:
             fields = dev.app.fields
-        fetch_anchors = fetch_anchors or device_fetch_anchors(dev)
+        if fetch_anchors is None:
+            preview_anchors, fetch_anchors = device_anchor_steps(dev)
         announce = announce or device_announce(dev)
-        info = info or installed_info(dev.slots)
+        info = info or installed_info(dev.slots, getattr(dev, "state", None))
     fields = fields or ()
     if port is None:
         port = board.config_port

@@ -222,12 +222,21 @@ def multipart(fields=(), files=()):
     return out, "multipart/form-data; boundary=" + BOUNDARY
 
 
-def run_app(board, store, script, fetch_anchors=None, fields=FIELDS):
+def run_app(board, store, script, fetch_anchors=None, fields=FIELDS, preview_anchors=None):
     """Serve the app on a random loopback port and run `script(port)` (a coroutine) against it.
     Returns (script's result, ConfigApp)."""
     port = _port()
     hosts = lambda: ["127.0.0.1:%d" % port]  # noqa: E731
-    cfg = webapp.make_app(board, store, SETTINGS, fields, fetch_anchors, WWW, hosts=hosts)
+    cfg = webapp.make_app(
+        board,
+        store,
+        SETTINGS,
+        fields,
+        fetch_anchors,
+        WWW,
+        hosts=hosts,
+        preview_anchors=preview_anchors,
+    )
     SESSION["token"] = cfg.token
     out = {}
 
@@ -331,7 +340,7 @@ def test_wifi_slots_store_and_list():
         request("GET", "/wc"),
     )
     assert [x[2] for x in r[:3]] == [b"1", b"1", b"1"]
-    assert json.loads(r[3][2]) == [{"s": "home"}, {"s": "cafe net"}, {"s": ""}]
+    assert [x["s"] for x in json.loads(r[3][2])] == ["home", "cafe net", ""]  # IAS's shape
     assert _saved()["wifi"] == [
         {"ssid": "home", "password": "homepass1"},
         {"ssid": "cafe net", "password": "cafepass1"},
@@ -550,38 +559,111 @@ def test_certupl_needs_exactly_one_file():
     assert store.names() == ["iasRootCa.cer", "other.cer"]
 
 
-def test_anchor_fetch_calls_the_device_side():
+def test_anchor_preview_then_apply():
     board, store = setup()
     calls = []
 
-    def fetch():
-        calls.append(1)
+    def preview():
+        calls.append("preview")
+        return {"ok": True, "message": "v7", "version": 7, "add": [{"subject": "Fetched"}]}
+
+    def fetch(version):
+        calls.append(version)
         store.add("iasRootCa2.cer", fake_cert("Fetched"), 0)
-        return {"ok": True, "message": "installed 1 anchor", "version": 7}
+        return {"ok": True, "message": "installed 1 anchor", "version": version}
 
     r = call(
         board,
         store,
-        request("POST", "/anchors/fetch"),
+        request("POST", "/anchors/fetch"),  # no previewed version: refused
+        request("POST", "/anchors/preview"),
+        request("GET", "/csr"),
+        request("POST", "/anchors/fetch", *form(v="7")),
         request("GET", "/csr"),
         fetch_anchors=fetch,
+        preview_anchors=preview,
     )
-    assert json.loads(r[0][2]) == {"ok": True, "message": "installed 1 anchor", "version": 7}
-    assert calls == [1]
-    assert "/cert/iasRootCa2.cer" in [c["n"] for c in json.loads(r[1][2])]
+    assert r[0][0] == 400 and b"preview the anchor set first" in r[0][2]
+    assert json.loads(r[1][2])["add"] == [{"subject": "Fetched"}]
+    assert len(json.loads(r[2][2])) == 2  # the preview changed nothing
+    assert json.loads(r[3][2]) == {"ok": True, "message": "installed 1 anchor", "version": 7}
+    assert calls == ["preview", 7]
+    assert "/cert/iasRootCa2.cer" in [c["n"] for c in json.loads(r[4][2])]
 
 
 def test_anchor_fetch_failure_is_reported():
     board, store = setup()
 
-    def fetch():
+    def fail(*a):
         raise OSError("no route")
 
-    r = call(board, store, request("POST", "/anchors/fetch"), fetch_anchors=fetch)
-    res = json.loads(r[0][2])
-    assert res["ok"] is False and "no route" in res["message"]
-    r = call(board, store, request("POST", "/anchors/fetch"))
+    r = call(
+        board,
+        store,
+        request("POST", "/anchors/preview"),
+        request("POST", "/anchors/fetch", *form(v="3")),
+        fetch_anchors=fail,
+        preview_anchors=fail,
+    )
+    assert [json.loads(x[2])["ok"] for x in r] == [False, False]
+    assert "no route" in json.loads(r[0][2])["message"]
+    assert "no route" in json.loads(r[1][2])["message"]
+    r = call(board, store, request("POST", "/anchors/preview"))
     assert json.loads(r[0][2])["ok"] is False
+
+
+def test_settings_edit_in_words():
+    board, store = setup()
+    r = call(
+        board,
+        store,
+        request("GET", "/settings"),
+        request(
+            "POST",
+            "/settings",
+            *form(
+                server="https://ias.example.org",
+                channel="https://cdn.example/app/channel.json",
+                interval="3600",
+                device_name="kitchen",
+                act_code="ABC123",
+            ),
+        ),
+        request("POST", "/settings", *form(interval="5")),
+        request("POST", "/settings", *form(interval="soon")),
+        request("POST", "/settings", *form(server="ftp://x")),
+        request("GET", "/settings"),
+    )
+    assert json.loads(r[0][2])["server"] == "https://iotappstory.com"
+    assert r[1][2] == b"1"
+    assert r[2][0] == 400 and b"interval must be 0 or 60 s to 30 days" in r[2][2]
+    assert r[3][0] == 400 and b"whole number of seconds" in r[3][2]
+    assert r[4][0] == 400 and b"https://" in r[4][2]
+    assert json.loads(r[5][2]) == {
+        "server": "https://ias.example.org",
+        "channel": "https://cdn.example/app/channel.json",
+        "interval": 3600,
+        "device_name": "kitchen",
+        "act_code": "ABC123",
+    }
+
+
+def test_wifi_resave_keeps_its_password():
+    board, store = setup()
+    r = call(
+        board,
+        store,
+        request("POST", "/wsa", *form(s="home", p="homepass1", i="1")),
+        request("POST", "/wsa", *form(s="home", p="", i="1")),  # re-saved, password not typed
+        request("GET", "/wc"),
+        request("POST", "/wsa", *form(s="home", p="newpass12", i="1")),
+        request("POST", "/wsa", *form(s="cafe", p="", i="1")),  # another name: its own (none)
+        request("POST", "/wsa", *form(s="cafe", p="cafepass1", i="1")),
+        request("POST", "/wsa", *form(s="cafe", p="", o="1", i="1")),  # now an open network
+    )
+    assert [x[2] for x in r if x[0] == 200 and x[2] == b"1"] == [b"1"] * 6
+    assert json.loads(r[2][2])[0] == {"s": "home", "k": True}
+    assert _saved()["wifi"] == [{"ssid": "cafe", "password": ""}]
 
 
 def test_page_served_and_unknown_404():
@@ -913,7 +995,11 @@ def test_configmode_run_with_a_device():
 
     dev = Dev()
     dev.board, dev.store, dev.app, dev.slots = board, store, App(), Slots()
-    fetch = lambda: {"ok": True, "message": "fetched", "version": 9}  # noqa: E731
+    fetch = lambda v: {"ok": True, "message": "fetched", "version": v}  # noqa: E731
+    from ias import state
+
+    dev.state = state.State(BASE + "/state.json")
+    dev.state.set("last_call", {"outcome": "no-update", "reason": "not_newer", "since": 1})
     port = _port()
     got = {}
     orig_serve = configmode.serve
@@ -924,7 +1010,7 @@ def test_configmode_run_with_a_device():
         async def client():
             await asyncio.sleep(0.2)
             got["app"] = await _send(port, request("GET", "/app"))
-            got["fetch"] = await _send(port, request("POST", "/anchors/fetch"))
+            got["fetch"] = await _send(port, request("POST", "/anchors/fetch", *form(v="9")))
             got["info"] = await _send(port, request("GET", "/i"))
             await _send(port, request("POST", "/close"))
 
@@ -951,4 +1037,6 @@ def test_configmode_run_with_a_device():
     assert json.loads(got["fetch"][2])["version"] == 9
     info = json.loads(got["info"][2])
     assert (info["an"], info["av"]) == ("Blink", "2.0")  # the device's slot pointer
+    assert info["lc"] == {"outcome": "no-update", "reason": "not_newer", "since": 1}
+    assert info["cv"] == configmode.CLIENT_VERSION and info["fv"].startswith("micropython-")
     assert said == ["1", "0"]
