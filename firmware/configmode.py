@@ -240,7 +240,17 @@ def run(
     joined = bool(board.wifi_ip())
     if joined:
         _announce(announce, "1")
-    cfg = webapp.make_app(board, store, settings_path, fields, fetch_anchors, www_dir, info, hosts)
+    cfg = webapp.make_app(
+        board,
+        store,
+        settings_path,
+        fields,
+        fetch_anchors,
+        www_dir,
+        info,
+        hosts,
+        preview_anchors=preview_anchors,
+    )
     try:
         reason = asyncio.run(serve(cfg, host, port, timeout_s))
     finally:

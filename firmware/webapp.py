@@ -10,7 +10,7 @@ from microdot import Response
 
 from . import board as board_mod
 from . import settings
-from .reason import ReasonError
+from .reason import ReasonError, reason_of
 from .webguard import BadRequest, escape, guarded_app, new_token, read_form, text
 
 CERT_DIR = "/cert"
@@ -23,6 +23,13 @@ EDITABLE = ("server", "channel", "interval", "device_name", "act_code")
 def _data(obj):
     # IAS sends its JSON as text/json; every data reply goes out uncached (hdlReturn()).
     return Response(json.dumps(obj), headers={"Content-Type": "text/json"})
+
+
+def _why(e):
+    # "reason: detail", so the page can put the reason code in words
+    r = reason_of(e, "error")
+    d = str(e)
+    return r if not d or d == r else (d if d.startswith(r + ":") else r + ": " + d)
 
 
 def cert_name(filename):
@@ -299,7 +306,7 @@ class ConfigApp:
             try:
                 res = self.preview_anchors()
             except Exception as e:  # the page must get an answer, whatever broke
-                res = {"ok": False, "message": "no anchor set could be fetched: %s" % e}
+                res = {"ok": False, "message": "no anchor set could be fetched: " + _why(e)}
             return _data(res)
 
         @app.post("/anchors/fetch")
@@ -315,7 +322,7 @@ class ConfigApp:
             try:
                 res = self.fetch_anchors(int(v))
             except Exception as e:  # the page must get an answer, whatever broke
-                res = {"ok": False, "message": "not installed: %s" % e, "version": None}
+                res = {"ok": False, "message": "not installed: " + _why(e), "version": None}
             return _data(
                 {
                     "ok": bool(res.get("ok")),
