@@ -1,8 +1,10 @@
 """Config mode served by the MicroPython unix port, for tests that drive it from CPython (the
 browser test). The firmware's configmode.run() runs in a micropython subprocess with: the
 virtual board (board_unix) on a temporary host folder, the real CertStore on a temporary /cert
-folder of PEM anchors, a temporary settings file, and a stand-in fetch_anchors() that installs a
-given PEM through the store (the anchors machinery is tested on its own).
+folder of PEM anchors, a temporary settings file and state, and stand-ins for "Get IAS root cert":
+preview_anchors() compares a given set with the store through configmode.anchor_diff() and
+fetch_anchors(version) installs a given PEM through the store (the anchors machinery is tested on
+its own, and end to end by tests/test_config_getroot_e2e.py).
 """
 
 import http.client
