@@ -202,6 +202,14 @@ def test_other_pages_change_nothing(tmp_path, browser, board):
     evil.close()
 
 
+def _act(page, selector, want):
+    """Click `selector` and wait for the status line to say `want` (cleared first, so an earlier
+    message cannot answer for this click)."""
+    page.evaluate("document.getElementById('status').textContent = ''")
+    page.click(selector)
+    return _status(page, want)
+
+
 def _status(page, want):
     """Wait for the status line to say `want`; returns all it says."""
     try:
@@ -298,18 +306,15 @@ def test_every_setting_editable_and_refused_in_words(page, board):
     page.wait_for_function("document.getElementById('set-server').value !== ''")
     assert page.input_value("#set-server") == "https://iotappstory.com"
     page.fill("#set-interval", "5")
-    page.click("#settings-save")
-    assert "interval must be 0 or 60 s to 30 days" in _status(page, "interval must")
+    assert "interval must be 0 or 60 s to 30 days" in _act(page, "#settings-save", "interval must")
     page.fill("#set-interval", "3600")
     page.fill("#set-server", "ftp://updates.example")
-    page.click("#settings-save")
-    assert "server must start with https:// or http://" in _status(page, "https://")
+    assert "server must start with https:// or http://" in _act(page, "#settings-save", "https://")
     page.fill("#set-device_name", "x" * 29)
     page.fill("#set-server", "https://updates.example")
     page.fill("#set-channel", "https://cdn.example/blink/channel.json")
     page.fill("#set-act_code", "AB12CD")
-    page.click("#settings-save")
-    _status(page, "Settings saved.")
+    _act(page, "#settings-save", "Settings saved.")
     s = board.saved_settings()
     assert (s["server"], s["channel"], s["interval"], s["act_code"]) == (
         "https://updates.example",
@@ -319,8 +324,7 @@ def test_every_setting_editable_and_refused_in_words(page, board):
     )
     assert s["device_name"] == "x" * 29
     page.fill("#set-device_name", "kitchen")
-    page.click("#settings-save")
-    _status(page, "Settings saved.")
+    _act(page, "#settings-save", "Settings saved.")
     assert board.saved_settings()["device_name"] == "kitchen"
     _tab(page, "info")
     page.wait_for_function("document.getElementById('title').textContent === 'kitchen'")
@@ -334,28 +338,29 @@ def test_wifi_keeps_saved_password_and_scan_shows_text(page, board):
     page.wait_for_selector("#ssid-3")
     assert page.input_value("#ssid-1") == "lab"
     assert page.get_attribute("#pass-1", "placeholder") == "saved; type to change"
-    page.click("#save-1")  # re-saved without typing the password
-    _status(page, "Network 1 saved: lab")
+    _act(page, "#save-1", "Network 1 saved: lab")  # re-saved without typing the password
     assert board.saved_settings()["wifi"] == [{"ssid": "lab", "password": "labpass1"}]
     page.click("#scan-btn")
     page.wait_for_selector("#scan-list li")
     assert EVIL in page.text_content("#scan-list")  # as text
     page.fill("#ssid-2", "back room")
     page.fill("#pass-2", "short")
-    page.click("#save-2")
-    assert "8 to 63" in _status(page, "8 to 63")
+    assert "8 to 63" in _act(page, "#save-2", "8 to 63")
     page.fill("#pass-2", "backroom-pw")
-    page.click("#save-2")
-    _status(page, "Network 2 saved: back room")
+    _act(page, "#save-2", "Network 2 saved: back room")
     page.fill("#ssid-3", "cafe")
     page.check("#open-3")
-    page.click("#save-3")
-    _status(page, "Network 3 saved: cafe")
+    _act(page, "#save-3", "Network 3 saved: cafe")
     assert board.saved_settings()["wifi"] == [
         {"ssid": "lab", "password": "labpass1"},
         {"ssid": "back room", "password": "backroom-pw"},
         {"ssid": "cafe", "password": ""},
     ]
+    page.wait_for_function("document.getElementById('open-3').checked")  # shown as saved
+    assert not page.is_checked("#open-1")
+    page.fill("#pass-3", "cafepass1")  # typing a password makes it a secured network again
+    _act(page, "#save-3", "Network 3 saved: cafe")
+    assert board.saved_settings()["wifi"][2] == {"ssid": "cafe", "password": "cafepass1"}
 
 
 def test_app_fields(page, board):
@@ -365,8 +370,7 @@ def test_app_fields(page, board):
     page.fill("#field-0", EVIL)  # cut to 10 characters by maxlength, kept as text
     page.select_option("#field-1", "1")
     page.uncheck("#field-2")
-    page.click("#fields-save")
-    _status(page, "App settings saved")
+    _act(page, "#fields-save", "App settings saved")
     assert board.saved_settings()["fields"] == {"colour": EVIL[:10], "mode": "1", "enabled": "0"}
 
 
@@ -398,13 +402,11 @@ def test_certificates_preview_before_install(page, board, keys):
     assert "iasRootCa.cer" in keep and "IAS Test Root A" in keep
     assert "Nothing has changed yet" in page.text_content("#preview-title")
     assert board.cert_names() == before
-    page.click("#cancel-btn")
-    _status(page, "Nothing was changed.")
+    _act(page, "#cancel-btn", "Nothing was changed.")
     assert board.cert_names() == before
     page.click("#fetch-btn")
     page.wait_for_selector("#preview:not([hidden])")
-    page.click("#apply-btn")
-    assert "installed anchor set v3" in _status(page, "installed")
+    assert "installed anchor set v3" in _act(page, "#apply-btn", "installed")
     page.wait_for_selector(".cert[data-name='iasRootCa2.cer']")
     assert board.cert_names() == ["evil.cer", "iasRootCa.cer", "iasRootCa2.cer"]
 
@@ -419,21 +421,17 @@ def test_certificate_upload_in_words_and_delete(page, board, keys, tmp_path):
     _tab(page, "certs")
     page.wait_for_selector(".cert[data-name='evil.cer']")
     page.set_input_files("#upload-file", str(leaf))
-    page.click("#upload-btn")
-    msg = _status(page, "not stored")
+    msg = _act(page, "#upload-btn", "not stored")
     assert "this is not a CA certificate" in msg and "not_ca" not in msg, msg
     page.set_input_files("#upload-file", str(junk))
-    page.click("#upload-btn")
-    msg = _status(page, "not stored")
+    msg = _act(page, "#upload-btn", "not stored")
     assert "this file is not a certificate" in msg and "garbage:" not in msg, msg
     page.set_input_files("#upload-file", str(mine))
-    page.click("#upload-btn")
-    _status(page, "Uploaded myroot.pem")
+    _act(page, "#upload-btn", "Uploaded myroot.pem")
     page.wait_for_selector(".cert[data-name='myroot.cer']")
     assert "myroot.cer" in board.cert_names()
     page.click(".cert[data-name='evil.cer'] summary")
-    page.click(".cert[data-name='evil.cer'] button.del")
-    _status(page, "Deleted evil.cer")
+    _act(page, ".cert[data-name='evil.cer'] button.del", "Deleted evil.cer")
     page.wait_for_selector(".cert[data-name='evil.cer']", state="detached")
     assert ("confirm", "Delete evil.cer?") in page.dialogs
     assert "evil.cer" not in board.cert_names()
@@ -486,8 +484,7 @@ def test_save_and_restart_saves_then_exits(page, board):
     page.wait_for_function("document.getElementById('set-server').value !== ''")
     page.fill("#set-interval", "900")
     _tab(page, "exit")
-    page.click("#exit-btn")
-    assert "Saved settings." in _status(page, "Config mode closed")
+    assert "Saved settings." in _act(page, "#exit-btn", "Config mode closed")
     assert board.saved_settings()["interval"] == 900
     assert page.dialogs == []
     result = board.wait_exit(timeout=10)
