@@ -193,6 +193,7 @@ class Device:
         if not self.settings["channel"] and not self.board.tls_verifies:
             trusted = True
         verified_ok = outcome != "error" and trusted
+        self._note_call(out, now)
         if self._anchors_busy(now):
             self._anchors_after(out, now, verified_ok)
         app = self.app
@@ -213,6 +214,17 @@ class Device:
             app.emit("no_update", out["reason"])
         if verified_ok:
             self._healthy()
+
+    def _note_call(self, out, now):
+        """The last call home as the config page shows it: its outcome and reason, and since
+        when (the time it first ended so). Written only when the outcome or reason changes,
+        so a run of identical answers writes nothing more than before."""
+        last = self.state.get("last_call") or {}
+        reason = out.get("reason")
+        if last.get("outcome") != out["outcome"] or last.get("reason") != reason:
+            self.state.set(
+                "last_call", {"outcome": out["outcome"], "reason": reason, "since": now}
+            )
 
     def _anchors_busy(self, now):
         """Whether anchors.py has work after this call: a pending set, a report to clear, a

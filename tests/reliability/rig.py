@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 SNAPSHOT = ("flash.bin", "otadata.bin", "booted", "ota_0.bin", "ota_1.bin", "board.json")
 # State keys a failed call home may legitimately change: the failure it will report.
 # time_floor: every network start; keys_checked_at: a signature refusal looks for a rotated key
-VOLATILE_STATE = ("last_error", "time_floor", "keys_checked_at")
+VOLATILE_STATE = ("last_error", "last_call", "time_floor", "keys_checked_at")
 
 
 def init_board(folder, server, anchors, update_key=None, recovery=(), app_version="1.0"):
