@@ -41,6 +41,8 @@ class BundleInstaller(Installer):
         self.h = None
         self.want = None
         self.seen = None
+        self.fed = 0  # archive bytes given to the tar parser (inflated ones for gzip)
+        self.bound = None  # ... and the most the signed manifest allows (archive_bound)
 
     def begin(self, size, name, version):
         self.start(size, name, version)
@@ -106,11 +108,22 @@ class BundleInstaller(Installer):
 
     def _feed(self, data):
         try:
-            self.tar.feed(data)
+            self._tar_in(self.tar, data)
         except ReasonError as e:
             self._fail(_as_install_error(e))
         except Exception as e:
             self._fail(e)
+
+    def _tar_in(self, tar, data):
+        """Give the parser archive bytes, never more than the signed manifest accounts for: a
+        gzip bomb (a small body inflating to megabytes past the tar's end) stops here."""
+        self.fed += len(data)
+        if self.bound is not None and self.fed > self.bound:
+            raise ReasonError(
+                "too_large",
+                "the archive runs past the %d bytes its manifest declares" % self.bound,
+            )
+        tar.feed(data)
 
     def _fail(self, e):
         self.failed = e
@@ -179,7 +192,7 @@ class BundleInstaller(Installer):
             while True:
                 n = read_full(z, view)
                 if n:
-                    tar.feed(view[:n])
+                    self._tar_in(tar, view[:n])
                 if n < len(buf):
                     break
         tar.close()
@@ -236,6 +249,7 @@ class BundleInstaller(Installer):
     def _verify(self):
         self._check_signature(self.raw, self.sig)
         man = parse_manifest(self.raw)
+        self.bound = archive_bound(man, len(self.raw), len(self.sig) if self.sig else 0)
         self.raw = self.sig = None
         self._check_policy(man)
         self.manifest = man
@@ -315,10 +329,33 @@ def _count(value):
 
 
 def _as_install_error(e):
-    # The archive reader's refusals are one install reason; ours (hash_mismatch, ...) stay.
+    # The archive reader's refusals are one install reason; ours (hash_mismatch, ...) stay, and
+    # so does too_large: more than the archive may hold (a bomb) is not a damaged archive.
     from . import tarstream
 
-    return ReasonError("bad_archive", str(e)) if e.reason in tarstream.REASONS else e
+    if e.reason in tarstream.REASONS and e.reason != "too_large":
+        return ReasonError("bad_archive", str(e))
+    return e
+
+
+def _blocks(n):
+    return (n + 511) // 512 * 512
+
+
+def archive_bound(man, manifest_len, sig_len):
+    """The most bytes a tar holding what the parsed manifest `man` declares can take: each
+    member's header and padded data, one header per folder, the end marker and a record of
+    padding (tarstream.MAX_TRAILING). Inflation past it is refused."""
+    from .tarstream import MAX_TRAILING
+
+    total = 512 + _blocks(manifest_len) + (512 + _blocks(sig_len) if sig_len else 0)
+    folders = {}
+    for path, (size, _) in man["files"].items():
+        total += 512 + _blocks(size)
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            folders["/".join(parts[:i])] = True
+    return total + 512 * len(folders) + 1024 + MAX_TRAILING
 
 
 def parse_manifest(raw):

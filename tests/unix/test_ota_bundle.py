@@ -5,6 +5,7 @@
 import json
 import os
 import sys
+import time
 
 import ota_fixtures as fx
 from ias import appbundle, fwimage, tarstream, trial
@@ -261,6 +262,43 @@ def test_damaged_bodies_are_refused():
         print("%s: %s" % (label, e))
     # the device still takes the real update afterwards
     installed(ctx, "v2")
+    assert fx.tree(slots.active_app_dir()) == V2
+
+
+def test_gzip_bomb_stops_at_the_bound_its_manifest_declares():
+    # 4 KB of gzip holding the signed v2 and 4 MiB of zeros after the tar's end: inflation
+    # stops within one buffer of the bound (the manifest's files, their headers, the end marker
+    # and one tar record of padding), the device is unchanged and still takes a real update.
+    board, st, slots, ctx = device()
+    installed(ctx, "v1")
+    made = []
+
+    def make(first):
+        made.append(fx.installer(first, ctx))
+        return made[-1]
+
+    before = snapshot()
+    t0 = time.ticks_ms()
+    try:
+        fx.install(ctx, bundle("bomb"), make=make)
+        raise AssertionError("the bomb was installed")
+    except ReasonError as e:
+        assert e.reason == "too_large", e
+    ms = time.ticks_diff(time.ticks_ms(), t0)
+    assert snapshot() == before
+    inst = made[0]
+    plain = len(fx.read(bundle("v2")))
+    assert inst.bound <= plain + 2 * tarstream.MAX_TRAILING, (inst.bound, plain)
+    assert plain <= inst.fed <= inst.bound + appbundle.BUF, (inst.fed, inst.bound)
+    print(
+        "bomb: %d bytes sent, %d inflated (of %d), bound %d, %d ms"
+        % (len(fx.read(bundle("bomb"))), inst.fed, plain + 4 * 1024 * 1024, inst.bound, ms)
+    )
+    # re-padded (zeros within a tar record) and re-compressed copies of v2 still install
+    installed(ctx, "v2pad")
+    assert fx.tree(slots.active_app_dir()) == V2
+    board.deflate_wbits = 12
+    installed(ctx, "v2gz9")
     assert fx.tree(slots.active_app_dir()) == V2
 
 
