@@ -189,12 +189,15 @@ class BundleInstaller(Installer):
         tar = TarFeed(self)
         with open(self.slots.staging, "rb") as f:
             z = gunzip(f, self.board.deflate_wbits)  # refuses a window the board cannot afford
-            while True:
-                n = read_full(z, view)
-                if n:
-                    self._tar_in(tar, view[:n])
-                if n < len(buf):
-                    break
+            try:
+                while True:
+                    n = read_full(z, view)
+                    if n:
+                        self._tar_in(tar, view[:n])
+                    if n < len(buf):
+                        break
+            finally:
+                log.info("ota", "gzip body: %d bytes inflated" % self.fed)
         tar.close()
 
     # -- the TarFeed sink: members in archive order ----------------------------------------------

@@ -1,0 +1,80 @@
+"""Issue 17 items 3 and 4, as the device runs them: a virtual ESP32 booted from its flash, its
+own main loop calling `ias serve` over real TLS on loopback.
+
+- A gzip bomb (a signed bundle and 64 MiB of zeros after the tar's end, 64 KB on the wire) is
+  inflated only to what its signed manifest declares plus one tar record, refused `too_large`,
+  the old app keeps running and the next call home installs a real update.
+- A release that failed its trial is refused by what its signature covers: the same signed
+  manifest re-padded and re-compressed (other bytes, other MD5) is not taken again.
+- A release whose trial could not call home (the network was down) is not refused for good:
+  it is installed again when the network returns, and commits.
+"""
+
+import gzip
+import re
+import time
+
+import pytest
+
+from tests.scenario import (  # noqa: F401 (fixtures)
+    assert_unchanged,
+    make_chain,
+    make_world,
+    staged_firmware,
+)
+from tools import bundle, sim
+
+BOMB_ZEROS = 64 * 1024 * 1024
+
+
+@pytest.fixture
+def world(make_world):  # noqa: F811
+    chain = make_chain("A")
+    return make_world(trust=[chain.root], serve=chain)
+
+
+def rewrap(art, tail=b"", wbits=10):
+    """The published bundle's tar again, with `tail` after it, gzip with a 2**wbits window:
+    other bytes (and MD5), the same signed manifest and files."""
+    raw = gzip.decompress(art.read_bytes())
+    art.write_bytes(bundle.gzip_small_window(raw + tail, wbits))
+    return art
+
+
+def inflated(console):
+    """What the last gzip unpack on the device inflated (its log line in `console`)."""
+    found = re.findall(r"gzip body: (\d+) bytes inflated", console)
+    return int(found[-1]) if found else None
+
+
+def test_gzip_bomb_stops_early_and_the_next_call_home_works(world):
+    world.boot(1)  # the factory app runs; nothing published yet
+    before = world.snapshot()
+    bomb = rewrap(world.publish("2.0", 2), bytes(BOMB_ZEROS))
+    sent = bomb.stat().st_size
+    assert sent < 96 * 1024  # about 64 KB on the wire
+
+    t0 = time.monotonic()
+    run = sim.run_board(world.board, "callhome", echo=False)  # a short button press
+    wall = time.monotonic() - t0
+    res = run.result
+    assert res is not None, run.output[-3000:]
+    assert (res["outcome"], res["reason"]) == ("error", "too_large"), res
+    got = inflated(run.output)
+    print(
+        "bomb: %d bytes sent, %d inflated of %d, call home %.1f s" % (sent, got, BOMB_ZEROS, wall)
+    )
+    assert got is not None and got < 64 * 1024, got  # the manifest's ~10 KB plus one record
+    after = world.snapshot()
+    assert_unchanged(before, after, volatile=("last_error", "time_floor"), inactive_slot=True)
+    assert after["state"]["last_error"] == "too_large"
+    assert not [p for p in after["tree"] if p.startswith("/ota")]  # staging discarded
+
+    # The old app keeps running across a power cycle, and the next call home works: a real
+    # update is installed, tried and committed, and the refusal was reported.
+    world.publish("2.1", 3)
+    mark = world.mark()
+    world.boot(3)
+    ptr = world.pointer()
+    assert ptr["version"] == "2.1" and "trial" not in ptr, world.console()[-3000:]
+    assert "too_large" in (world.header("x-IAS-LAST-ERROR", mark) or "")
