@@ -1,6 +1,7 @@
 # App bundles: a tar (or tar.gz) whose signed manifest names every file with its size and
 # SHA-256. Verified before any file is written, unpacked into the inactive slot, switched by one
 # atomic write of the slot pointer (trial.begin). Loaded only when a bundle arrives.
+import binascii
 import hashlib
 import json
 
@@ -43,6 +44,7 @@ class BundleInstaller(Installer):
         self.seen = None
         self.fed = 0  # archive bytes given to the tar parser (inflated ones for gzip)
         self.bound = None  # ... and the most the signed manifest allows (archive_bound)
+        self.ident = None  # what the signature covers (trial.identity)
 
     def begin(self, size, name, version):
         self.start(size, name, version)
@@ -167,7 +169,9 @@ class BundleInstaller(Installer):
             raise ReasonError("bad_archive", "activate() before a successful finish()")
         s = self.slots
         m = self.manifest
-        art = trial.artifact("bundle", m["name"], m["version"], m["counter"], self.md5, self.size)
+        art = trial.artifact(
+            "bundle", m["name"], m["version"], m["counter"], self.md5, self.size, self.ident
+        )
         trial.begin(s, self.board, self.slot, art, {"kind": "bundle"})
         fsutil.remove(s.staging)
         log.info("ota", "switched to %s %s in %s" % (m["name"], m["version"], self.slot))
@@ -253,6 +257,14 @@ class BundleInstaller(Installer):
         self._check_signature(self.raw, self.sig)
         man = parse_manifest(self.raw)
         self.bound = archive_bound(man, len(self.raw), len(self.sig) if self.sig else 0)
+        digest = binascii.hexlify(hashlib.sha256(self.raw).digest()).decode()
+        self.ident = trial.identity(man["name"], man["version"], man["counter"], digest)
+        if self.ident in trial.refused(self.state):
+            # the same signed release, whatever its transfer bytes (re-padded, re-compressed)
+            raise ReasonError(
+                "failed_trial",
+                "%s %s failed its trial here before" % (man["name"], man["version"]),
+            )
         self.raw = self.sig = None
         self._check_policy(man)
         self.manifest = man
@@ -295,8 +307,6 @@ class BundleInstaller(Installer):
     def _file(self, m):
         """A member after the signature check: a folder or file the manifest names, opened in
         the slot (the data follows)."""
-        import binascii
-
         files = self.manifest["files"]
         base = self.slots.path(self.slot)
         if m.kind == "dir":

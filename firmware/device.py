@@ -303,6 +303,8 @@ class Device:
                     out = {"outcome": "error", "reason": "no_wifi"}
                 else:
                     out = self.call_home(force=why == "button")
+                if out["outcome"] == "error":
+                    trial.note_contact(self.state, self.slots, out["reason"])
                 if out["outcome"] == "updated":
                     self.apply(out)
                 if out.get("poll"):
