@@ -11,12 +11,14 @@ own main loop calling `ias serve` over real TLS on loopback.
 """
 
 import gzip
+import hashlib
 import re
 import time
 
 import pytest
 
 from tests.scenario import (  # noqa: F401 (fixtures)
+    APP,
     assert_unchanged,
     make_chain,
     make_world,
@@ -39,6 +41,10 @@ def rewrap(art, tail=b"", wbits=10):
     raw = gzip.decompress(art.read_bytes())
     art.write_bytes(bundle.gzip_small_window(raw + tail, wbits))
     return art
+
+
+def md5_of(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
 
 
 def inflated(console):
@@ -78,3 +84,68 @@ def test_gzip_bomb_stops_early_and_the_next_call_home_works(world):
     ptr = world.pointer()
     assert ptr["version"] == "2.1" and "trial" not in ptr, world.console()[-3000:]
     assert "too_large" in (world.header("x-IAS-LAST-ERROR", mark) or "")
+
+
+def update_to(world, version, counter):
+    """Publish, power on, let it install, reset and commit: the pointer afterwards."""
+    world.publish(version, counter)
+    world.boot(3)
+    ptr = world.pointer()
+    assert ptr.get("version") == version and "trial" not in ptr, world.console()[-3000:]
+    return ptr
+
+
+def test_release_that_failed_its_trial_is_refused_in_other_bytes(world):
+    v2 = update_to(world, "2.0", 2)
+    art = world.publish("3.0", 3, broken=True)  # raises at import: fails its trial
+    world.boot(3)
+    assert world.pointer() == v2
+    state = world.state()
+    refused = state["refused"]
+    assert md5_of(art) in refused
+    ident = [k for k in refused if k.startswith("%s 3.0 3 " % APP)]
+    assert len(ident) == 1, refused  # name, version, counter, manifest digest
+    before = world.snapshot()
+    # The server offers the same signed release re-padded (zeros within a tar record) and
+    # re-compressed with another window: other bytes and MD5, the same signed manifest.
+    for tail, wbits in ((bytes(4096), 10), (bytes(512), 9)):
+        rewrap(art, tail, wbits)
+        assert md5_of(art) not in refused
+        mark = world.mark()
+        res = world.callhome()
+        assert res["outcome"] == "no-update" and "refused" in res["reason"], res
+        assert world.requests(mark, "/ota/updates")
+        after = world.snapshot()
+        volatile = ("time_floor",)
+        assert_unchanged(before, after, volatile=volatile, inactive_slot=True)
+    assert world.pointer() == v2
+
+
+def test_trial_blocked_by_the_network_is_retried_and_commits(world):
+    v2 = update_to(world, "2.0", 2)
+    art = world.publish("4.0", 4)
+    res = world.callhome()  # installs, switches and resets into v4
+    assert res["outcome"] == "updated" and res["app"]["version"] == "4.0"
+    world.server.stop()  # the network is down for v4's whole trial: three boots
+    for n in (1, 2, 3):
+        world.boot(2)
+        assert world.pointer()["trial"]["boots"] == n
+    world.boot(2)  # the fourth boot goes back to v2; its call home fails too
+    assert world.pointer() == v2
+    state = world.state()
+    assert md5_of(art) not in state.get("refused", []), state
+    assert state["trial_retry"][1] == 1
+    assert "network: refused; retried later" in world.console()
+
+    world.server.start()  # the network returns: v4 is offered, installed again and commits
+    mark = world.mark()
+    world.boot(4)
+    ptr = world.pointer()
+    assert (ptr["version"], ptr["md5"]) == ("4.0", md5_of(art)), world.console()[-3000:]
+    assert "trial" not in ptr
+    assert world.state()["counters"] == {"app": 4}
+    assert "trial_retry" not in world.state()
+    calls = world.requests(mark, "/ota/updates")
+    assert len(calls) >= 2  # the download, then the trial's confirming call home
+    error = world.header("x-IAS-LAST-ERROR", mark) or ""
+    assert "4.0 not confirmed within 3 boots" in error, error
