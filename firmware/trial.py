@@ -25,10 +25,13 @@ MAX_REFUSED = 8  # four releases: identity and MD5 each
 CONTACT_KEY = "trial_contact"  # [artifact key, reason] of the trial's last failed contact
 RETRY_KEY = "trial_retry"  # [artifact key, n]: trials of it cut short by the network
 NET_RETRIES = 3
-# Reasons of a contact that never reached the update source (or could not authenticate it):
-# the network's doing, not the version on trial's. An app that crashes, or an answer the
-# device refuses, is the release's.
+# Reasons of a contact that never reached the update source or could not authenticate it (an
+# unauthenticated answer, trial_pending or a downgrade, is what a man in the middle can cause):
+# the network's doing, not the version on trial's. An app that crashes, or an authenticated
+# answer the device refuses, is the release's.
 NET_REASONS = (
+    "trial_pending",
+    "downgrade",
     "no_wifi",
     "no_network",
     "timeout",
