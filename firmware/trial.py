@@ -7,8 +7,9 @@
 # A release is refused by what its signature covers (name, version, counter and the digest of
 # its signed manifest: identity()), so the same release re-padded or re-compressed is refused
 # too; its transfer MD5 is kept beside it only to refuse the very same bytes before a download.
-# A trial that ran out of time or boots while its every contact failed for the network's sake
-# (note_contact) is not the release's fault: it is retried, at most NET_RETRIES times.
+# A trial that ran out of time or boots while its last contact failed for the network's sake
+# (note_contact) is not the release's fault: it is retried, at most NET_RETRIES times. A crash
+# or an app that fails (app_failed) is.
 #
 # Commit is one atomic step: the pointer written without its trial. The state's counter floor
 # is raised after it, as a cache: the floor in force is max(state floor, the committed
@@ -102,6 +103,13 @@ def note_contact(state, slots, reason):
     info = slots.read()
     if info.get("trial"):
         state.set(CONTACT_KEY, [_key(info), reason])
+
+
+def app_failed(state):
+    """The version on trial failed by itself (a crash, a watchdog reset, an exception from the
+    app): whatever the network did, the rollback that follows refuses it. Call before
+    rollback()."""
+    state.drop(CONTACT_KEY)
 
 
 def _network_blocked(state, info):
@@ -202,8 +210,7 @@ def boot_check(board, state, slots):
         if running != t.get("target"):
             if boots:
                 why = "firmware %s failed its trial boot; bootloader went back to %s"
-                # a crash or the trial's deadline: only a noted network failure tells them apart
-                _restore(slots, state, why % (info.get("version"), running), True)
+                _restore(slots, state, why % (info.get("version"), running))
             else:
                 # Never reached Python on the new slot: the switch was cut short, or the image
                 # panicked at start and the bootloader went back. Both look the same from here.
@@ -218,16 +225,16 @@ def boot_check(board, state, slots):
     else:
         cause = board.reset_cause()
         if boots and cause in ("crash", "watchdog"):
+            app_failed(state)
             why = "%s during trial of %s" % (cause, info.get("version"))
             rollback(board, state, why, slots, False)
             return "rolled_back"
         if boots >= TRIAL_BOOTS:
             why = "%s not confirmed within %d boots" % (info.get("version"), TRIAL_BOOTS)
-            rollback(board, state, why, slots, False, True)
+            rollback(board, state, why, slots, False)
             return "rolled_back"
         if _expired(board, t, 0):
-            why = "%s not confirmed in time" % info.get("version")
-            rollback(board, state, why, slots, False, True)
+            rollback(board, state, "%s not confirmed in time" % info.get("version"), slots, False)
             return "rolled_back"
     t["boots"] = boots + 1
     new = dict(info)
@@ -252,7 +259,7 @@ def tick(board, state, slots):
     t = slots.trial()
     if t and _expired(board, t, board.uptime_ms()):
         version = slots.read().get("version")
-        rollback(board, state, "%s not confirmed within 10 minutes" % version, slots, True, True)
+        rollback(board, state, "%s not confirmed within 10 minutes" % version, slots)
         return True
     return False
 
@@ -288,26 +295,25 @@ def _commit_pointer(s, state, info):
     return s.installed_artifact()
 
 
-def rollback(board, state, reason, slots, reset=True, unconfirmed=False):
+def rollback(board, state, reason, slots, reset=True):
     """Go back to the previous version: the pointer returns to it (bundles) and, for firmware,
     the reset lets the bootloader abort the unconfirmed image. The reason is kept for the next
-    call home. Resets the board when `reset` (always for firmware on trial). `unconfirmed`:
-    the trial only ran out of time or boots (no crash): when the network kept it from calling
-    home the release is retried later, not refused. Returns False when nothing is on trial."""
+    call home. Resets the board when `reset` (always for firmware on trial). Returns False
+    when nothing is on trial."""
     t = slots.trial()
     if not t:
         return False
-    _restore(slots, state, "rollback: " + reason, unconfirmed)
+    _restore(slots, state, "rollback: " + reason)
     if reset or t.get("kind") == "firmware":
         board.reset()
     return True
 
 
-def _restore(s, state, text, unconfirmed=False):
+def _restore(s, state, text):
     from .slots import FIELDS
 
     info = s.read()
-    net = _network_blocked(state, info) if unconfirmed else None
+    net = _network_blocked(state, info)
     prev = info.get("prev") or {"active": info.get("active"), "kind": "factory"}
     new = {"active": prev.get("active", info.get("active"))}
     for k in FIELDS:

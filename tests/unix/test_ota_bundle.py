@@ -499,6 +499,14 @@ def test_network_blocked_trial_retried_then_refused():
         board, st, slots, ctx = trial_device()
         _trial_runs_out(board, st, slots, reason)
         assert MD5["v2"] in trial.refused(st), reason
+    # A crash is the release's fault even when its call homes also failed on the network.
+    board, st, slots, ctx = trial_device()
+    board.cause = "intended"
+    assert trial.boot_check(board, st, slots) == "trial"
+    trial.note_contact(st, slots, "timeout")
+    board.cause = "crash"
+    assert trial.boot_check(board, st, slots) == "rolled_back"
+    assert MD5["v2"] in trial.refused(st) and "retried" not in trial.last_error(st)
     # A network-blocked trial that is retried and then confirmed leaves no trace.
     board, st, slots, ctx = trial_device()
     _trial_runs_out(board, st, slots, "unreachable")
