@@ -97,7 +97,7 @@ def _refuse(state, info):
 
 
 def note_contact(state, slots, reason):
-    """The device's loop: a contact with the update source failed with `reason`. While a
+    """The device: a contact with the update source failed with `reason`. While a
     version is on trial this decides what a rollback for want of a confirmation means: the
     network's fault (NET_REASONS) or the release's. Writes only when it changes."""
     info = slots.read()
