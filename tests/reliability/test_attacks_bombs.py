@@ -16,7 +16,6 @@ from tests.reliability.ledger import record
 from tests.reliability.test_attacks import CAT, AttackLab
 from tools import bundle
 
-
 # The device's own flash log (where the build keeps one) records each refusal by design.
 LOG_FILES = ("/log.txt",)
 
