@@ -3,7 +3,8 @@ a virtual ESP32 running the real firmware against `ias serve` (the lab of test_a
 gzip bomb (a signed bundle and 64 MiB of zeros after the tar's end), a release that failed its
 trial offered again re-padded and re-compressed (the same signed manifest), and a trial the
 network blocked (retried when the network returns, then committed). tests/test_bombs_e2e.py
-holds the same scenarios with their figures."""
+holds the same scenarios with their figures and runs in `make test`; these run in `make
+reliability`."""
 
 import gzip
 import json
@@ -50,6 +51,7 @@ def _artifact(lab, version, counter, broken=False, tail=b"", wbits=10):
     return data
 
 
+@pytest.mark.slow  # make test runs these scenarios in tests/test_bombs_e2e.py
 def test_gzip_bomb(lab):
     board = lab.board
     board.restore()
@@ -78,6 +80,7 @@ def test_gzip_bomb(lab):
     assert after == before, (changed, before[1], after[1])
 
 
+@pytest.mark.slow  # make test runs these scenarios in tests/test_bombs_e2e.py
 def test_failed_release_offered_again_in_other_bytes(lab):
     board = lab.board
     board.restore()
@@ -112,6 +115,7 @@ def test_failed_release_offered_again_in_other_bytes(lab):
     assert same, (sorted(gone), before[1], after[1])
 
 
+@pytest.mark.slow  # make test runs these scenarios in tests/test_bombs_e2e.py
 def test_network_blocked_trial_is_retried(lab):
     board = lab.board
     board.restore()
