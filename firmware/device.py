@@ -53,6 +53,7 @@ class Device:
         ip = self.board.wifi_connect(self.settings["wifi"])
         if ip is None:
             log.warn("net", "no saved Wi-Fi network could be joined")
+            self._note_contact("no_wifi")
             return None
         log.info("net", "Wi-Fi up, ip %s" % ip)
         # NTP sets the clock, never the floor (timefloor.py): only authenticated time moves it
@@ -101,6 +102,7 @@ class Device:
 
         log.exc("app", what, e)
         if trial.pending(self.slots):
+            trial.app_failed(self.state)
             trial.rollback(self.board, self.state, "%s: %r" % (what, e), self.slots)  # resets
         self.app.module = None  # a committed app that fails stays off until an update
 
@@ -122,6 +124,8 @@ class Device:
         elif out["outcome"] == "error" and out["reason"] == "bad_signature":
             if self._new_update_key(force):
                 out = self._ask(force)
+        if out["outcome"] == "error":
+            self._note_contact(out["reason"])
         self._after_call(out)
         return out
 
@@ -148,6 +152,14 @@ class Device:
 
     def _installed(self):
         return self.slots.installed_artifact()
+
+    def _note_contact(self, reason):
+        # While a version is on trial, why its update source could not be reached decides
+        # what running out of time means: the network's fault (retried) or the release's.
+        if self.slots.trial():
+            from . import trial
+
+            trial.note_contact(self.state, self.slots, reason)
 
     def _make_installer(self):
         """make(first_bytes, trusted), the installer factory the protocols call. trusted: the
