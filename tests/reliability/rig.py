@@ -78,10 +78,12 @@ class Board:
         self.put("/settings.json", json.dumps(s).encode(), tmp)
 
     def persistent(self):
-        """What must survive a failed call home unchanged: every file but /state.json, and
-        the state without the keys a failure may set."""
+        """What must survive a failed call home unchanged: every file but /state.json and the
+        log, and the state without the keys a failure may set."""
         files = self.files()
         files.pop("/state.json", None)
+        for log in ("/log.txt", "/log.1"):  # the log records the refusal: it is meant to grow
+            files.pop(log, None)
         st = self.json("/state.json") or {}
         for key in VOLATILE_STATE:
             st.pop(key, None)
