@@ -2,9 +2,10 @@
 config mode served by the MicroPython unix port (one board for the module, tests in order):
 pages on another origin change nothing; Info (versions, last call home, earliest root expiry,
 the activation code as known, the last lines of the device log); every setting edited and
-refused in words; Wi-Fi networks keep their passwords; app fields; certificates (actions first, collapsed list, "Get IAS root cert"
-previews the change before installing, uploads, delete); markup shown as text; screenshots of
-each tab at phone and desktop size into docs/screens/; "Save and restart" saves, then Exit.
+refused in words; Wi-Fi networks keep their passwords; app fields; certificates (actions
+first, collapsed list, "Get IAS root cert" previews the change before installing, uploads,
+delete); markup shown as text; screenshots of each tab at phone and desktop size into
+docs/screens/; "Save and restart" saves, then Exit.
 """
 
 import hashlib
