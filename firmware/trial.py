@@ -180,6 +180,8 @@ def begin(slots, board, active, art, record):
             prev[k] = info[k]
     record = dict(record)
     record["boots"] = 0
+    # when the trial began, for `ias status` only: the clock never decides a trial's end
+    record["since"] = board.time() if _clock_ok(board) else 0
     new = {"active": active, "prev": prev, "trial": record}
     new.update(art)
     slots.write(new)
@@ -187,6 +189,12 @@ def begin(slots, board, active, art, record):
 
 def _label(part):
     return part.info()[4] if part is not None else None
+
+
+def _clock_ok(board):
+    from .board import clock_is_sane
+
+    return board.clock_synced or clock_is_sane(board.time())
 
 
 # -- boot, tick, commit, rollback -----------------------------------------------------------------
@@ -241,7 +249,7 @@ def boot_check(board, state, slots):
 def tick(board, state, slots):
     """Call from the main loop (cheap). Past the trial deadline without a commit, rolls back
     and resets the board. Uptime, not the clock: NTP cannot cut a trial short."""
-    if board.uptime_ms() > TRIAL_MS and slots.trial():
+    if slots.trial() and board.uptime_ms() > TRIAL_MS:
         version = slots.read().get("version")
         rollback(board, state, "%s not confirmed within 10 minutes" % version, slots)
         return True
