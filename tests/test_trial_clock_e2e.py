@@ -4,6 +4,7 @@ clock) installs a release from `ias serve`; on its trial boot NTP answers ten ye
 the first call home is cut by the network. The trial's window counts uptime, not the clock:
 the retry a minute later confirms the release, which commits without a rollback."""
 
+import contextlib
 import json
 import time
 
@@ -16,8 +17,9 @@ APP = demo.APP
 YEAR = 365 * 86400
 
 
-@pytest.fixture
-def esp8266(tmp_path):
+@contextlib.contextmanager
+def esp8266_board(tmp_path):
+    """(work folder, update key path, running `ias serve --esp8266`, virtual ESP8266)."""
     key_path, pub_path = keys.write_pair(tmp_path / "keys", bits=2048)
     root = pki.make_ca("Root R", kind="rsa")
     server = UpdateServer(artifacts=tmp_path / "artifacts", esp8266=True)
@@ -35,8 +37,16 @@ def esp8266(tmp_path):
             force=True,
         )
     )
-    yield tmp_path, keys.load_private(key_path), server, board
-    server.stop()
+    try:
+        yield tmp_path, keys.load_private(key_path), server, board
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def esp8266(tmp_path):
+    with esp8266_board(tmp_path) as b:
+        yield b
 
 
 def _set_ntp(board, answer):
@@ -46,7 +56,7 @@ def _set_ntp(board, answer):
     path.write_text(json.dumps(hw))
 
 
-def test_ntp_ten_years_ahead_during_a_trial_does_not_roll_it_back(esp8266):
+def trial_with_the_clock_ten_years_ahead(esp8266):
     work, key, server, board = esp8266
     demo.publish(work, key, "1.1", 1)
     run = sim.run_board(board, "callhome", echo=False)  # installs, switches and resets
@@ -68,3 +78,8 @@ def test_ntp_ten_years_ahead_during_a_trial_does_not_roll_it_back(esp8266):
     assert state["last_call"]["since"] > time.time() + 9 * YEAR, state["last_call"]
     calls = [r for r in server.requests if r["path"].startswith("/ota/updates")]
     assert len(calls) == downloads + 2  # the cut call, then the confirming one: no download
+
+
+# The scenario is also an attack case of the reliability ledger (tests/reliability).
+def test_ntp_ten_years_ahead_during_a_trial_does_not_roll_it_back(esp8266):
+    trial_with_the_clock_ten_years_ahead(esp8266)
