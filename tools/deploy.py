@@ -213,8 +213,11 @@ def check_update_key(path):
     """Raise BuildError unless `path` is a PEM public key (a private key never leaves the host)."""
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise BuildError("cannot read the update key %s: %s" % (path, e.strerror or e))
     if b"PRIVATE KEY" in data:
         raise BuildError("%s is a PRIVATE key: pass the public half (.pub)" % path)
     try:
@@ -353,20 +356,37 @@ def deploy_to(
     stream=None,
     build_time=None,
     app=None,
+    connect_timeout=None,
 ):
     """Build the device tree for the board on `port` and sync it. Returns sync()'s report."""
-    from tools.repl import Board, sync
+    from tools.repl import CONNECT_TIMEOUT, Board, check_port, sync
 
     out = stream if stream is not None else sys.stderr
-    board = Board(port)
+    # What can be checked on the host is checked before the board is touched.
+    if update_key:
+        check_update_key(update_key)
+    if settings:
+        load_settings(settings)
+    check_port(port)
+    wait = connect_timeout or CONNECT_TIMEOUT
+    print("connecting to %s (up to %g s) ..." % (port, wait), file=out, flush=True)
+    board = Board(port, timeout=wait)
     try:
-        check_version(board.version())
+        version = board.version()
+        check_version(version)
         if target is None:
             target = target_for(board.platform())
+        print(
+            "MicroPython %s on %s; building the client for it ..."
+            % (".".join(str(v) for v in version) or "?", target),
+            file=out,
+            flush=True,
+        )
         if build_time is None:
             build_time = source_time()
         with tempfile.TemporaryDirectory(prefix="ias-deploy-") as tmp:
             tree = stage_tree(tmp, target, settings, update_key, anchors, build_time, app)
+            print("comparing %d files with the board ..." % len(tree), file=out, flush=True)
             report = sync(board, tree, stream=out)
         report["target"] = target
     finally:
@@ -428,6 +448,12 @@ def add_arguments(parser):
     parser.add_argument(
         "--no-reset", action="store_true", help="leave the board in the REPL afterwards"
     )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="S",
+        help="seconds for the board to answer on its port (default 10)",
+    )
 
 
 def add_parser(subparsers, summary):
@@ -456,6 +482,7 @@ def run(args):
             app=args.app,
             target=None if args.chip == "auto" else args.chip,
             reset=not args.no_reset,
+            connect_timeout=args.connect_timeout,
         )
     except (BuildError, DeployError) as e:
         print("ias deploy: error: %s" % e, file=sys.stderr)
