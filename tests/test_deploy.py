@@ -243,8 +243,9 @@ def test_deploy_refuses_a_micropython_older_than_1_23_in_one_line(tmp_path, caps
         assert cli.main(["deploy", "--port", dev.port, "--no-reset"]) == 1
         err = capsys.readouterr().err
         assert err == (
+            "connecting to %s (up to 10 s) ...\n"
             "ias deploy: error: the board runs MicroPython 1.22.2; the client needs 1.23 or "
-            "newer (see `ias flash`)\n"
+            "newer (see `ias flash`)\n" % dev.port
         )
         board = repl.Board(dev.port)
         try:

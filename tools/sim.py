@@ -6,6 +6,7 @@ flash_ops.jsonl (the flash program and erase operations of each power-on).
 """
 
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -200,6 +202,15 @@ class BoardRun:
         self.result = result
 
 
+def _die_with_parent():
+    # In its own session the board no longer shares the host's process group: have the kernel
+    # end it when the host process ends, however that happens (SIGKILL included). Linux only.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        pass
+
+
 def run_board(folder, mode="boot", arg=None, echo=True, timeout=300, log=None):
     """One power-on of the virtual board, until it resets, halts or stops."""
     folder = Path(folder).resolve()
@@ -218,8 +229,9 @@ def run_board(folder, mode="boot", arg=None, echo=True, timeout=300, log=None):
         text=True,
         errors="replace",
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
-    lines, result = [], None
+    lines = []
     deadline = time.monotonic() + timeout
     try:
         return _follow(proc, lines, deadline, echo, log)
@@ -274,13 +286,15 @@ def _on_sigterm(signum, frame):
 
 def interruptible(what):
     """Run what() until it returns, or a Ctrl-C or SIGTERM stops it: then None."""
-    old = signal.signal(signal.SIGTERM, _on_sigterm)
+    main = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
     try:
         return what()
     except (KeyboardInterrupt, Stopped):
         return None
     finally:
-        signal.signal(signal.SIGTERM, old)
+        if main:
+            signal.signal(signal.SIGTERM, old)
 
 
 def require_board(folder):
