@@ -37,12 +37,21 @@ def missing():
     return out
 
 
+def installable():
+    """True when this machine installs Debian packages (apt-get), so nothing needs skipping."""
+    return shutil.which("apt-get") is not None
+
+
 def install(packages, run=subprocess.run):
     """apt-get update, then install `packages`. Returns an error line, or None when done."""
+    names = " ".join(packages)
     if not shutil.which("apt-get"):
-        return "no apt-get: install the Debian packages %s by hand" % " ".join(packages)
+        return (
+            "no apt-get here: install %s with your system's package manager, then run "
+            "`make test` again" % names
+        )
     if os.geteuid() != 0:
-        return "not root: run `sudo apt-get install -y %s`, then again" % " ".join(packages)
+        return "not root: run `sudo apt-get install -y %s`, then `make test` again" % names
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     steps = (
         ["apt-get", "update", "-qq"],
@@ -60,6 +69,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     packages = missing()
     if not packages:
+        print("sysdeps: %s present" % ", ".join(dict.fromkeys(p for _, p in NEEDED)), flush=True)
         return 0
     if "--check" in argv:
         print("sysdeps: missing Debian packages: %s" % " ".join(packages))
