@@ -42,6 +42,7 @@ def main(argv=None):
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
+        print("ias %s: stopped (Ctrl-C)" % args.command, file=sys.stderr)
         return 130
     except SystemExit:
         raise
