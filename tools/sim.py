@@ -375,7 +375,11 @@ def _boot(folder, args):
 def callhome(args):
     require_board(args.dir)
     _write_run(args.dir, {"cause": "power_on"})
-    run = run_board(args.dir, "callhome", echo=args.verbose)
+    run = interruptible(lambda: run_board(args.dir, "callhome", echo=args.verbose))
+    if run is None:
+        stop_board(args.dir)
+        print("ias sim callhome: stopped: the board in %s is off" % args.dir, file=sys.stderr)
+        return 130
     res = run.result
     if res is None:
         if not args.verbose:
