@@ -423,3 +423,19 @@ def test_bundle_version_rule_says_why(tmp_path, keys):
         "keeps 11 characters of a version (x-ver, the device's app_version); e.g. 1.10.2"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_bundle_build_with_the_public_key_or_no_key_file_is_one_line(tmp_path, keys):
+    out = tmp_path / "out" / "b.tar"
+    blink = REPO / "examples" / "blink"
+    proc = ias("bundle", "build", blink, "--key", keys / "update.pub", "--name", "IASBlink",
+               "--version", "1.1", "-o", out)  # fmt: skip
+    assert proc.returncode == 2
+    assert one_line(proc.stderr) == (
+        "ias bundle: error: --key %s is not an RSA private key: give the operator's update.key "
+        "from `ias keys new` (the .pub goes to devices)" % (keys / "update.pub")
+    )
+    proc = ias("publish", blink, "--key", tmp_path / "nokey", "--name", "IASBlink",
+               "--version", "1.1", "-o", tmp_path / "site")  # fmt: skip
+    assert one_line(proc.stderr) == "ias publish: error: no such file: %s" % (tmp_path / "nokey")
+    assert not (tmp_path / "out").exists() and not (tmp_path / "site").exists()

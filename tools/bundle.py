@@ -176,8 +176,18 @@ def build(src_dir, key, name, version, counter=0, compress=False, wbits=GZIP_WBI
     return data
 
 
+def _private_key(path):
+    try:
+        return keys_mod.load_private(path)
+    except ValueError:
+        raise ValueError(
+            "--key %s is not an RSA private key: give the operator's update.key from "
+            "`ias keys new` (the .pub goes to devices)" % path
+        ) from None
+
+
 def cmd_build(args):
-    key = None if args.unsigned else keys_mod.load_private(args.key)
+    key = None if args.unsigned else _private_key(args.key)
     data = build(args.src, key, args.name, args.version, args.counter, args.gzip, args.wbits)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # e.g. artifacts/APP/
     Path(args.output).write_bytes(data)

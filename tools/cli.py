@@ -49,6 +49,8 @@ def main(argv=None):
     except Exception as e:  # one clear line for the user; tracebacks are for developers
         if getattr(args, "debug", False):
             raise
+        if isinstance(e, FileNotFoundError) and e.filename:
+            e = "no such file: %s" % e.filename
         print("ias %s: error: %s" % (args.command, e), file=sys.stderr)
         return 2
 
