@@ -3,11 +3,13 @@ traceback, and leaves nothing half made on disk (issue 18 item 3). The commands 
 runs them: `.venv/bin/ias` (or `python -m tools.cli`) in a process of its own."""
 
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -343,20 +345,28 @@ def test_deploy_refuses_a_private_update_key_before_connecting(tmp_path, keys):
 
 
 def _serve(*args):
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         IAS + ["serve"] + [str(a) for a in args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
     )
+    proc.lines = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            proc.lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return proc
 
 
 def _readline(proc, timeout=30):
-    end = time.monotonic() + timeout
-    line = proc.stdout.readline()
-    assert time.monotonic() < end
-    return line
+    try:
+        return proc.lines.get(timeout=timeout)
+    except queue.Empty:
+        raise AssertionError("ias serve printed nothing for %d s" % timeout) from None
 
 
 def test_serve_warns_of_a_missing_artifacts_folder_and_logs_each_request(tmp_path):
