@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,13 @@ def test_deploy_to_a_board_then_redeploy_skips(tmp_path):
         assert third["copied"] == ["/settings.json"]
         assert dev.alive()
     assert "0 copied (0 bytes), %d unchanged" % len(first["copied"]) in out.getvalue()
+    # one line per step before the copy's progress: what it does, never silence
+    steps = out.getvalue().splitlines()[:3]
+    assert steps[0] == "connecting to %s (up to 10 s) ..." % dev.port
+    assert re.fullmatch(
+        r"MicroPython 1\.\d+\.\d+ on unix; building the client for it \.\.\.", steps[1]
+    )
+    assert steps[2] == "comparing %d files with the board ..." % len(first["copied"])
 
     files = list_image(image)
     assert set(files) == set(first["copied"])  # nothing else, no temp files left behind
