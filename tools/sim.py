@@ -86,23 +86,6 @@ def check_inputs(args):
         _refuse("--app %s holds no app.py (see examples/blink)" % args.app)
 
 
-# What init writes into the folder: removed again when init fails half way.
-BOARD_FILES = (
-    "flash.bin",
-    "board.json",
-    "run.json",
-    "cycles",
-    "console.log",
-    "flash_ops.jsonl",
-    "clock.json",
-    "otadata.json",
-    "otadata.bin",
-    "booted",
-    "ota_0.bin",
-    "ota_1.bin",
-)
-
-
 def init(args):
     folder = Path(args.dir)
     if (folder / "flash.bin").exists() and not args.force:
@@ -112,18 +95,33 @@ def init(args):
     check_inputs(args)
     made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    before = set(os.listdir(folder)) - {"flash.bin", "board.json"}
     try:
         return _init(folder, args)
-    except BaseException:
-        for name in BOARD_FILES:
-            (folder / name).unlink(missing_ok=True)
+    except BaseException:  # no half-made board: `sim init` must not then say "already holds"
         if made:
             shutil.rmtree(folder, ignore_errors=True)
+        else:
+            for name in set(os.listdir(folder)) - before:
+                if not (folder / name).is_dir():
+                    (folder / name).unlink(missing_ok=True)
         raise
 
 
 def _init(folder, args):
-    for old in BOARD_FILES:
+    for old in (
+        "flash.bin",
+        "run.json",
+        "cycles",
+        "console.log",
+        "flash_ops.jsonl",
+        "clock.json",
+        "otadata.json",
+        "otadata.bin",
+        "booted",
+        "ota_0.bin",
+        "ota_1.bin",
+    ):
         (folder / old).unlink(missing_ok=True)
     hw = {
         "chip": args.chip,
