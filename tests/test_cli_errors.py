@@ -449,3 +449,16 @@ def test_bundle_build_with_the_public_key_or_no_key_file_is_one_line(tmp_path, k
                "--version", "1.1", "-o", tmp_path / "site")  # fmt: skip
     assert one_line(proc.stderr) == "ias publish: error: no such file: %s" % (tmp_path / "nokey")
     assert not (tmp_path / "out").exists() and not (tmp_path / "site").exists()
+
+
+def test_sim_init_that_fails_half_way_keeps_nothing_it_wrote(tmp_path):
+    folder = tmp_path / "dev"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("the user's")
+    proc = ias("sim", "init", folder, "--flash-kib", "16")
+    assert proc.returncode == 1
+    assert one_line(proc.stderr) == (
+        "ias sim init: the firmware does not fit in 16 KiB of flash: give a larger --flash-kib "
+        "(default 2048); nothing kept"
+    )
+    assert sorted(p.name for p in folder.iterdir()) == ["mine.txt"]

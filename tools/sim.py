@@ -167,7 +167,13 @@ def _init(folder, args):
             _init_partitions(folder)
         result = run_board(folder, "format", stage.name, echo=False)
         if result.code != 0:
-            raise SystemExit("ias sim init: writing the flash failed:\n" + result.output)
+            last = (result.output.strip().splitlines() or ["no output"])[-1]
+            if "OSError: 28" in last:  # ENOSPC
+                raise SystemExit(
+                    "ias sim init: the firmware does not fit in %d KiB of flash: give a larger "
+                    "--flash-kib (default 2048); nothing kept" % args.flash_kib
+                )
+            raise SystemExit("ias sim init: writing the flash failed (%s); nothing kept" % last)
     print("virtual %s ready in %s (%s)" % (args.chip, folder, hw["mac"]))
     return 0
 
