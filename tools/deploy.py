@@ -348,6 +348,7 @@ def target_for(platform):
 
 def deploy_to(
     port,
+    connect_timeout=None,
     settings=None,
     update_key=None,
     anchors=ANCHORS,
@@ -356,13 +357,14 @@ def deploy_to(
     stream=None,
     build_time=None,
     app=None,
-    connect_timeout=None,
 ):
     """Build the device tree for the board on `port` and sync it. Returns sync()'s report."""
-    from tools.repl import CONNECT_TIMEOUT, Board, check_port, sync
+    from tools.repl import Board, sync
 
     out = stream if stream is not None else sys.stderr
     # What can be checked on the host is checked before the board is touched.
+    from tools.repl import CONNECT_TIMEOUT, check_port
+
     if update_key:
         check_update_key(update_key)
     if settings:
@@ -386,7 +388,6 @@ def deploy_to(
             build_time = source_time()
         with tempfile.TemporaryDirectory(prefix="ias-deploy-") as tmp:
             tree = stage_tree(tmp, target, settings, update_key, anchors, build_time, app)
-            print("comparing %d files with the board ..." % len(tree), file=out, flush=True)
             report = sync(board, tree, stream=out)
         report["target"] = target
     finally:
@@ -424,6 +425,12 @@ examples:
 
 
 def add_arguments(parser):
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="S",
+        help="seconds for the board to answer on its port (default 10)",
+    )
     parser.add_argument("--settings", metavar="FILE", help="initial settings (JSON) to install")
     parser.add_argument(
         "--app",
@@ -448,12 +455,6 @@ def add_arguments(parser):
     parser.add_argument(
         "--no-reset", action="store_true", help="leave the board in the REPL afterwards"
     )
-    parser.add_argument(
-        "--connect-timeout",
-        type=float,
-        metavar="S",
-        help="seconds for the board to answer on its port (default 10)",
-    )
 
 
 def add_parser(subparsers, summary):
@@ -476,13 +477,13 @@ def run(args):
     try:
         deploy_to(
             args.port,
+            connect_timeout=args.connect_timeout,
             settings=args.settings,
             update_key=args.update_key,
             anchors=args.anchors,
             app=args.app,
             target=None if args.chip == "auto" else args.chip,
             reset=not args.no_reset,
-            connect_timeout=args.connect_timeout,
         )
     except (BuildError, DeployError) as e:
         print("ias deploy: error: %s" % e, file=sys.stderr)

@@ -171,6 +171,8 @@ def sync(board, tree, stream=None):
     does not read back with the right hash."""
     from tools.progress import Progress
 
+    if stream is not None:
+        print("comparing %d files with the board ..." % len(tree), file=stream, flush=True)
     want = {p: sha256_file(local) for p, local in tree.items()}
     have = board.hashes(sorted(want))
     todo = [p for p in sorted(want) if have.get(p) != want[p]]
