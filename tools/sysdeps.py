@@ -4,9 +4,11 @@
     python3 tools/sysdeps.py --check    # only say what is missing (exit 1 if anything is)
 
 nginx (tests/nginxhost.py: the static channel against a real web server), chromium (the config
-page in a real browser) and faketime (moving the TLS client's clock). Prints what it installs;
-fails with one line when it cannot (not root, no apt-get, apt-get failed). Standard library only:
-it runs before the virtualenv exists.
+page in a real browser) and faketime (moving the TLS client's clock). Prints one line: what it
+installs, or that all are present; fails with one line saying what to run when it cannot (not
+root, no apt-get, apt-get failed). The browser tests fail rather than skip while chromium is
+missing on a machine that could install it (tests/conftest.py). Standard library only: it runs
+before the virtualenv exists.
 """
 
 import os
