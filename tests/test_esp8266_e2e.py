@@ -6,35 +6,16 @@ import json
 
 import pytest
 
-from tools import bundle, demo, keys, pki, sim
-from tools.server import UpdateServer
+from tests.esp8266_world import esp8266_board
+from tools import bundle, demo, keys, sim
 
 APP = demo.APP
 
 
 @pytest.fixture
 def esp8266(tmp_path):
-    key_path, pub_path = keys.write_pair(tmp_path / "keys", bits=2048)
-    root = pki.make_ca("Root R", kind="rsa")
-    leaf = pki.make_leaf(root, kind="rsa")
-    server = UpdateServer(artifacts=tmp_path / "artifacts", esp8266=True)
-    server.use_chain(leaf)
-    server.start()
-    board = tmp_path / "esp8266"
-    # It ships no usable anchors for this server: on an ESP8266 they could not be checked anyway.
-    sim.init(
-        sim.args_for(
-            "init",
-            board,
-            chip="esp8266",
-            server=server.url,
-            app_name=APP,
-            update_key=str(pub_path),
-            force=True,
-        )
-    )
-    yield tmp_path, keys.load_private(key_path), server, board
-    server.stop()
+    with esp8266_board(tmp_path) as (work, key_path, server, board):
+        yield work, keys.load_private(key_path), server, board
 
 
 def _publish_unsigned(work, version):

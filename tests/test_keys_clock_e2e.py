@@ -5,60 +5,21 @@ the operator's keys.json from its recovery location, takes the new key and insta
 release; the old key stays until authenticated time (the time floor) passes the transition,
 however far ahead the board's clock is. (Before, the lie retired the old key at once.)"""
 
-import contextlib
 import datetime as dt
-import json
 import time
 
 import pytest
 
-from tools import cli, demo, keys, pki, sim
-from tools.server import UpdateServer
+from tests.esp8266_world import esp8266_board, set_ntp
+from tools import cli, demo, keys, sim
 
-APP = demo.APP
 YEAR = 365 * 86400
-
-
-@contextlib.contextmanager
-def esp8266_board(tmp_path):
-    """(work folder, update key path, running `ias serve --esp8266`, virtual ESP8266)."""
-    key_path, pub_path = keys.write_pair(tmp_path / "keys", bits=2048)
-    root = pki.make_ca("Root R", kind="rsa")
-    anchors = tmp_path / "anchors"
-    anchors.mkdir()
-    server = UpdateServer(artifacts=tmp_path / "artifacts", anchors=anchors, esp8266=True)
-    server.use_chain(pki.make_leaf(root, kind="rsa"))
-    server.start()
-    board = tmp_path / "esp8266"
-    sim.init(
-        sim.args_for(
-            "init",
-            board,
-            chip="esp8266",
-            server=server.url,
-            app_name=APP,
-            update_key=str(pub_path),
-            recovery=[server.url + "/ota/anchors/"],
-            force=True,
-        )
-    )
-    try:
-        yield tmp_path, key_path, server, board
-    finally:
-        server.stop()
 
 
 @pytest.fixture
 def esp8266(tmp_path):
-    with esp8266_board(tmp_path) as b:
+    with esp8266_board(tmp_path, recovery=True) as b:
         yield b
-
-
-def _set_ntp(board, answer):
-    path = board / "board.json"
-    hw = json.loads(path.read_text())
-    hw["ntp"] = answer
-    path.write_text(json.dumps(hw))
 
 
 def _keys_on_board(board):
@@ -80,7 +41,7 @@ def rotation_with_the_clock_ten_years_ahead(esp8266):
     )
     demo.publish(work, keys.load_private(fresh / "update.key"), "1.1", 1)
 
-    _set_ntp(board, int(time.time()) + 10 * YEAR)  # every boot hears the lie
+    set_ntp(board, int(time.time()) + 10 * YEAR)  # every boot hears the lie
     demo.boot(board, 3, quiet=True)
     log = (board / "console.log").read_text(errors="replace")
     ptr = demo.app_pointer(board)

@@ -4,43 +4,14 @@ clock) installs a release from `ias serve`; on its trial boot NTP answers ten ye
 the first call home is cut by the network. The trial's window counts uptime, not the clock:
 the retry a minute later confirms the release, which commits without a rollback."""
 
-import contextlib
-import json
 import time
 
 import pytest
 
-from tools import demo, keys, pki, sim
-from tools.server import UpdateServer
+from tests.esp8266_world import esp8266_board, set_ntp
+from tools import demo, keys, sim
 
-APP = demo.APP
 YEAR = 365 * 86400
-
-
-@contextlib.contextmanager
-def esp8266_board(tmp_path):
-    """(work folder, update key path, running `ias serve --esp8266`, virtual ESP8266)."""
-    key_path, pub_path = keys.write_pair(tmp_path / "keys", bits=2048)
-    root = pki.make_ca("Root R", kind="rsa")
-    server = UpdateServer(artifacts=tmp_path / "artifacts", esp8266=True)
-    server.use_chain(pki.make_leaf(root, kind="rsa"))
-    server.start()
-    board = tmp_path / "esp8266"
-    sim.init(
-        sim.args_for(
-            "init",
-            board,
-            chip="esp8266",
-            server=server.url,
-            app_name=APP,
-            update_key=str(pub_path),
-            force=True,
-        )
-    )
-    try:
-        yield tmp_path, keys.load_private(key_path), server, board
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -49,23 +20,16 @@ def esp8266(tmp_path):
         yield b
 
 
-def _set_ntp(board, answer):
-    path = board / "board.json"
-    hw = json.loads(path.read_text())
-    hw["ntp"] = answer
-    path.write_text(json.dumps(hw))
-
-
 def trial_with_the_clock_ten_years_ahead(esp8266):
-    work, key, server, board = esp8266
-    demo.publish(work, key, "1.1", 1)
+    work, key_path, server, board = esp8266
+    demo.publish(work, keys.load_private(key_path), "1.1", 1)
     run = sim.run_board(board, "callhome", echo=False)  # installs, switches and resets
     assert run.result is not None and run.result["outcome"] == "updated", run.output
     ptr = demo.app_pointer(board)
     assert ptr["version"] == "1.1" and ptr["trial"]["boots"] == 0, ptr
     downloads = len([r for r in server.requests if r["path"].startswith("/ota/updates")])
 
-    _set_ntp(board, int(time.time()) + 10 * YEAR)  # the trial boot hears a lie
+    set_ntp(board, int(time.time()) + 10 * YEAR)  # the trial boot hears a lie
     server.fault("garbage_headers")  # ... and its first call home is garbled
     demo.boot(board, 150, quiet=True)
     ptr = demo.app_pointer(board)

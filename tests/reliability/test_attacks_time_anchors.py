@@ -14,6 +14,7 @@ from tests import test_anchorset_pending_e2e as anchorset_e2e
 from tests import test_keys_clock_e2e as keys_e2e
 from tests import test_time_floor_e2e as time_e2e
 from tests import test_trial_clock_e2e as trial_e2e
+from tests.esp8266_world import esp8266_board
 from tests.reliability.ledger import record
 from tests.scenario import make_world, staged_firmware  # noqa: F401 (fixtures)
 
@@ -54,7 +55,7 @@ def test_ntp_answer_two_days_ahead(make_world, monkeypatch):  # noqa: F811
 
 @pytest.mark.slow  # make test runs these scenarios once, in their e2e files
 def test_ntp_answer_ten_years_ahead_during_a_trial(tmp_path):
-    with trial_e2e.esp8266_board(tmp_path) as board:
+    with esp8266_board(tmp_path) as board:
         _survives(
             "NTP ten years ahead during a trial",
             trial_e2e.trial_with_the_clock_ten_years_ahead,
@@ -64,7 +65,7 @@ def test_ntp_answer_ten_years_ahead_during_a_trial(tmp_path):
 
 @pytest.mark.slow  # make test runs these scenarios once, in their e2e files
 def test_ntp_answer_ten_years_ahead_during_a_key_rotation(tmp_path):
-    with keys_e2e.esp8266_board(tmp_path) as board:
+    with esp8266_board(tmp_path, recovery=True) as board:
         _survives(
             "NTP ten years ahead during an update-key rotation",
             keys_e2e.rotation_with_the_clock_ten_years_ahead,
