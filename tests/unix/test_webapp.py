@@ -254,6 +254,27 @@ def run_app(board, store, script, fetch_anchors=None, fields=FIELDS, preview_anc
     return out["r"], cfg
 
 
+def run_config_with(client, *args, **kw):
+    """configmode.run(*args, **kw) with `client()` (a coroutine) started as a task in config
+    mode's event loop once it serves: returns (run's reason, what client returned)."""
+    orig_serve = configmode.serve
+    out = {}
+
+    async def serve_with_client(cfg, host, p, t, dns=None):
+        SESSION["token"] = cfg.token
+        task = asyncio.create_task(client())
+        reason = await orig_serve(cfg, host, p, t, dns)
+        out["client"] = await task
+        return reason
+
+    configmode.serve = serve_with_client
+    try:
+        reason = configmode.run(*args, **kw)
+    finally:
+        configmode.serve = orig_serve
+    return reason, out.get("client")
+
+
 def call(board, store, *reqs, **kw):
     """Send each raw request in turn; returns the list of (status, headers, body)."""
 
@@ -893,34 +914,20 @@ def test_configmode_close_and_announce():
         await asyncio.sleep(0.3)
         return await _send(port, request("POST", "/close"))
 
-    got = {}
-
     # run config mode and a client in the same event loop: start the client from a task
-    orig_serve = configmode.serve
-
-    async def serve_and_close(cfg, host, p, t, dns=None):
-        SESSION["token"] = cfg.token
-        task = asyncio.create_task(client())
-        reason = await orig_serve(cfg, host, p, t, dns)
-        got["reply"] = await task
-        return reason
-
-    configmode.serve = serve_and_close
-    try:
-        reason = configmode.run(
-            board,
-            store,
-            SETTINGS,
-            FIELDS,
-            announce=said.append,
-            port=port,
-            host="127.0.0.1",
-            www_dir=WWW,
-        )
-    finally:
-        configmode.serve = orig_serve
+    reason, reply = run_config_with(
+        client,
+        board,
+        store,
+        SETTINGS,
+        FIELDS,
+        announce=said.append,
+        port=port,
+        host="127.0.0.1",
+        www_dir=WWW,
+    )
     assert reason == "close"
-    assert got["reply"][0] == 200
+    assert reply[0] == 200
     assert said == ["1", "0"]
     s = settings.load(SETTINGS)
     assert len(s["ap_password"]) == 12  # made at first use and kept
@@ -1002,36 +1009,24 @@ def test_configmode_run_with_a_device():
     dev.state.set("last_call", {"outcome": "no-update", "reason": "not_newer", "since": 1})
     port = _port()
     got = {}
-    orig_serve = configmode.serve
 
-    async def serve_and_use(cfg, host, p, t, dns=None):
-        SESSION["token"] = cfg.token
+    async def client():
+        await asyncio.sleep(0.2)
+        got["app"] = await _send(port, request("GET", "/app"))
+        got["fetch"] = await _send(port, request("POST", "/anchors/fetch", *form(v="9")))
+        got["info"] = await _send(port, request("GET", "/i"))
+        await _send(port, request("POST", "/close"))
 
-        async def client():
-            await asyncio.sleep(0.2)
-            got["app"] = await _send(port, request("GET", "/app"))
-            got["fetch"] = await _send(port, request("POST", "/anchors/fetch", *form(v="9")))
-            got["info"] = await _send(port, request("GET", "/i"))
-            await _send(port, request("POST", "/close"))
-
-        task = asyncio.create_task(client())
-        reason = await orig_serve(cfg, host, p, t, dns)
-        await task
-        return reason
-
-    configmode.serve = serve_and_use
-    try:
-        reason = configmode.run(
-            dev,
-            settings_path=SETTINGS,
-            fetch_anchors=fetch,
-            announce=said.append,
-            port=port,
-            host="127.0.0.1",
-            www_dir=WWW,
-        )
-    finally:
-        configmode.serve = orig_serve
+    reason, _ = run_config_with(
+        client,
+        dev,
+        settings_path=SETTINGS,
+        fetch_anchors=fetch,
+        announce=said.append,
+        port=port,
+        host="127.0.0.1",
+        www_dir=WWW,
+    )
     assert reason == "close"
     assert [f["l"] for f in json.loads(got["app"][2])] == ["Colour", "Count", "Enabled"]
     assert json.loads(got["fetch"][2])["version"] == 9
@@ -1133,20 +1128,9 @@ def test_configmode_captive_portal_dns_and_probe():
         got["probe"] = await _send(port, request("GET", "/generate_204"))
         await _send(port, request("POST", "/close"))
 
-    orig_serve = configmode.serve
-
-    async def serve_with_client(cfg, host, p, t, dns=None):
-        SESSION["token"] = cfg.token
-        task = asyncio.create_task(client())
-        reason = await orig_serve(cfg, host, p, t, dns)
-        await task
-        return reason
-
-    configmode.serve = serve_with_client
-    try:
-        reason = configmode.run(board, store, SETTINGS, FIELDS, port=port, host="127.0.0.1")
-    finally:
-        configmode.serve = orig_serve
+    reason, _ = run_config_with(
+        client, board, store, SETTINGS, FIELDS, port=port, host="127.0.0.1"
+    )
     assert reason == "close"
     reply = got["dns"]
     assert reply is not None, "no DNS answer"
