@@ -308,22 +308,22 @@ def format_status(st, now=None):
 
 
 # -- commands -----------------------------------------------------------------------------------
-def cmd_status(args):
+def _read_or_exit(args, command):
+    """The board's dump for `ias COMMAND`; a board that cannot be read ends it in one line."""
     try:
-        dump = read(args.target, reset=not args.no_reset)
+        return read(args.target, reset=not args.no_reset)
     except StatusError as e:
-        raise SystemExit("ias status: %s" % e)
-    st = status(dump)
+        raise SystemExit("ias %s: %s" % (command, e))
+
+
+def cmd_status(args):
+    st = status(_read_or_exit(args, "status"))
     print(json.dumps(st, indent=1) if args.json else format_status(st))
     return 0
 
 
 def cmd_logs(args):
-    try:
-        dump = read(args.target, reset=not args.no_reset)
-    except StatusError as e:
-        raise SystemExit("ias logs: %s" % e)
-    lines = log_lines(dump)
+    lines = log_lines(_read_or_exit(args, "logs"))
     if args.lines:
         lines = lines[-args.lines :]
     if args.json:
