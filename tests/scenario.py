@@ -273,6 +273,29 @@ def assert_settings_kept(before, after, pointer, version):
     assert not any(extra.values()), extra
 
 
+def update_to(world, version, counter):
+    """Publish, power on, let it install, reset and commit: the pointer afterwards."""
+    world.publish(version, counter)
+    world.boot(3)
+    ptr = world.pointer()
+    assert ptr.get("version") == version and "trial" not in ptr, world.console()[-3000:]
+    return ptr
+
+
+def assert_first_release_commits(world):
+    """A fresh board's first power-on finds nothing published (its call home gets 404); then
+    2.0 is published and the board installs it into slot_b, tries it and commits it."""
+    world.boot(1)
+    assert "main loop" in world.console()
+    world.publish("2.0", 2)
+    world.boot(3)  # download, verify, switch, reset; the trial's verified call home commits
+    ptr = world.pointer()
+    assert (ptr["active"], ptr["name"], ptr["version"]) == ("slot_b", APP, "2.0"), world.console()[
+        -3000:
+    ]
+    assert "trial" not in ptr
+
+
 @pytest.fixture(scope="session")
 def staged_firmware(tmp_path_factory):
     return tmp_path_factory.mktemp("staged-firmware")
@@ -292,3 +315,9 @@ def make_world(tmp_path, staged_firmware):
     yield make
     for w in worlds:
         w.close()
+
+
+def one_root_world(make_world, **kw):
+    """The usual world: the device trusts root A, and the server presents chain A."""
+    chain = make_chain("A")
+    return make_world(trust=[chain.root], serve=chain, **kw)

@@ -20,9 +20,10 @@ import pytest
 from tests.scenario import (  # noqa: F401 (fixtures)
     APP,
     assert_unchanged,
-    make_chain,
     make_world,
+    one_root_world,
     staged_firmware,
+    update_to,
 )
 from tools import bundle, sim
 
@@ -31,8 +32,7 @@ BOMB_ZEROS = 64 * 1024 * 1024
 
 @pytest.fixture
 def world(make_world):  # noqa: F811
-    chain = make_chain("A")
-    return make_world(trust=[chain.root], serve=chain)
+    return one_root_world(make_world)
 
 
 def rewrap(art, tail=b"", wbits=10):
@@ -86,15 +86,6 @@ def test_gzip_bomb_stops_early_and_the_next_call_home_works(world):
     ptr = world.pointer()
     assert ptr["version"] == "2.1" and "trial" not in ptr, world.console()[-3000:]
     assert "too_large" in (world.header("x-IAS-LAST-ERROR", mark) or "")
-
-
-def update_to(world, version, counter):
-    """Publish, power on, let it install, reset and commit: the pointer afterwards."""
-    world.publish(version, counter)
-    world.boot(3)
-    ptr = world.pointer()
-    assert ptr.get("version") == version and "trial" not in ptr, world.console()[-3000:]
-    return ptr
 
 
 def test_release_that_failed_its_trial_is_refused_in_other_bytes(world):

@@ -16,15 +16,16 @@ from tests.scenario import (  # noqa: F401 (fixtures)
     assert_unchanged,
     make_chain,
     make_world,
+    one_root_world,
     staged_firmware,
+    update_to,
 )
 from tools import REPO, bundle, keys
 
 
 @pytest.fixture
 def world(make_world):  # noqa: F811
-    chain = make_chain("A")
-    return make_world(trust=[chain.root], serve=chain)
+    return one_root_world(make_world)
 
 
 def md5_of(path):
@@ -36,15 +37,6 @@ def sent(rec, name):
         if key.lower() == name.lower():
             return value
     return None
-
-
-def update_to(world, version, counter):
-    """Publish, power on, let it install, reset and commit: the pointer afterwards."""
-    world.publish(version, counter)
-    world.boot(3)
-    ptr = world.pointer()
-    assert ptr.get("version") == version and "trial" not in ptr, world.console()[-3000:]
-    return ptr
 
 
 def test_v1_to_v2_applied_committed_then_304(world):

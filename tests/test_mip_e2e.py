@@ -9,15 +9,19 @@ import subprocess
 import pytest
 from repohost import repo_server  # noqa: F401 (fixture)
 
-from tests.scenario import APP, make_chain, make_world, staged_firmware  # noqa: F401 (fixtures)
+from tests.scenario import (  # noqa: F401 (fixtures)
+    assert_first_release_commits,
+    make_world,
+    one_root_world,
+    staged_firmware,
+)
 from tools import FIRMWARE, REPO, VBOARD, packaging
 from tools.sim import micropython
 
 
 @pytest.fixture
 def world(make_world):  # noqa: F811
-    chain = make_chain("A")
-    return make_world(trust=[chain.root], serve=chain)
+    return one_root_world(make_world)
 
 
 def test_board_installed_by_mip_calls_home_and_installs_a_bundle(world, repo_server):  # noqa: F811
@@ -44,12 +48,4 @@ def test_board_installed_by_mip_calls_home_and_installs_a_bundle(world, repo_ser
     assert "/cert/labRoot.cer" in flash  # the operator's own server's root, beside them
     assert "/firmware/boot.py" in server.requests and "/package.json" in server.requests
 
-    world.boot(1)  # nothing published yet: the call home gets its 404
-    assert "main loop" in world.console()
-    world.publish("2.0", 2)
-    world.boot(3)  # download, verify, switch, reset; the trial's verified call home commits
-    ptr = world.pointer()
-    assert (ptr["active"], ptr["name"], ptr["version"]) == ("slot_b", APP, "2.0"), world.console()[
-        -3000:
-    ]
-    assert "trial" not in ptr
+    assert_first_release_commits(world)

@@ -13,8 +13,8 @@ import pytest
 from tests.ptydevice import PtyDevice
 from tests.scenario import (  # noqa: F401 (fixtures)
     APP,
-    make_chain,
     make_world,
+    one_root_world,
     staged_firmware,
 )
 from tools import cli
@@ -22,8 +22,7 @@ from tools import cli
 
 @pytest.fixture
 def world(make_world):  # noqa: F811
-    chain = make_chain("A")
-    return make_world(trust=[chain.root], serve=chain)
+    return one_root_world(make_world)
 
 
 def ias(capsys, *argv):
