@@ -2,6 +2,7 @@
 traceback, and leaves nothing half made on disk (issue 18 item 3). The commands run as a user
 runs them: `.venv/bin/ias` (or `python -m tools.cli`) in a process of its own."""
 
+import contextlib
 import os
 import queue
 import re
@@ -31,6 +32,25 @@ def one_line(text):
     assert "Traceback" not in text
     assert text.count("\n") == 1 and text.endswith("\n"), text
     return text.strip()
+
+
+@contextlib.contextmanager
+def ias_job(*args):
+    """`ias ARGS` running in its own process group, as a terminal's foreground job; killed, with
+    its children, if the test leaves it running."""
+    proc = subprocess.Popen(
+        IAS + [str(a) for a in args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _free_port():
@@ -148,22 +168,11 @@ def _flash_files(board):
 def test_ctrl_c_during_sim_boot_stops_the_board_cleanly(board):
     # As a terminal does: SIGINT to the whole foreground process group, while the board runs
     # its loop (calling home, failing, writing its state) for as long as it is left alone.
-    proc = subprocess.Popen(
-        IAS + ["sim", "boot", str(board), "--cycles", "100000000"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        start_new_session=True,
-    )
-    try:
+    with ias_job("sim", "boot", board, "--cycles", "100000000") as proc:
         time.sleep(4)
         assert proc.poll() is None
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130
     assert "--- boot 1 (power_on) ---" in out
     assert "Traceback" not in out and "stopped at its REPL" not in out
@@ -252,15 +261,7 @@ def _alive(pid):
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sim_config_binds_localhost_and_a_signal_ends_its_board(board, sig):
     port = _free_port()
-    proc = subprocess.Popen(
-        IAS + ["sim", "config", str(board), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        start_new_session=True,
-    )
-    try:
+    with ias_job("sim", "config", board, "--port", port) as proc:
         assert _wait_page(port) == 200
         assert _listening(port) == ["127.0.0.1"]
         children = _children(proc.pid)
@@ -270,9 +271,6 @@ def test_sim_config_binds_localhost_and_a_signal_ends_its_board(board, sig):
         else:
             os.killpg(proc.pid, sig)  # Ctrl-C at the terminal
         out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130
     assert one_line(err) == "ias sim config: stopped: the board in %s is off" % board
     assert "Traceback" not in out
