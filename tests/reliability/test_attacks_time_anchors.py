@@ -53,24 +53,28 @@ def test_ntp_answer_two_days_ahead(make_world, monkeypatch):  # noqa: F811
     _survives("NTP two days ahead", time_e2e.two_days_ahead, world)
 
 
+def _survives_on_an_esp8266(tmp_path, case, scenario, recovery=False):
+    with esp8266_board(tmp_path, recovery=recovery) as board:
+        _survives(case, scenario, board)
+
+
 @pytest.mark.slow  # make test runs these scenarios once, in their e2e files
 def test_ntp_answer_ten_years_ahead_during_a_trial(tmp_path):
-    with esp8266_board(tmp_path) as board:
-        _survives(
-            "NTP ten years ahead during a trial",
-            trial_e2e.trial_with_the_clock_ten_years_ahead,
-            board,
-        )
+    _survives_on_an_esp8266(
+        tmp_path,
+        "NTP ten years ahead during a trial",
+        trial_e2e.trial_with_the_clock_ten_years_ahead,
+    )
 
 
 @pytest.mark.slow  # make test runs these scenarios once, in their e2e files
 def test_ntp_answer_ten_years_ahead_during_a_key_rotation(tmp_path):
-    with esp8266_board(tmp_path, recovery=True) as board:
-        _survives(
-            "NTP ten years ahead during an update-key rotation",
-            keys_e2e.rotation_with_the_clock_ten_years_ahead,
-            board,
-        )
+    _survives_on_an_esp8266(
+        tmp_path,
+        "NTP ten years ahead during an update-key rotation",
+        keys_e2e.rotation_with_the_clock_ten_years_ahead,
+        recovery=True,
+    )
 
 
 @pytest.mark.slow  # make test runs these scenarios once, in their e2e files
