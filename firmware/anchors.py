@@ -83,6 +83,15 @@ def _verified(device, fetch, base, now, keys_dir, host):
     return bundle
 
 
+def _attempt(step, *args):
+    """One location's step: (its result, None), or (None, the word for the report): a refusal's
+    reason code, or for OSError and the like, why the location is unreachable."""
+    try:
+        return step(*args), None
+    except Exception as e:
+        return None, reason_of(e, type(e).__name__)
+
+
 def recover(device, fetch, force=False, why="untrusted", keys_dir="/keys"):
     """The recovery ladder, after TLS verification failed with every anchor (`why`: untrusted
     or expired) or for a refresh. Walks recovery_locations() in order; the first valid newer
@@ -103,14 +112,9 @@ def recover(device, fetch, force=False, why="untrusted", keys_dir="/keys"):
     version = None
     answered = False
     for i, base in enumerate(recovery_locations(device.settings)):
-        try:
-            v = _rung(device, fetch, base, now, keys_dir, host, force)
-        except ReasonError as e:
-            word = e.reason
-            answered = answered or e.reason == "not_newer"
-        except Exception as e:  # OSError and the like: this rung is unreachable
-            word = reason_of(e, type(e).__name__)
-        else:
+        v, word = _attempt(_rung, device, fetch, base, now, keys_dir, host, force)
+        answered = answered or word == "not_newer"
+        if word is None:
             version = v
             word = "installed v%d" % v
         line = "%d %s %s" % (i + 1, base, word)
@@ -135,14 +139,9 @@ def preview(device, fetch, keys_dir="/keys"):
     host = _server_host(device.settings)
     best, report, answered = None, [], False
     for i, base in enumerate(recovery_locations(device.settings)):
-        try:
-            b = _verified(device, fetch, base, now, keys_dir, host)
-        except ReasonError as e:
-            word = e.reason
-            answered = answered or e.reason == "not_newer"
-        except Exception as e:  # OSError and the like: this location is unreachable
-            word = reason_of(e, type(e).__name__)
-        else:
+        b, word = _attempt(_verified, device, fetch, base, now, keys_dir, host)
+        answered = answered or word == "not_newer"
+        if word is None:
             word = "v%d" % b["version"]
             if best is None or b["version"] > best["version"]:
                 best = b
