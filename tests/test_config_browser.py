@@ -5,7 +5,8 @@ the activation code as known, the last lines of the device log); every setting e
 refused in words; Wi-Fi networks keep their passwords; app fields; certificates (actions
 first, collapsed list, "Get IAS root cert" previews the change before installing, uploads,
 delete); markup shown as text; screenshots of each tab at phone and desktop size (into
-test-artifacts/screens/, or docs/screens/ with `make screens`); "Save and restart" saves, then Exit.
+test-artifacts/screens/, or docs/screens/ with `make screens`); "Save and restart" saves, then
+Exit.
 """
 
 import hashlib
