@@ -42,7 +42,7 @@ def _bare_ok(world):
     return ok
 
 
-def heap_floor(world, payloads, confirm=2):
+def heap_floor(world, payloads, confirm=2, only=None):
     """The smallest -X heapsize (1 KiB steps) at which each client completes, per payload: a
     bisection, then the floor is raised until `confirm` runs in a row pass there (`floor`);
     `lowest_pass` is the smallest heap that passed once; floor - 1 KiB is run `confirm` more
@@ -60,6 +60,8 @@ def heap_floor(world, payloads, confirm=2):
         }
         hint["naive"] = payload + 96 * KIB
         for name, ok in checks.items():
+            if only is not None and name not in only:
+                continue
             row[name] = stable_floor(ok, hint[name], confirm)
             hint[name] = row[name]["floor"]
         rows.append(row)

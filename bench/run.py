@@ -4,6 +4,8 @@ written to bench/results.md (docs/benchmarks.md says what each figure means).
     python -m bench.run                 the full run (a few minutes)
     python -m bench.run --quick         tiny sizes and one run each (the smoke test uses it)
     python -m bench.run --out FILE      write the report elsewhere
+    python -m bench.run --floor 64      only the whole-run floor of ours for one payload (KiB),
+                                        .mpy and ROMFS, one confirming run (a diet's quick check)
 """
 
 import argparse
@@ -431,12 +433,34 @@ def run(quick=False, out=OUT, channel=True):
     return raw
 
 
+def quick_floor(payload):
+    """The whole-run floor of ours (.mpy and ROMFS beyond the image) for one payload, each
+    confirmed once: the quick check of one diet step (the full figures come from make bench)."""
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        world = figures.new_world(tmp)
+        try:
+            heap = figures.heap_floor(world, [payload], confirm=1, only=("client",))
+            dep = figures.romfs_floor(world, heap, confirm=1)
+        finally:
+            world.close()
+    m, r = dep["rows"][0]["mpy"], dep["rows"][0]["romfs"]
+    print(
+        "%s: .mpy %s, ROMFS %.1f KiB beyond the image (%s with it); %.0f s"
+        % (_size(payload), _floor(m), r["beyond"] / KIB, _floor(r), time.time() - started)
+    )
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, one run each")
     p.add_argument("--out", default=str(OUT), help="where to write the report (markdown)")
     p.add_argument("--no-channel", action="store_true", help="skip bench/channel_resume.py")
+    p.add_argument("--floor", type=int, metavar="KIB", help="only the whole-run floors")
     args = p.parse_args(argv)
+    if args.floor:
+        quick_floor(args.floor * KIB)
+        return 0
     run(quick=args.quick, out=args.out, channel=not args.no_channel)
     return 0
 

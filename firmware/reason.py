@@ -85,6 +85,16 @@ def reason_of(e, default="error"):
     return default
 
 
+def days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (no time.mktime: ports differ)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
 def iso_date(t):
     """YYYY-MM-DD of Unix seconds, by civil-from-days arithmetic (the ESP ports' time module
     counts from 2000, the unix port's from 1970: this needs neither)."""
