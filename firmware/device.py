@@ -4,8 +4,7 @@ import gc
 import sys
 
 from . import board as hw
-from . import log, timefloor
-from . import settings as settings_mod
+from . import log, phase, timefloor
 from .reason import ReasonError
 
 LOOP_MS = 100  # how often the loop wakes on hardware: button and app get this resolution
@@ -44,7 +43,7 @@ class Device:
             from . import state
 
             st = state.State()
-        s = settings_mod.load()
+        s = _load_settings()
         return cls(board, s, st, certstore.CertStore(), decision.get("slots"))
 
     # -- network and clock ------------------------------------------------------------------
@@ -111,6 +110,7 @@ class Device:
         outcome."""
         if self.app is not None:
             self.app.emit("update_check")
+        before = phase.loaded()  # what this call loads (protocol, installer, anchors) goes after
         gc.collect()  # a boundary: the TLS handshake and an install want the heap in one piece
         out = self._ask(force)
         if out["outcome"] == "error" and out["reason"] in timefloor.TIME_FAULTS:
@@ -122,6 +122,7 @@ class Device:
             if self._new_update_key(force):
                 out = self._ask(force)
         self._after_call(out)
+        phase.release(before)  # a staged installer keeps what it needs through its own objects
         return out
 
     def _ask_again_on_time(self, force, out):
@@ -361,6 +362,16 @@ class _Reported:
 
     def activate(self):
         return self.installer.activate()
+
+
+def _load_settings():
+    # The settings module (validation, defaults) is needed only while loading: released after.
+    before = phase.loaded()
+    from . import settings
+
+    s = settings.load()
+    phase.release(before)
+    return s
 
 
 def config_mode_missing():

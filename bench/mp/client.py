@@ -1,6 +1,6 @@
-# Our client, one complete call home plus install, as the device runs it: Device pieces built as
-# Device.open() builds them (VirtualBoard, settings from /settings.json, State, CertStore on
-# /cert), then Device.call_home() (verified TLS, x-MD5, SHA-256, signature, unpack into the
+# Our client, one complete call home plus install, as the device runs it: the Device built by
+# Device.open() over a VirtualBoard (settings from /settings.json, State, CertStore on /cert),
+# then Device.call_home() (verified TLS, x-MD5, SHA-256, signature, unpack into the
 # inactive slot) and the installer's activate() (the slot switch). The flash is littlefs on the
 # NOR model mounted at /.
 #   micropython [-X heapsize=N] -m client HOST IMAGE BOARD_DIR MODE [REPEAT]
@@ -16,18 +16,12 @@ host, image, board_dir, mode = sys.argv[1:5]
 repeat = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 dev_flash = benv.mount(host, image)
 
-from ias import (
-    board_unix,  # noqa: E402
-    certstore,  # noqa: E402
-    device,  # noqa: E402
-    state,  # noqa: E402
-)
-from ias import settings as settings_mod  # noqa: E402
+from ias import board_unix, device  # noqa: E402
 
 board = board_unix.VirtualBoard(board_dir)
 board.sync_clock(0)
-board.wifi_connect(settings_mod.load()["wifi"])
-dev = device.Device(board, settings_mod.load(), state.State(), certstore.CertStore())
+dev = device.Device.open({"board": board})
+board.wifi_connect(dev.settings["wifi"])
 gc.collect()
 heap_ready = gc.mem_alloc()
 
