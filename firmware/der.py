@@ -232,12 +232,9 @@ def _b64_table():
     return t
 
 
-_B64_TABLE = _b64_table()
-
-
 def _b64_body(data, start, stop):
     """Check data[start:stop] is base64 text and return the DER it decodes to."""
-    table = _B64_TABLE
+    table = _b64_table()  # built per call, not at import: der.py loads for management only
     count = pad = 0
     for i in range(start, stop):
         k = table[data[i]]

@@ -7,12 +7,11 @@ INFO = const(20)
 WARN = const(30)
 ERROR = const(40)
 level = INFO
-_NAMES = {INFO: "I", WARN: "W", ERROR: "E"}
 
 
 def _emit(lvl, tag, msg):
     if lvl >= level:
-        print("%s %s: %s" % (_NAMES[lvl], tag, msg))
+        print("%s %s: %s" % ("IWE"[(lvl - INFO) // 10], tag, msg))
 
 
 def info(tag, msg):
