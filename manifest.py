@@ -21,6 +21,7 @@ include("$(PORT_DIR)/boards/manifest.py")  # noqa: F821
 include("$(MPY_DIR)/extmod/asyncio")  # noqa: F821
 
 MODULES = (
+    "aio.py",
     "anchors.py",
     "anchorset.py",
     "anchortx.py",
@@ -33,6 +34,7 @@ MODULES = (
     "bootflow.py",
     "button.py",
     "callhome.py",
+    "captive.py",
     "certadmin.py",
     "certstore.py",
     "channel.py",

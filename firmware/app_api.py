@@ -31,6 +31,7 @@ class App:
         self.fields = []
         self._hooks = {}
         self.module = None
+        self.client = None  # an asyncio app's main(ias) gets the client's task here (aio.py)
 
     def on(self, event, fn):
         if event not in EVENTS:

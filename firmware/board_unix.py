@@ -41,6 +41,7 @@ class VirtualBoard(BoardBase):
         self._sta_ip = None
         self.loop_ms = 1000  # virtual time is free: wake once a virtual second
         self.config_port = self.hw.get("config_port", 8080)
+        self.dns_port = self.hw.get("dns_port", 0)  # config mode's DNS; 0: none (host's 53)
 
     # -- clock ------------------------------------------------------------------------------
     def ticks_ms(self):

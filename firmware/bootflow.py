@@ -13,6 +13,7 @@ def run(b=None, state_path=None, root=""):
     b = b or hw.open_board()
     if b.watchdog_ms:
         b.start_watchdog(b.watchdog_ms)  # first: everything after this can hang
+    log.set_clock(getattr(b, "time", None))
     cause = b.reset_cause()
     log.info("boot", "reset cause: %s" % cause)
     from . import slots, state, trial
@@ -20,7 +21,8 @@ def run(b=None, state_path=None, root=""):
     st = state.State(state_path) if state_path else state.State()
     s = slots.Slots(root)
     decision = {"board": b, "state": st, "slots": s, "cause": cause, "mode": "normal"}
-    trial.boot_check(b, st, s)
+    if trial.boot_check(b, st, s) or cause in (hw.CRASH, hw.WATCHDOG):
+        log.flush()  # a boot event worth keeping: a trial boot, a rollback, a crash
     if st.get("mode") == "config":
         decision["mode"] = "config"
     elif b.button_pressed():

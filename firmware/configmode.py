@@ -55,14 +55,17 @@ def _announce(announce, msg):
         log.warn("config", "announce %s failed: %r" % (msg, e))
 
 
-async def serve(cfg, host, port, timeout_s):
-    """Serve `cfg` (a webapp.ConfigApp) until /close or `timeout_s` idle. Returns the reason."""
+async def serve(cfg, host, port, timeout_s, dns=None):
+    """Serve `cfg` (a webapp.ConfigApp) until /close or `timeout_s` idle, answering the
+    captive portal's DNS queries (`dns`, a captive.Server) between. Returns the reason."""
     board = cfg.board
     server = asyncio.create_task(cfg.app.start_server(host=host, port=port))
     reason = "close"
     while not cfg.closed:
         await asyncio.sleep(0.1)
         board.feed_watchdog()
+        if dns is not None:
+            dns.poll()
         if board.ticks_diff(board.ticks_ms(), cfg.last_request) >= timeout_s * 1000:
             reason = "timeout"
             break
@@ -121,6 +124,21 @@ def installed_info(slots):
     return info
 
 
+def start_dns(board, ip):
+    """The captive portal's DNS server on the board's DNS port (53 on hardware; a virtual
+    board has none unless board.json names a port), or None when it has none or cannot bind."""
+    from . import captive
+
+    port = getattr(board, "dns_port", captive.PORT)
+    if not port:
+        return None
+    try:
+        return captive.Server(ip, port)
+    except (OSError, ValueError) as e:
+        log.warn("config", "no captive DNS on port %s: %r" % (port, e))
+        return None
+
+
 def run(
     dev,
     store=None,
@@ -152,21 +170,25 @@ def run(
     fields = fields or ()
     if port is None:
         port = board.config_port
+    dns = None
+    page = "/"
     if start_ap:
         ssid, password = ap_credentials(board, settings_path)
         ip = board.ap_start(ssid, password) or AP_IP
-        board.console(
-            "config mode: join %s, open http://%s%s/"
-            % (ssid, ip, "" if port == 80 else ":%d" % port)
-        )
+        page = "http://%s%s/" % (ip, "" if port == 80 else ":%d" % port)
+        board.console("config mode: join %s, open %s" % (ssid, page))
+        dns = start_dns(board, ip)
     board.led_pattern("config")
     joined = bool(board.wifi_ip())
     if joined:
         _announce(announce, "1")
     cfg = webapp.make_app(board, store, settings_path, fields, fetch_anchors, www_dir, info)
+    cfg.portal = page  # where phones' connectivity probes are redirected
     try:
-        reason = asyncio.run(serve(cfg, host, port, timeout_s))
+        reason = asyncio.run(serve(cfg, host, port, timeout_s, dns))
     finally:
+        if dns is not None:
+            dns.close()
         if start_ap:
             board.ap_stop()
         board.led_pattern("off")

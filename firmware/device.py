@@ -17,6 +17,7 @@ class Device:
         self.settings = settings
         self.state = state
         self.store = store
+        log.set_clock(getattr(board, "time", None))  # log lines carry the board's time
         if slots is None:
             from .slots import Slots
 
@@ -198,6 +199,7 @@ class Device:
         app = self.app
         if outcome == "error":
             log.warn("callhome", "failed: %s %s" % (out["reason"], out.get("detail", "")))
+            log.flush()
             if app is not None:
                 app.emit("update_error", out["reason"])
             return
@@ -205,6 +207,7 @@ class Device:
             log.info(
                 "callhome", "update %s %s staged" % (out["app"]["name"], out["app"]["version"])
             )
+            log.flush()
             return
         log.info("callhome", "%s (%s)" % (outcome, out["reason"]))
         if app is not None:
@@ -244,7 +247,8 @@ class Device:
         failure it reported is delivered."""
         from . import trial
 
-        trial.commit(self.board, self.state, self.slots)
+        if trial.commit(self.board, self.state, self.slots) is not None:
+            log.flush()  # the commit wrote flash anyway; its line joins the log
         trial.clear_error(self.state)
 
     def apply(self, out):
@@ -256,6 +260,7 @@ class Device:
         log.info(
             "ota", "switched to %s %s, resetting" % (out["app"]["name"], out["app"]["version"])
         )
+        log.flush()
         self.board.reset()
 
     def config_mode(self, port=None):
@@ -274,7 +279,7 @@ class Device:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self, mode="normal"):
-        from . import button, schedule, trial
+        from . import button, schedule
 
         board = self.board
         if mode == "config" or self.start_network() is None:
@@ -291,35 +296,54 @@ class Device:
         btn = button.Button(
             board.button_pressed, board.ticks_ms, board.ticks_diff, board.led_pattern
         )
+        module = self.app.module
+        if module is not None and hasattr(module, "main"):
+            from . import aio  # an asyncio app: the client becomes one of its tasks
+
+            log.info("main", "asyncio app: the client runs as one of its tasks")
+            try:
+                aio.run(self.app, lambda: self.cycle(plan, btn))
+            except Exception as e:
+                self._app_failed("app main raised", e)  # on trial: rolled back (resets)
+            # main() returned or failed: the client goes on alone, calling home for a fix
         log.info("main", "main loop")
-        idle = getattr(board, "loop_ms", LOOP_MS)
         while True:
-            board.feed_watchdog()
-            action = btn.poll()
-            if action == "callhome":
-                plan.press()
-            elif action == "config":
-                if config_mode_missing() is None:
-                    self.state.set("mode", "config")  # IAS restarts into config mode
-                    board.reset()
-                log.warn("config", "config mode unavailable on this build")
-            why = plan.poll()
-            if why is not None:
-                log.info("callhome", "calling home (%s)" % why)
-                if board.wifi_ip() is None and self.start_network() is None:
-                    out = {"outcome": "error", "reason": "no_wifi"}
-                else:
-                    out = self.call_home(force=why == "button")
-                if out["outcome"] == "updated":
-                    self.apply(out)
-                if out.get("poll"):
-                    plan.interval_s = out["poll"]  # the channel suggests how often to look
-                plan.done(out["outcome"], out.get("retry_after"))
-            self._tick_app()
-            trial.tick(board, self.state, self.slots)
-            board.cycle_done()
-            wait = plan.next_in_ms()
-            board.sleep_ms(idle if btn.held or wait is None or wait > idle else max(wait, 1))
+            board.sleep_ms(self.cycle(plan, btn))
+
+    def cycle(self, plan, btn):
+        """One turn of the loop: watchdog, mode button, a call home when due (an update is
+        applied: the board resets), the app's loop(), the trial's deadline. Returns how long
+        to sleep before the next turn (ms)."""
+        from . import trial
+
+        board = self.board
+        board.feed_watchdog()
+        action = btn.poll()
+        if action == "callhome":
+            plan.press()
+        elif action == "config":
+            if config_mode_missing() is None:
+                self.state.set("mode", "config")  # IAS restarts into config mode
+                board.reset()
+            log.warn("config", "config mode unavailable on this build")
+        why = plan.poll()
+        if why is not None:
+            log.info("callhome", "calling home (%s)" % why)
+            if board.wifi_ip() is None and self.start_network() is None:
+                out = {"outcome": "error", "reason": "no_wifi"}
+            else:
+                out = self.call_home(force=why == "button")
+            if out["outcome"] == "updated":
+                self.apply(out)
+            if out.get("poll"):
+                plan.interval_s = out["poll"]  # the channel suggests how often to look
+            plan.done(out["outcome"], out.get("retry_after"))
+        self._tick_app()
+        trial.tick(board, self.state, self.slots)
+        board.cycle_done()
+        idle = getattr(board, "loop_ms", LOOP_MS)
+        wait = plan.next_in_ms()
+        return idle if btn.held or wait is None or wait > idle else max(wait, 1)
 
     def _tick_app(self):
         if self.app is None or self.app.module is None:

@@ -227,6 +227,7 @@ def rollback(board, state, reason, slots, reset=True):
     if not t:
         return False
     _restore(slots, state, "rollback: " + reason)
+    log.flush()
     if reset or t.get("kind") == "firmware":
         board.reset()
     return True

@@ -8,13 +8,26 @@ import json
 from microdot import Response
 
 from . import board as board_mod
-from . import settings
+from . import log, settings
 from .reason import ReasonError
 from .webguard import BadRequest, escape, guarded_app, read_form, text
 
 CERT_DIR = "/cert"
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
 _CERT_EXTS = (".cer", ".pem", ".crt", ".der")
+# Connectivity probes of Android, Apple, Windows, Firefox and others: each gets a 302 to the page.
+PROBES = (
+    "/generate_204",
+    "/gen_204",
+    "/hotspot-detect.html",
+    "/library/test/success.html",
+    "/ncsi.txt",
+    "/connecttest.txt",
+    "/redirect",
+    "/fwlink",
+    "/canonical.html",
+    "/success.txt",
+)
 
 
 def _data(obj):
@@ -66,6 +79,7 @@ class ConfigApp:
         self.info = info  # callable giving extra /i values, e.g. {"ss": app size}
         self.last_request = board.ticks_ms()
         self.closed = False
+        self.portal = "/"  # the page's full URL in config mode (configmode sets it)
         self._trial = None  # the /wsa test-connect attempt: [ssid, password, state, ip]
         self.app = self._build()
 
@@ -272,6 +286,22 @@ class ConfigApp:
         def close(req):
             self.closed = True  # configmode stops the server once this reply is out
             return text("closing")
+
+        @app.get("/log")
+        def log_tail(req):
+            try:
+                n = min(max(int(req.args.get("n", "20")), 1), 50)
+            except ValueError:
+                raise BadRequest("n must be a number")
+            return _data({"lines": log.tail(n)})
+
+        def probe(req):
+            # A phone's connectivity probe: the captive DNS sent it here; the redirect makes
+            # the phone show the config page by itself.
+            return Response("", 302, {"Location": self.portal})
+
+        for path in PROBES:
+            app.get(path)(probe)
 
         return app
 

@@ -215,6 +215,8 @@ class World:
         size; state.json is compared by content), settings and state."""
         tree = self.listing("/")
         tree.pop("/state.json", None)
+        for log in ("/log.txt", "/log.1"):  # the log records refusals too: it is meant to grow
+            tree.pop(log, None)
         return {
             "app": self.pointer(),
             "tree": tree,

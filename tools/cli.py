@@ -20,6 +20,8 @@ COMMANDS = [
     ("publish", "write a signed static update channel for any static host or CDN"),
     ("flash", "erase a board and write MicroPython with esptool, then deploy"),
     ("deploy", "compile firmware/ with mpy-cross and copy it to a board with mpremote"),
+    ("status", "a board's state: app, trial, firmware, anchors, last call home, settings"),
+    ("logs", "a board's log, from its flash (virtual board) or over its serial port"),
 ]
 
 

@@ -20,7 +20,39 @@ def _trace(e):
     return buf.getvalue()
 
 
+def _private_log():
+    # The device's log file is /log.txt; on the unix port that is the host's root: the tests'
+    # lines go to a file of this run instead.
+    try:
+        from ias import log
+    except ImportError:
+        return
+    import random
+
+    log.PATH = "/tmp/mpt-log-%d.txt" % random.getrandbits(30)
+    log.OLD = log.PATH + ".1"
+    return log
+
+
+def _drop_log(log):
+    import os
+
+    for p in (log.PATH, log.OLD) if log else ():
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+
+
 def run(path):
+    log = _private_log()
+    try:
+        _run(path)
+    finally:
+        _drop_log(log)
+
+
+def _run(path):
     modname = path.rsplit("/", 1)[-1][:-3]
     sys.modules["mptest"] = sys.modules[__name__]
     try:

@@ -224,6 +224,12 @@ class _Log:
     def exc(self, tag, msg, e):
         self.lines.append("%s: %r" % (msg, e))
 
+    def set_clock(self, fn):
+        pass
+
+    def flush(self):
+        pass
+
 
 class _NoAsyncio:
     """The build without asyncio (ESP8266 1 MiB and 512 KiB): `import asyncio` fails."""

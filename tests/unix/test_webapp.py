@@ -694,9 +694,9 @@ def test_configmode_close_and_announce():
     # run config mode and a client in the same event loop: start the client from a task
     orig_serve = configmode.serve
 
-    async def serve_and_close(cfg, host, p, t):
+    async def serve_and_close(cfg, host, p, t, dns=None):
         task = asyncio.create_task(client())
-        reason = await orig_serve(cfg, host, p, t)
+        reason = await orig_serve(cfg, host, p, t, dns)
         got["reply"] = await task
         return reason
 
@@ -795,7 +795,7 @@ def test_configmode_run_with_a_device():
     got = {}
     orig_serve = configmode.serve
 
-    async def serve_and_use(cfg, host, p, t):
+    async def serve_and_use(cfg, host, p, t, dns=None):
         async def client():
             await asyncio.sleep(0.2)
             got["app"] = await _send(port, request("GET", "/app"))
@@ -804,7 +804,7 @@ def test_configmode_run_with_a_device():
             await _send(port, request("GET", "/close"))
 
         task = asyncio.create_task(client())
-        reason = await orig_serve(cfg, host, p, t)
+        reason = await orig_serve(cfg, host, p, t, dns)
         await task
         return reason
 
@@ -827,3 +827,116 @@ def test_configmode_run_with_a_device():
     info = json.loads(got["info"][2])
     assert (info["an"], info["av"]) == ("Blink", "2.0")  # the device's slot pointer
     assert said == ["1", "0"]
+
+
+# -- the log and the captive portal -------------------------------------------------------------
+def test_log_route_returns_the_last_lines():
+    from ias import log
+
+    board, store = setup()
+    for p in (log.PATH, log.OLD):
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+    for i in range(30):
+        log.info("test", "line %d" % i)
+        if i in (9, 19):
+            log.flush()  # 0..19 in the file, 20..29 still in RAM: /log shows both
+    (st, h, body), (st2, _, body2), (st3, _, _) = call(
+        board,
+        store,
+        request("GET", "/log"),
+        request("GET", "/log?n=3"),
+        request("GET", "/log?n=x"),
+    )
+    assert st == 200 and h["content-type"] == "text/json"
+    lines = json.loads(body)["lines"]
+    assert len(lines) == 20
+    assert lines[0].endswith("I test: line 10") and lines[-1].endswith("I test: line 29")
+    assert [ln.split(" ", 1)[1] for ln in json.loads(body2)["lines"]] == [
+        "I test: line 27",
+        "I test: line 28",
+        "I test: line 29",
+    ]
+    assert st2 == 200 and st3 == 400
+    log.flush()
+
+
+PROBE_PATHS = (
+    "/generate_204",
+    "/hotspot-detect.html",
+    "/ncsi.txt",
+    "/connecttest.txt",
+    "/canonical.html",
+    "/success.txt",
+)
+
+
+def test_connectivity_probes_redirect_to_the_page():
+    board, store = setup()
+    reqs = [request("GET", p) for p in PROBE_PATHS]
+    for st, h, body in call(board, store, *reqs):
+        assert st == 302, st
+        assert h["location"] == "/"
+        assert body == b""
+
+
+def _dns_query(name, qtype=1, ident=0x1234):
+    q = bytes((ident >> 8, ident & 0xFF, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0))
+    for label in name.split("."):
+        q += bytes((len(label),)) + label.encode()
+    return q + bytes((0, 0, qtype, 0, 1))
+
+
+def test_configmode_captive_portal_dns_and_probe():
+    # Config mode as a phone meets it: a DNS query for the probe's host name is answered with
+    # the access point's address, and the probe itself is redirected to the page.
+    import socket
+
+    board, store = setup()
+    board.dns_port = 20000 + int.from_bytes(os.urandom(2), "little") % 30000
+    port = _port()
+    got = {}
+
+    async def client():
+        await asyncio.sleep(0.2)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        s.sendto(
+            _dns_query("connectivitycheck.gstatic.com"),
+            socket.getaddrinfo("127.0.0.1", board.dns_port)[0][-1],
+        )
+        reply = None
+        for _ in range(50):
+            await asyncio.sleep(0.05)
+            try:
+                reply = s.recv(512)
+                break
+            except OSError:
+                pass
+        s.close()
+        got["dns"] = reply
+        got["probe"] = await _send(port, request("GET", "/generate_204"))
+        await _send(port, request("GET", "/close"))
+
+    orig_serve = configmode.serve
+
+    async def serve_with_client(cfg, host, p, t, dns=None):
+        task = asyncio.create_task(client())
+        reason = await orig_serve(cfg, host, p, t, dns)
+        await task
+        return reason
+
+    configmode.serve = serve_with_client
+    try:
+        reason = configmode.run(board, store, SETTINGS, FIELDS, port=port, host="127.0.0.1")
+    finally:
+        configmode.serve = orig_serve
+    assert reason == "close"
+    reply = got["dns"]
+    assert reply is not None, "no DNS answer"
+    assert reply[:2] == b"\x12\x34" and reply[7] == 1  # our id, one answer
+    assert reply[-4:] == bytes((127, 0, 0, 1))  # the virtual board's AP address
+    st, h, _ = got["probe"]
+    assert st == 302 and h["location"] == "http://127.0.0.1:%d/" % port
