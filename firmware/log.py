@@ -36,18 +36,13 @@ def _stamp():
 
 
 def _emit(lvl, tag, msg):
-<<<<<<< HEAD
-    if lvl >= level:
-        print("%s %s: %s" % ("IWE"[(lvl - INFO) // 10], tag, msg))
-=======
     if lvl < level:
         return
-    line = "%s %s: %s" % (_NAMES[lvl], tag, msg)
+    line = "%s %s: %s" % ("IWE"[(lvl - INFO) // 10], tag, msg)
     print(line)
     _lines.append(("%d %s" % (_stamp(), line))[:MAX_LINE])
     if len(_lines) > MAX_LINES:
         _lines.pop(0)
->>>>>>> main
 
 
 def info(tag, msg):
