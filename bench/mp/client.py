@@ -5,7 +5,9 @@
 # NOR model mounted at /.
 #   micropython [-X heapsize=N] -m client HOST IMAGE BOARD_DIR MODE [REPEAT]
 # MODE "update": one call home that must install; "timed": the same with the phases timed (a thin
-# wrapper around the real installer); "noupdate": REPEAT call homes that must be answered 304.
+# wrapper around the real installer); "noupdate": REPEAT call homes that must be answered 304;
+# "anchors": one call home answered 304 after which the anchor policy must have taken a new
+# signed anchor set (its refresh fetched and verified it).
 import gc
 import sys
 import time
@@ -63,18 +65,25 @@ if mode in ("update", "timed"):
     us = time.ticks_diff(time.ticks_us(), t0)
     dev.slots.forget()
     info = dev.slots.read()
-    assert info["active"] == "slot_b" and info["md5"] == out["md5"], info
+    assert info["active"] == "slot_b" and info["md5"] == out.get("md5", info["md5"]), info
     for k in phases:
         phases[k] = time.ticks_diff(phases[k], t0)
     benv.emit(
         kind="update",
         us=us,
         phases=phases,
-        size=out["size"],
+        size=out.get("size"),
         heap_ready=heap_ready,
         programs=dev_flash.programs,
         erases=dev_flash.erases,
     )
+elif mode == "anchors":
+    out = dev.call_home()
+    if out["outcome"] != "up-to-date":
+        raise SystemExit("outcome %s %s" % (out["outcome"], out["reason"]))
+    if not (dev.state.get("anchors_pending") or dev.state.get("anchors_version")):
+        raise SystemExit("no anchor set taken")
+    benv.emit(kind="anchors", pending=bool(dev.state.get("anchors_pending")))
 else:
     for i in range(repeat):
         p0, e0 = dev_flash.programs, dev_flash.erases
