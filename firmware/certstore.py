@@ -7,7 +7,7 @@ import binascii
 import os
 
 from . import board as board_mod
-from . import log, net
+from . import log
 from .reason import ReasonError
 
 PENDING = "replace.pending"  # names of a set being installed by replace_set()
@@ -188,7 +188,7 @@ class Stream:
         try:
             return self.sock.read(n)
         except (OSError, ValueError) as e:
-            raise net.from_exception(e, "read")
+            raise _failure(e, "read")
 
     def readinto(self, buf, n=None):
         try:
@@ -196,7 +196,7 @@ class Stream:
                 return self.sock.readinto(buf)
             return self.sock.readinto(buf, n)
         except (OSError, ValueError) as e:
-            raise net.from_exception(e, "read")
+            raise _failure(e, "read")
 
     def write(self, data):
         view = memoryview(data)
@@ -208,7 +208,7 @@ class Stream:
                     raise ReasonError("closed", "write returned %r" % n)
                 done += n
         except (OSError, ValueError) as e:
-            raise net.from_exception(e, "write")
+            raise _failure(e, "write")
         return done
 
     def close(self):
@@ -216,6 +216,12 @@ class Stream:
             self.sock.close()
         except OSError:
             pass
+
+
+def _failure(e, what):
+    from . import net
+
+    return net.from_exception(e, what)
 
 
 def check_clock(board, floor=0):
@@ -240,6 +246,8 @@ def connect(host, port, store, board, timeout_ms=10000, floor=0, only=None):
             raise ReasonError("untrusted", str(e))
     else:
         ctx = unverified_context()
+    from . import net
+
     sock = net.tcp_connect(host, port, timeout_ms)
     try:
         tls_sock = ctx.wrap_socket(sock, server_hostname=host)

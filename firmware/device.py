@@ -24,11 +24,24 @@ class Device:
             slots = Slots("", settings)  # settings name the factory app (slots.py)
         self.slots = slots
         self.app = None
-        if transport is None:
+        # Every connection the device opens goes through its one transport. Unless given, it is
+        # made when a call home (or config mode) first needs it and dropped when the call
+        # ends, so the loop between calls holds no network code (the app's heap).
+        self._transport = transport
+        self._own_transport = transport is None
+
+    @property
+    def transport(self):
+        if self._transport is None:
             from .transport import Transport
 
-            transport = Transport(board, store, state)
-        self.transport = transport  # every connection the device opens goes through it
+            self._transport = Transport(self.board, self.store, self.state)
+        return self._transport
+
+    @transport.setter
+    def transport(self, value):
+        self._transport = value
+        self._own_transport = value is None
 
     @classmethod
     def open(cls, decision=None):
@@ -123,6 +136,8 @@ class Device:
             if self._new_update_key(force):
                 out = self._ask(force)
         self._after_call(out)
+        if self._own_transport:
+            self._transport = None
         phase.release(before)  # a staged installer keeps what it needs through its own objects
         return out
 
