@@ -124,29 +124,38 @@ class Device:
         outcome."""
         if self.app is not None:
             self.app.emit("update_check")
-        before = phase.loaded()  # what this call loads (protocol, installer, anchors) goes after
-        gc.collect()  # a boundary: the TLS handshake and an install want the heap in one piece
-        out = self._ask(force)
+        out = self._phase(self._ask, force)
         if out["outcome"] == "error" and out["reason"] in timefloor.TIME_FAULTS:
             out = self._ask_again_on_time(force, out)
         if out["outcome"] == "error" and out["reason"] in ("untrusted", "expired"):
-            if self._recover(force, out["reason"]):
-                out = self._ask(force)
+            if self._phase(self._recover, force, out["reason"]):
+                out = self._phase(self._ask, force)
         elif out["outcome"] == "error" and out["reason"] == "bad_signature":
-            if self._new_update_key(force):
-                out = self._ask(force)
-        self._after_call(out)
-        if self._own_transport:
-            self._transport = None
-        phase.release(before)  # a staged installer keeps what it needs through its own objects
+            if self._phase(self._new_update_key, force):
+                out = self._phase(self._ask, force)
+        self._phase(self._after_call, out)
         return out
+
+    def _phase(self, fn, *args):
+        """Run one phase of a call (the protocol, the recovery ladder, the after-call anchor
+        work): the modules it imports are released when it ends, with the device's own
+        transport, so the heap's peak is the largest phase, not their sum. A staged installer
+        keeps what it needs through its own objects."""
+        before = phase.loaded()
+        gc.collect()  # a boundary: the TLS handshake and an install want the heap in one piece
+        try:
+            return fn(*args)
+        finally:
+            if self._own_transport:
+                self._transport = None
+            phase.release(before)
 
     def _ask_again_on_time(self, force, out):
         # Verified TLS failed on time: NTP may have lied (design §1 rule 7). Ask it again, or
         # try the confirmed floor; the floor stays only if verified TLS works with it.
         if not timefloor.recheck(self.board, self.state):
             return out
-        out = self._ask(force)
+        out = self._phase(self._ask, force)
         if out["outcome"] == "error" and out["reason"] in timefloor.TIME_FAULTS + ("untrusted",):
             timefloor.give_up_floor(self.board, self.state)
         return out
