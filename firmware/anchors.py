@@ -49,6 +49,21 @@ def _server_host(settings):
 
 def _rung(device, fetch, base, now, keys_dir, host, force):
     """One location: fetch, verify, install. Returns the outcome word for the report."""
+    return install(device, _verified(device, fetch, base, now, keys_dir, host), now)
+
+
+def install(device, bundle, now):
+    """Install a verified bundle (pending until a call home through its anchors confirms it);
+    its signed issue time is authenticated time for the floor. Returns its version."""
+    if bundle["issued"] is not None:
+        timefloor.confirm(device.state, device.board, bundle["issued"])
+    anchortx.install_bundle(bundle, device.store, device.state, now)
+    return bundle["version"]
+
+
+def _verified(device, fetch, base, now, keys_dir, host):
+    """The bundle at `base`, fetched and verified (a rotated update key is looked for once
+    when the signature does not verify); ReasonError otherwise."""
     state = device.state
     raw = fetch(base + BUNDLE, anchorset.MAX_BUNDLE)
     sig = fetch(base + BUNDLE + ".sig", anchorset.MAX_SIG)
@@ -65,10 +80,7 @@ def _rung(device, fetch, base, now, keys_dir, host, force):
                 or not keyrotation.fetch_keys(fetch, base, state, now, keys_dir)
             ):
                 raise
-    if bundle["issued"] is not None:  # a signed issue time is authenticated time
-        timefloor.confirm(state, device.board, bundle["issued"])
-    anchortx.install_bundle(bundle, device.store, state, now)
-    return bundle["version"]
+    return bundle
 
 
 def recover(device, fetch, force=False, why="untrusted", keys_dir="/keys"):
@@ -111,6 +123,32 @@ def recover(device, fetch, force=False, why="untrusted", keys_dir="/keys"):
     keep = (keep + ["%s@%d %s" % (why, now, outcome)] + report)[-MAX_REPORT:]
     state.update({"anchors_ladder_at": now, "anchors_report": keep})
     return {"outcome": outcome, "version": version, "report": report}
+
+
+def preview(device, fetch, keys_dir="/keys"):
+    """Config mode's first step of "Get IAS root cert": the newest verified bundle the ladder's
+    locations offer, installing nothing. Returns {"outcome": found | nothing_new | failed |
+    skipped, "bundle", "report"}; install(device, bundle, now) is the second step."""
+    now = sane_time(device.board, device.state)
+    if now is None:
+        return {"outcome": "skipped", "bundle": None, "report": []}
+    host = _server_host(device.settings)
+    best, report, answered = None, [], False
+    for i, base in enumerate(recovery_locations(device.settings)):
+        try:
+            b = _verified(device, fetch, base, now, keys_dir, host)
+        except ReasonError as e:
+            word = e.reason
+            answered = answered or e.reason == "not_newer"
+        except Exception as e:  # OSError and the like: this location is unreachable
+            word = reason_of(e, type(e).__name__)
+        else:
+            word = "v%d" % b["version"]
+            if best is None or b["version"] > best["version"]:
+                best = b
+        report.append("%d %s %s" % (i + 1, base, word))
+    outcome = "found" if best else ("nothing_new" if answered else "failed")
+    return {"outcome": outcome, "bundle": best, "report": report}
 
 
 def report_header(state, most=200):

@@ -1,6 +1,7 @@
 # App bundles: a tar (or tar.gz) whose signed manifest names every file with its size and
 # SHA-256. Verified before any file is written, unpacked into the inactive slot, switched by one
 # atomic write of the slot pointer (trial.begin). Loaded only when a bundle arrives.
+import binascii
 import hashlib
 import json
 
@@ -41,6 +42,9 @@ class BundleInstaller(Installer):
         self.h = None
         self.want = None
         self.seen = None
+        self.fed = 0  # archive bytes given to the tar parser (inflated ones for gzip)
+        self.bound = None  # ... and the most the signed manifest allows (archive_bound)
+        self.ident = None  # what the signature covers (trial.identity)
 
     def begin(self, size, name, version):
         self.start(size, name, version)
@@ -110,11 +114,22 @@ class BundleInstaller(Installer):
 
     def _feed(self, data):
         try:
-            self.tar.feed(data)
+            self._tar_in(self.tar, data)
         except ReasonError as e:
             self._fail(_as_install_error(e))
         except Exception as e:
             self._fail(e)
+
+    def _tar_in(self, tar, data):
+        """Give the parser archive bytes, never more than the signed manifest accounts for: a
+        gzip bomb (a small body inflating to megabytes past the tar's end) stops here."""
+        self.fed += len(data)
+        if self.bound is not None and self.fed > self.bound:
+            raise ReasonError(
+                "too_large",
+                "the archive runs past the %d bytes its manifest declares" % self.bound,
+            )
+        tar.feed(data)
 
     def _fail(self, e):
         self.failed = e
@@ -158,7 +173,9 @@ class BundleInstaller(Installer):
             raise ReasonError("bad_archive", "activate() before a successful finish()")
         s = self.slots
         m = self.manifest
-        art = trial.artifact("bundle", m["name"], m["version"], m["counter"], self.md5, self.size)
+        art = trial.artifact(
+            "bundle", m["name"], m["version"], m["counter"], self.md5, self.size, self.ident
+        )
         trial.begin(s, self.board, self.slot, art, {"kind": "bundle"})
         fsutil.remove(s.staging)
         log.info("ota", "switched to %s %s in %s" % (m["name"], m["version"], self.slot))
@@ -180,12 +197,15 @@ class BundleInstaller(Installer):
         tar = TarFeed(self)
         with open(self.slots.staging, "rb") as f:
             z = gunzip(f, self.board.deflate_wbits)  # refuses a window the board cannot afford
-            while True:
-                n = read_full(z, view)
-                if n:
-                    tar.feed(view[:n])
-                if n < len(buf):
-                    break
+            try:
+                while True:
+                    n = read_full(z, view)
+                    if n:
+                        self._tar_in(tar, view[:n])
+                    if n < len(buf):
+                        break
+            finally:
+                log.info("ota", "gzip body: %d bytes inflated" % self.fed)
         tar.close()
 
     # -- the TarFeed sink: members in archive order ----------------------------------------------
@@ -240,6 +260,15 @@ class BundleInstaller(Installer):
     def _verify(self):
         self._check_signature(self.raw, self.sig)
         man = parse_manifest(self.raw)
+        self.bound = archive_bound(man, len(self.raw), len(self.sig) if self.sig else 0)
+        digest = binascii.hexlify(hashlib.sha256(self.raw).digest()).decode()
+        self.ident = trial.identity(man["name"], man["version"], man["counter"], digest)
+        if self.ident in trial.refused(self.state):
+            # the same signed release, whatever its transfer bytes (re-padded, re-compressed)
+            raise ReasonError(
+                "failed_trial",
+                "%s %s failed its trial here before" % (man["name"], man["version"]),
+            )
         self.raw = self.sig = None
         self._check_policy(man)
         self.manifest = man
@@ -282,8 +311,6 @@ class BundleInstaller(Installer):
     def _file(self, m):
         """A member after the signature check: a folder or file the manifest names, opened in
         the slot (the data follows)."""
-        import binascii
-
         files = self.manifest["files"]
         base = self.slots.path(self.slot)
         if m.kind == "dir":
@@ -319,10 +346,33 @@ def _count(value):
 
 
 def _as_install_error(e):
-    # The archive reader's refusals are one install reason; ours (hash_mismatch, ...) stay.
+    # The archive reader's refusals are one install reason; ours (hash_mismatch, ...) stay, and
+    # so does too_large: more than the archive may hold (a bomb) is not a damaged archive.
     from . import tarstream
 
-    return ReasonError("bad_archive", str(e)) if e.reason in tarstream.REASONS else e
+    if e.reason in tarstream.REASONS and e.reason != "too_large":
+        return ReasonError("bad_archive", str(e))
+    return e
+
+
+def _blocks(n):
+    return (n + 511) // 512 * 512
+
+
+def archive_bound(man, manifest_len, sig_len):
+    """The most bytes a tar holding what the parsed manifest `man` declares can take: each
+    member's header and padded data, one header per folder, the end marker and a record of
+    padding (tarstream.MAX_TRAILING). Inflation past it is refused."""
+    from .tarstream import MAX_TRAILING
+
+    total = 512 + _blocks(manifest_len) + (512 + _blocks(sig_len) if sig_len else 0)
+    folders = {}
+    for path, (size, _) in man["files"].items():
+        total += 512 + _blocks(size)
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            folders["/".join(parts[:i])] = True
+    return total + 512 * len(folders) + 1024 + MAX_TRAILING
 
 
 def parse_manifest(raw):

@@ -179,6 +179,9 @@ def check(resp, make_installer, feed=None, read_timeout_ms=READ_TIMEOUT_MS, refu
         out["outcome"] = "error"
         out["reason"] = reason_of(e, "install_error")
         out["detail"] = str(e)
+        if out["reason"] == "failed_trial":
+            # the same signed release in other bytes (its manifest told): as refused above
+            out["outcome"], out["reason"] = "no-update", "refused: failed its trial before"
     return out
 
 

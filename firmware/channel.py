@@ -371,9 +371,13 @@ def check(
         installer = install(part, info, make_installer, buf, feed)
     except Exception as e:
         discard(folder)
-        if reason_of(e) not in _TRANSIENT and st is not None:
+        why = reason_of(e)
+        if why not in _TRANSIENT and st is not None:
             new["refused"] = info["sha256"]  # the same bytes would be refused again
             st.set("channel", new)
+        if why == "failed_trial":  # the same signed release failed its trial here: not an error
+            out["outcome"], out["reason"] = "no-update", "refused: failed its trial before"
+            return out
         raise
     discard(folder)
     out.update({"outcome": "updated", "reason": "", "installer": installer})

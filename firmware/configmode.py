@@ -1,32 +1,22 @@
 # Config mode: an access point named after the device, the config web app on it, and a way out
-# (GET /close, or 300 s without a request: ias-protocol §4.4). The caller resets afterwards.
+# (POST /close, or 300 s without a request: ias-protocol §4.4). The caller resets afterwards.
 import asyncio
 
-from . import log, settings, webapp
+from . import log, settings, webapp, webguard
 
 AP_IP = "192.168.4.1"
 TIMEOUT_S = 300
 _PW_CHARS = "abcdefghijkmnpqrstuvwxyzACDEFGHJKLMNPQRTUVWXY346789"  # nothing that reads alike
 PW_LEN = 12
+CLIENT_VERSION = "0.1.0"  # this client's release (pyproject.toml), shown on the config page
 
 
 def device_name(board, s):
     return s["device_name"] or "ias-%d" % board.chip_id()
 
 
-def _random_bytes(n):
-    try:
-        import os
-
-        return os.urandom(n)
-    except (ImportError, AttributeError):
-        import random
-
-        return bytes(random.getrandbits(8) for _ in range(n))
-
-
 def new_password():
-    raw = _random_bytes(PW_LEN)
+    raw = webguard.random_bytes(PW_LEN)
     return "".join(_PW_CHARS[b % len(_PW_CHARS)] for b in raw)
 
 
@@ -42,6 +32,25 @@ def ap_credentials(board, settings_path=settings.PATH):
         settings.save(s, settings_path)
         board.console("config access point %s, password %s" % (ssid, s["ap_password"]))
     return ssid, s["ap_password"]
+
+
+def device_hosts(board, names, port):
+    """hosts() for webguard: the Host values that name this device: its access point address,
+    its name and name.local (`names`), and its address on the Wi-Fi it joined, with ':port'
+    unless it is 80. A page on any other name (DNS rebinding) is a stranger."""
+    sfx = "" if port == 80 else ":%d" % port
+    fixed = []
+    for n in names:
+        if n and n.lower() + sfx not in fixed:
+            fixed.append(n.lower() + sfx)
+            if not sfx:
+                fixed.append(n.lower() + ":80")
+
+    def hosts():
+        ip = board.wifi_ip()
+        return fixed + [ip + sfx] if ip and ip + sfx not in fixed else fixed
+
+    return hosts
 
 
 def _announce(announce, msg):
@@ -78,31 +87,81 @@ async def serve(cfg, host, port, timeout_s, dns=None):
     return reason
 
 
-def device_fetch_anchors(device):
-    """ "Get IAS root cert": the device fetches and installs the signed anchor set itself (the
-    recovery ladder, forced) through its transport, as {"ok", "message", "version"} for the
-    page. Expiry checks need a sane clock: without one the device first joins a saved Wi-Fi
+def anchor_diff(store, certs, now):
+    """What installing anchors `certs` (der.Cert) changes, for the page to show first:
+    {"add": [...], "remove": [...], "keep": [...]}, each {"name", "subject", "valid_until"}.
+    "remove" leaves only after a call home verified through the new set (anchortx)."""
+    from .der import name_text
+
+    wanted = {}
+    for c in certs:
+        wanted[c.sha256] = c
+    out = {"add": [], "remove": [], "keep": []}
+    for row in store.report(now):
+        kept = wanted.pop(row.get("sha256"), None) is not None
+        out["keep" if kept else "remove"].append(
+            {
+                "name": row["name"],
+                "subject": row.get("subject", ""),
+                "until": row.get("valid_until", ""),
+            }
+        )
+    for c in wanted.values():
+        out["add"].append(
+            {"name": "", "subject": name_text(c.subject), "until": anchors_iso(c.not_after)}
+        )
+    return out
+
+
+def anchors_iso(t):
+    from .certstore import iso_date
+
+    return iso_date(t)
+
+
+def device_anchor_steps(device):
+    """ "Get IAS root cert" in two steps, as (preview, apply): preview() fetches and verifies
+    the signed anchor set through the device's transport (the ladder's locations), holds it
+    and says what would change; apply(version) installs the held set if it is that version.
+    Expiry checks need a sane clock: without one the device first joins a saved Wi-Fi
     network (beside its access point) and asks NTP."""
     from . import anchors
 
-    def fetch():
+    held = {}
+
+    def preview():
+        held.clear()
         if anchors.sane_time(device.board, device.state) is None:
             device.settings["wifi"] = settings.load()["wifi"]  # the page may have added one
             device.start_network()
-        res = anchors.recover(device, device.transport.fetch, force=True, why="config")
-        out = res.get("outcome")
-        v = res.get("version")
-        if out == "installed":
-            msg = "installed anchor bundle v%s" % v
-        elif out == "nothing_new":
-            msg = "the device already has the newest anchor bundle"
+        res = anchors.preview(device, device.transport.fetch)
+        out = res["outcome"]
+        b = res["bundle"]
+        if out == "found":
+            held["bundle"] = b
+            now = anchors.sane_time(device.board, device.state)
+            diff = anchor_diff(device.store, b["certs"], now)
+            msg = "anchor set v%d is signed by the update key" % b["version"]
+            return dict(diff, ok=True, message=msg, version=b["version"])
+        if out == "nothing_new":
+            msg = "the device already has the newest anchor set"
         elif out == "skipped":
             msg = "the clock is not set: save a Wi-Fi network the device can join, then retry"
         else:
-            msg = "no anchor bundle could be fetched: " + "; ".join(res.get("report") or [])
-        return {"ok": out in ("installed", "nothing_new"), "message": msg, "version": v}
+            msg = "no anchor set could be fetched: " + "; ".join(res["report"])
+        return {"ok": False, "message": msg, "version": None}
 
-    return fetch
+    def apply(version):
+        b = held.get("bundle")
+        if b is None or b["version"] != version:
+            return {"ok": False, "message": "preview the anchor set again", "version": None}
+        now = anchors.sane_time(device.board, device.state)
+        anchors.install(device, b, now)
+        held.clear()
+        msg = "installed anchor set v%d" % version
+        return {"ok": True, "message": msg, "version": version}
+
+    return preview, apply
 
 
 def device_announce(device):
@@ -113,13 +172,22 @@ def device_announce(device):
     return lambda msg: callhome.announce(device, device.transport, msg, installed)
 
 
-def installed_info(slots):
+def installed_info(slots, state=None):
     """info() for the /i route: the running app's name (an) and version (av), read from the
-    slot pointer, the one home of the installed version."""
+    slot pointer, the one home of the installed version; this client's version (cv) and the
+    IAS library it speaks for (il); the last call home (lc: {"outcome", "reason", "since"}) as
+    the device recorded it, or none."""
 
     def info():
-        art = slots.installed_artifact()
-        return {"an": art["name"], "av": art["version"]}
+        from .callhome import IASLIB
+
+        out = {"cv": CLIENT_VERSION, "il": IASLIB}
+        if slots is not None:
+            art = slots.installed_artifact()
+            out["an"], out["av"] = art["name"], art["version"]
+        if state is not None and state.get("last_call"):
+            out["lc"] = state.get("last_call")
+        return out
 
     return info
 
@@ -152,6 +220,7 @@ def run(
     www_dir="/www",
     info=None,
     start_ap=True,
+    preview_anchors=None,
 ):
     """Config mode, blocking. `dev` is a device.Device (its board, store, app fields, anchor
     fetch and announce are used) or a bare board with the parts passed in. Raises the access
@@ -164,25 +233,41 @@ def run(
         store = store if store is not None else dev.store
         if fields is None and getattr(dev, "app", None) is not None:
             fields = dev.app.fields
-        fetch_anchors = fetch_anchors or device_fetch_anchors(dev)
+        if fetch_anchors is None:
+            preview_anchors, fetch_anchors = device_anchor_steps(dev)
         announce = announce or device_announce(dev)
-        info = info or installed_info(dev.slots)
+        info = info or installed_info(dev.slots, getattr(dev, "state", None))
     fields = fields or ()
     if port is None:
         port = board.config_port
     dns = None
     page = "/"
+    ip = host if host != "0.0.0.0" else AP_IP
     if start_ap:
         ssid, password = ap_credentials(board, settings_path)
         ip = board.ap_start(ssid, password) or AP_IP
         page = "http://%s%s/" % (ip, "" if port == 80 else ":%d" % port)
         board.console("config mode: join %s, open %s" % (ssid, page))
         dns = start_dns(board, ip)
+    name = device_name(board, settings.load(settings_path))
+    hosts = device_hosts(
+        board, (ip, host if host != "0.0.0.0" else "", name, name + ".local"), port
+    )
     board.led_pattern("config")
     joined = bool(board.wifi_ip())
     if joined:
         _announce(announce, "1")
-    cfg = webapp.make_app(board, store, settings_path, fields, fetch_anchors, www_dir, info)
+    cfg = webapp.make_app(
+        board,
+        store,
+        settings_path,
+        fields,
+        fetch_anchors,
+        www_dir,
+        info,
+        hosts,
+        preview_anchors=preview_anchors,
+    )
     cfg.portal = page  # where phones' connectivity probes are redirected
     try:
         reason = asyncio.run(serve(cfg, host, port, timeout_s, dns))

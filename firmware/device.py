@@ -65,6 +65,7 @@ class Device:
         ip = self.board.wifi_connect(self.settings["wifi"])
         if ip is None:
             log.warn("net", "no saved Wi-Fi network could be joined")
+            self._note_contact("no_wifi")
             return None
         log.info("net", "Wi-Fi up, ip %s" % ip)
         # NTP sets the clock, never the floor (timefloor.py): only authenticated time moves it
@@ -113,6 +114,7 @@ class Device:
 
         log.exc("app", what, e)
         if trial.pending(self.slots):
+            trial.app_failed(self.state)
             trial.rollback(self.board, self.state, "%s: %r" % (what, e), self.slots)  # resets
         self.app.module = None  # a committed app that fails stays off until an update
 
@@ -133,6 +135,8 @@ class Device:
         elif out["outcome"] == "error" and out["reason"] == "bad_signature":
             if self._phase(self._new_update_key, force):
                 out = self._phase(self._ask, force)
+        if out["outcome"] == "error":
+            self._note_contact(out["reason"])
         self._phase(self._after_call, out)
         return out
 
@@ -173,6 +177,14 @@ class Device:
 
     def _installed(self):
         return self.slots.installed_artifact()
+
+    def _note_contact(self, reason):
+        # While a version is on trial, why its update source could not be reached decides
+        # what running out of time means: the network's fault (retried) or the release's.
+        if self.slots.trial():
+            from . import trial
+
+            trial.note_contact(self.state, self.slots, reason)
 
     def _make_installer(self):
         """make(first_bytes, trusted), the installer factory the protocols call. trusted: the
@@ -218,6 +230,7 @@ class Device:
         if not self.settings["channel"] and not self.board.tls_verifies:
             trusted = True
         verified_ok = outcome != "error" and trusted
+        self._note_call(out, now)
         if self._anchors_busy(now):
             self._anchors_after(out, now, verified_ok)
         app = self.app
@@ -238,6 +251,17 @@ class Device:
             app.emit("no_update", out["reason"])
         if verified_ok:
             self._healthy()
+
+    def _note_call(self, out, now):
+        """The last call home as the config page shows it: its outcome and reason, and since
+        when (the time it first ended so). Written only when the outcome or reason changes,
+        so a run of identical answers writes nothing more than before."""
+        last = self.state.get("last_call") or {}
+        reason = out.get("reason")
+        if last.get("outcome") != out["outcome"] or last.get("reason") != reason:
+            self.state.set(
+                "last_call", {"outcome": out["outcome"], "reason": reason, "since": now}
+            )
 
     def _anchors_busy(self, now):
         """Whether anchors.py has work after this call: a pending set, a report to clear, a

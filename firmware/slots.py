@@ -4,7 +4,8 @@
 # "trial" (trial.py owns both).
 #
 # Pointer: {"active": "slot_a", "kind": "bundle"|"firmware"|"factory", "name", "version",
-# "counter", "md5", "size"} plus, on trial, "prev" (the same fields) and "trial".
+# "counter", "md5", "size", "id" (a bundle's signed identity, trial.identity())} plus, on trial,
+# "prev" (the same fields) and "trial".
 #
 # Settings app_name/app_version name the FACTORY app (what `ias sim init` or a deploy put in
 # slot_a): they are read only when the pointer has no record of its own (no /app.json yet, or a
@@ -16,7 +17,7 @@ import os
 from . import log
 
 SLOTS = ("slot_a", "slot_b")
-FIELDS = ("kind", "name", "version", "counter", "md5", "size")
+FIELDS = ("kind", "name", "version", "counter", "md5", "size", "id")
 
 
 class Slots:

@@ -25,6 +25,9 @@ BLOCK = 512
 MAX_NAME = 255
 MAX_MEMBER = 16 * 1024 * 1024
 MAX_MEMBERS = 1000
+# Zero bytes accepted after the end marker: tar pads an archive to its 10 KiB record, so at most
+# 10240 - 1024; more is not padding but a bomb's filler (megabytes of zeros compress to nothing).
+MAX_TRAILING = 10240
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-+/"
 
 WBITS_MAX = 15  # deflate's largest window, 2**15 = 32 KiB: what a gzip that declares none may use
@@ -351,12 +354,16 @@ class TarFeed:
     Calls sink.member(m) for each header (m: name, kind, size, mode, left), sink.data(m, view)
     for its data (views into the chunk, valid only during the call), sink.done(m) after its last
     byte and sink.end() at the end marker. Past the end marker only zero bytes (tar's record
-    padding) are accepted. Errors from the sink propagate."""
+    padding), at most `max_trailing` of them, are accepted. Errors from the sink propagate."""
 
-    def __init__(self, sink, max_member=MAX_MEMBER, max_members=MAX_MEMBERS):
+    def __init__(
+        self, sink, max_member=MAX_MEMBER, max_members=MAX_MEMBERS, max_trailing=MAX_TRAILING
+    ):
         self.sink = sink
         self.max_member = max_member
         self.max_members = max_members
+        self.max_trailing = max_trailing
+        self.trailing = max_trailing  # zero bytes still accepted after the end marker
         self.count = 0
         self._hdr = bytearray(BLOCK)
         self._fill = 0  # bytes of the next header block gathered so far
@@ -386,6 +393,10 @@ class TarFeed:
                 for i in range(pos, n):
                     if view[i]:
                         raise ReasonError("trailing", "data after the end marker")
+                self.trailing -= n - pos
+                if self.trailing < 0:
+                    why = "more than %d zero bytes after the end marker" % self.max_trailing
+                    raise ReasonError("too_large", why)
                 return
             else:
                 k = min(BLOCK - self._fill, n - pos)

@@ -4,6 +4,13 @@
 # rollback() goes back. Also the refused list (artifacts that failed their trial here), the
 # anti-rollback floor in force, and the last install or trial failure for the next call home.
 #
+# A release is refused by what its signature covers (name, version, counter and the digest of
+# its signed manifest: identity()), so the same release re-padded or re-compressed is refused
+# too; its transfer MD5 is kept beside it only to refuse the very same bytes before a download.
+# A trial that ran out of time or boots while its last contact failed for the network's sake
+# (note_contact) is not the release's fault: it is retried, at most NET_RETRIES times. A crash
+# or an app that fails (app_failed) is.
+#
 # Commit is one atomic step: the pointer written without its trial. The state's counter floor
 # is raised after it, as a cache: the floor in force is max(state floor, the committed
 # pointer's counter), and boot_check() repairs the cache if a power cut came in between.
@@ -14,8 +21,35 @@ TRIAL_MS = 600000  # ... and at most this long
 # State key of the last install or trial failure. Apart from callhome's own "last_error" (which
 # the next failed call overwrites), so a rollback is reported even after more failed calls.
 ERROR_KEY = "ota_error"
-REFUSED_KEY = "refused_md5"  # artifacts that failed their trial here: not taken again
-MAX_REFUSED = 4
+REFUSED_KEY = "refused"  # identities and MD5s that failed their trial here: not taken again
+MAX_REFUSED = 8  # four releases: identity and MD5 each
+CONTACT_KEY = "trial_contact"  # [artifact key, reason] of the trial's last failed contact
+RETRY_KEY = "trial_retry"  # [artifact key, n]: trials of it cut short by the network
+NET_RETRIES = 3
+# Reasons of a contact that never reached the update source or could not authenticate it (an
+# unauthenticated answer, trial_pending or a downgrade, is what a man in the middle can cause):
+# the network's doing, not the version on trial's. An app that crashes, or an authenticated
+# answer the device refuses, is the release's.
+NET_REASONS = (
+    "trial_pending",
+    "downgrade",
+    "no_wifi",
+    "no_network",
+    "timeout",
+    "dns",
+    "refused",
+    "closed",
+    "unreachable",
+    "too_slow",
+    "deadline",
+    "connect_failed",
+    "tls_error",
+    "clock_unset",
+    "untrusted",
+    "expired",
+    "not_yet_valid",
+    "name_mismatch",
+)
 
 
 def pending(slots):
@@ -33,8 +67,20 @@ def clear_error(state):
 
 
 def refused(state):
-    """MD5s of the artifacts that failed their trial on this device (newest last)."""
-    return state.get(REFUSED_KEY, [])
+    """Identities (identity()) and MD5s of the artifacts that failed their trial on this
+    device (newest last)."""
+    return state.get(REFUSED_KEY, []) if state is not None else []
+
+
+def identity(name, version, counter, digest):
+    """What a bundle's signature covers, as one string: name, version, counter and the
+    SHA-256 (hex, first 32 digits) of its signed manifest. The refused list keys on it."""
+    return "%s %s %d %s" % (name, version, counter, digest[:32])
+
+
+def _key(info):
+    """The refusal key of a pointer record: its signed identity, else (firmware) its MD5."""
+    return info.get("id") or info.get("md5")
 
 
 def _record(state, text):
@@ -42,11 +88,36 @@ def _record(state, text):
     state.set(ERROR_KEY, text[:120])
 
 
-def _refuse(state, md5):
-    if not md5:
+def _refuse(state, info):
+    keys = [k for k in (info.get("id"), info.get("md5")) if k]
+    if not keys:
         return
-    seen = [m for m in refused(state) if m != md5]
-    state.set(REFUSED_KEY, (seen + [md5])[-MAX_REFUSED:])
+    seen = [m for m in refused(state) if m not in keys]
+    state.set(REFUSED_KEY, (seen + keys)[-MAX_REFUSED:])
+
+
+def note_contact(state, slots, reason):
+    """The device: a contact with the update source failed with `reason`. While a
+    version is on trial this decides what a rollback for want of a confirmation means: the
+    network's fault (NET_REASONS) or the release's. Writes only when it changes."""
+    info = slots.read()
+    if info.get("trial"):
+        state.set(CONTACT_KEY, [_key(info), reason])
+
+
+def app_failed(state):
+    """The version on trial failed by itself (a crash, a watchdog reset, an exception from the
+    app): whatever the network did, the rollback that follows refuses it. Call before
+    rollback()."""
+    state.drop(CONTACT_KEY)
+
+
+def _network_blocked(state, info):
+    """The reason when the trial's last contact failed for the network's sake, else None."""
+    note = state.get(CONTACT_KEY)
+    if note and note[0] == _key(info) and note[1] in NET_REASONS:
+        return note[1]
+    return None
 
 
 # -- the anti-rollback floor ------------------------------------------------------------------
@@ -78,9 +149,9 @@ def _raise_floor(state, rec):
 
 
 # -- a new version goes on trial ----------------------------------------------------------------
-def artifact(kind, name, version, counter, md5, size):
-    """The pointer fields of an installed artifact."""
-    return {
+def artifact(kind, name, version, counter, md5, size, ident=None):
+    """The pointer fields of an installed artifact (`ident`: a bundle's identity())."""
+    art = {
         "kind": kind,
         "name": name,
         "version": version,
@@ -88,6 +159,9 @@ def artifact(kind, name, version, counter, md5, size):
         "md5": md5,
         "size": size,
     }
+    if ident:
+        art["id"] = ident
+    return art
 
 
 def begin(slots, board, active, art, record):
@@ -151,6 +225,7 @@ def boot_check(board, state, slots):
     else:
         cause = board.reset_cause()
         if boots and cause in ("crash", "watchdog"):
+            app_failed(state)
             why = "%s during trial of %s" % (cause, info.get("version"))
             rollback(board, state, why, slots, False)
             return "rolled_back"
@@ -214,6 +289,8 @@ def _commit_pointer(s, state, info):
     new.pop("prev", None)
     s.write(new)  # the commit
     _raise_floor(state, new)
+    state.drop(CONTACT_KEY)
+    state.drop(RETRY_KEY)
     log.info("ota", "committed %s %s" % (new.get("name"), new.get("version")))
     return s.installed_artifact()
 
@@ -237,6 +314,7 @@ def _restore(s, state, text):
     from .slots import FIELDS
 
     info = s.read()
+    net = _network_blocked(state, info)
     prev = info.get("prev") or {"active": info.get("active"), "kind": "factory"}
     new = {"active": prev.get("active", info.get("active"))}
     for k in FIELDS:
@@ -245,5 +323,22 @@ def _restore(s, state, text):
     if info.get("trial", {}).get("kind") == "firmware":
         new["active"] = info.get("active")  # the app slot did not change
     s.write(new)
+    state.drop(CONTACT_KEY)
+    if net is not None and _retry(state, info):
+        _record(state, "%s (network: %s; retried later)" % (text, net))
+        return
     _record(state, text)
-    _refuse(state, info.get("md5"))
+    _refuse(state, info)
+
+
+def _retry(state, info):
+    """Count one more trial of this release cut short by the network; False once it had
+    NET_RETRIES of them (then it is refused like any failed trial)."""
+    key = _key(info)
+    last = state.get(RETRY_KEY)
+    n = last[1] if last and last[0] == key else 0
+    if n >= NET_RETRIES:
+        state.drop(RETRY_KEY)
+        return False
+    state.set(RETRY_KEY, [key, n + 1])
+    return True

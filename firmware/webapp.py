@@ -1,7 +1,8 @@
 # The config web app (Microdot): the IAS routes with IAS's replies (ias-protocol §4.3), so IAS's
 # own pages keep working, plus our one-page UI at / and a few JSON routes it uses. Settings are
 # saved only after the whole request validated; the server's hardening (size limits, drained
-# refusals, origin check, no caching) is webguard.py.
+# refusals, Host, origin and token checks, no caching) is webguard.py. No GET changes anything:
+# IAS's delete (/csr?d=) and /close keep their shapes as POSTs with the page's token.
 import asyncio
 import json
 
@@ -9,8 +10,8 @@ from microdot import Response
 
 from . import board as board_mod
 from . import log, settings
-from .reason import ReasonError
-from .webguard import BadRequest, escape, guarded_app, read_form, text
+from .reason import ReasonError, reason_of
+from .webguard import BadRequest, escape, guarded_app, new_token, read_form, text
 
 CERT_DIR = "/cert"
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
@@ -28,11 +29,20 @@ PROBES = (
     "/canonical.html",
     "/success.txt",
 )
+# The settings the page edits beside Wi-Fi and the app's fields (settings.py checks each).
+EDITABLE = ("server", "channel", "interval", "device_name", "act_code")
 
 
 def _data(obj):
     # IAS sends its JSON as text/json; every data reply goes out uncached (hdlReturn()).
     return Response(json.dumps(obj), headers={"Content-Type": "text/json"})
+
+
+def _why(e):
+    # "reason: detail", so the page can put the reason code in words
+    r = reason_of(e, "error")
+    d = str(e)
+    return r if not d or d == r else (d if d.startswith(r + ":") else r + ": " + d)
 
 
 def cert_name(filename):
@@ -57,8 +67,11 @@ def cert_name(filename):
 class ConfigApp:
     """The state of one config-mode session and the routes that use it.
     `fields`: the app's declared fields (app_api: name, label, default, max, type).
-    `fetch_anchors()`: the device fetches and installs the signed anchor bundle itself;
-    returns {"ok", "message", "version"}."""
+    `preview_anchors()`: the device fetches and verifies the signed anchor set and holds it;
+    returns {"ok", "message", "version", "add", "remove", "keep"} (anchor_diff) without changing
+    anything. `fetch_anchors(version)`: installs the set previewed as `version`; returns {"ok",
+    "message", "version"}.
+    `hosts()`: the Host values naming the device (webguard); `token`: the session's."""
 
     def __init__(
         self,
@@ -69,18 +82,24 @@ class ConfigApp:
         fetch_anchors=None,
         www_dir="/www",
         info=None,
+        hosts=None,
+        token=None,
+        preview_anchors=None,
     ):
         self.board = board
         self.store = store
         self.settings_path = settings_path
         self.fields = list(fields)
         self.fetch_anchors = fetch_anchors
+        self.preview_anchors = preview_anchors
         self.www_dir = www_dir
         self.info = info  # callable giving extra /i values, e.g. {"ss": app size}
         self.last_request = board.ticks_ms()
         self.closed = False
         self.portal = "/"  # the page's full URL in config mode (configmode sets it)
         self._trial = None  # the /wsa test-connect attempt: [ssid, password, state, ip]
+        self.hosts = hosts
+        self.token = token or new_token()
         self.app = self._build()
 
     # -- helpers ----------------------------------------------------------------------------
@@ -123,7 +142,7 @@ class ConfigApp:
 
     # -- routes -----------------------------------------------------------------------------
     def _build(self):
-        app = guarded_app(self._touched)
+        app = guarded_app(self._touched, self.hosts, self.token)
 
         @app.get("/")
         def index(req):
@@ -133,6 +152,11 @@ class ConfigApp:
                 )
             except OSError:
                 return text("the config page is missing from %s" % self.www_dir, 404)
+
+        @app.get("/token")
+        def token(req):
+            # Readable only by a page of this device: no CORS header, and webguard checks Host.
+            return _data({"t": self.token})
 
         @app.get("/i")
         def info(req):
@@ -152,12 +176,32 @@ class ConfigApp:
             }
             if self.info is not None:
                 for k, v in self.info().items():
-                    out[k] = str(v)
+                    out[k] = v if isinstance(v, dict) else str(v)  # lc stays a record
             # Ours, beyond IAS: what the page shows on its Info tab (the running app's name and
             # version, an and av, come from `info`: the slot pointer, see configmode).
             out["dn"] = s["device_name"]
             out["ip"] = b.wifi_ip() or ""
+            out["fv"] = b.core_version()
             return _data(out)
+
+        @app.get("/settings")
+        def settings_get(req):
+            s = self._settings()
+            return _data({k: s[k] for k in EDITABLE})
+
+        @app.post("/settings")
+        async def settings_save(req):
+            form = await read_form(req)
+            s = self._settings()
+            for k in EDITABLE:
+                if k in form:
+                    s[k] = form[k].strip()
+            if "interval" in form:
+                if not s["interval"].isdigit():
+                    raise BadRequest("interval must be a whole number of seconds")
+                s["interval"] = int(s["interval"])
+            self._save(s)
+            return text("1")
 
         @app.get("/wsc")
         def scan_rows(req):
@@ -178,7 +222,10 @@ class ConfigApp:
             nets = self._settings()["wifi"]
             return _data(
                 [
-                    {"s": nets[i]["ssid"] if i < len(nets) else ""}
+                    # ours beside IAS's "s": "k", whether a password is saved (never the password)
+                    {"s": nets[i]["ssid"], "k": bool(nets[i]["password"])}
+                    if i < len(nets)
+                    else {"s": "", "k": False}
                     for i in range(settings.MAX_NETWORKS)
                 ]
             )
@@ -192,7 +239,7 @@ class ConfigApp:
             if slot:
                 if slot not in ("1", "2", "3"):
                     raise BadRequest("i must be 1, 2 or 3")
-                self._store_slot(int(slot) - 1, ssid, password)
+                self._store_slot(int(slot) - 1, ssid, password, form.get("o") == "1")
                 return text("1")
             return text(self._test_connect(ssid, password))
 
@@ -236,10 +283,12 @@ class ConfigApp:
             self._save(s)
             return text("1")
 
-        @app.get("/csr")
+        @app.route("/csr", methods=["GET", "POST"])
         def cert_files(req):
             path = req.args.get("d")
             if path is not None:
+                if req.method != "POST":
+                    raise BadRequest("deleting takes a POST with the page's token", 405)
                 self._delete_cert(path)
             return _data(self._cert_list())
 
@@ -264,16 +313,30 @@ class ConfigApp:
             self._add_cert(name, data)
             return text("")
 
+        @app.post("/anchors/preview")
+        def anchors_preview(req):
+            if self.preview_anchors is None:
+                return _data({"ok": False, "message": "this build cannot fetch anchors"})
+            try:
+                res = self.preview_anchors()
+            except Exception as e:  # the page must get an answer, whatever broke
+                res = {"ok": False, "message": "no anchor set could be fetched: " + _why(e)}
+            return _data(res)
+
         @app.post("/anchors/fetch")
-        def anchors_fetch(req):
+        async def anchors_fetch(req):
+            # Applies the set the page previewed (and showed) as version `v`, nothing else.
+            v = (await read_form(req)).get("v", "")
             if self.fetch_anchors is None:
                 return _data(
                     {"ok": False, "message": "this build cannot fetch anchors", "version": None}
                 )
+            if not v.isdigit():
+                raise BadRequest("preview the anchor set first, then confirm its version")
             try:
-                res = self.fetch_anchors()
+                res = self.fetch_anchors(int(v))
             except Exception as e:  # the page must get an answer, whatever broke
-                res = {"ok": False, "message": "fetch failed: %s" % e, "version": None}
+                res = {"ok": False, "message": "not installed: " + _why(e), "version": None}
             return _data(
                 {
                     "ok": bool(res.get("ok")),
@@ -282,7 +345,7 @@ class ConfigApp:
                 }
             )
 
-        @app.get("/close")
+        @app.post("/close")
         def close(req):
             self.closed = True  # configmode stops the server once this reply is out
             return text("closing")
@@ -315,9 +378,12 @@ class ConfigApp:
         rows.sort(key=lambda r: -r[1])
         return rows
 
-    def _store_slot(self, idx, ssid, password):
+    def _store_slot(self, idx, ssid, password, open_net=False):
         s = self._settings()
         nets = list(s["wifi"])
+        if ssid and not password and not open_net and idx < len(nets):
+            if nets[idx]["ssid"] == ssid:
+                password = nets[idx]["password"]  # re-saved without typing it: kept
         if not ssid:
             if idx < len(nets):
                 nets.pop(idx)

@@ -1,7 +1,10 @@
 # The config app's server hardening (design §7): everything a browser sends is hostile until
 # checked. The request head and body are size-limited and never read past Content-Length, a
 # refused body is drained so the client sees our reply, connections are capped and timed out,
-# a cross-site POST is refused, replies are never cached, and text shown in HTML is escaped.
+# replies are never cached, and text shown in HTML is escaped. Against other web pages the
+# visitor opens (design §7): the Host must name the device (DNS rebinding), and a request that
+# changes anything must be same-origin (a missing or `null` Origin is foreign) and carry the
+# session's token, which only a same-origin page can read (GET /token).
 # webapp.py holds the routes; guarded_app() is the Microdot app they are added to.
 import asyncio
 
@@ -21,6 +24,8 @@ REQUEST_TIMEOUT_S = const(20)  # a client that sends slower than this is dropped
 DRAIN_MAX = const(64 * 1024)  # a refused body up to this size is read and dropped, so the client
 DRAIN_S = const(1)  # sees our reply rather than a reset
 UPLOAD_PATH = "/certupl"  # the one route that takes MAX_UPLOAD
+TOKEN_HEADER = "X-IAS-Token"  # or the query argument `t`, for forms and IAS-shaped tooling
+SAFE_METHODS = ("GET", "HEAD")  # the only methods that may not change anything
 
 NO_CACHE = {
     "Cache-Control": "no-cache, no-store, must-revalidate",
@@ -222,18 +227,55 @@ async def read_form(req, files=False):
     return (got, uploads) if files else got
 
 
-def _refusal(req):
-    # The request's body size and origin, checked before any route runs.
+def random_bytes(n):
+    try:
+        import os
+
+        return os.urandom(n)
+    except (ImportError, AttributeError):
+        import random
+
+        return bytes(random.getrandbits(8) for _ in range(n))
+
+
+def new_token():
+    """A config session's token: 128 random bits as hex."""
+    return "".join("%02x" % b for b in random_bytes(16))
+
+
+def same_token(given, token):
+    """`given` == `token`, in a time that does not depend on where they differ."""
+    if not isinstance(given, str) or len(given) != len(token):
+        return False
+    diff = 0
+    for a, b in zip(given, token):
+        diff |= ord(a) ^ ord(b)
+    return diff == 0
+
+
+def _refusal(req, hosts, token):
+    # The request's body size, Host, origin and token, checked before any route runs.
     limit = MAX_UPLOAD if req.path == UPLOAD_PATH else MAX_FORM
     if req.content_length < 0:
         return text("bad Content-Length", 400)
     if req.content_length > limit:
         return text("request body too large", 413)
-    if req.method == "POST":
-        origin = req.headers.get("Origin")
-        host = req.headers.get("Host", "")
-        if origin and origin != "null" and origin.split("://", 1)[-1] != host:
-            return text("cross-site request refused", 403)
+    names = hosts()
+    host = req.headers.get("Host", "").lower()
+    safe = req.method in SAFE_METHODS
+    if host not in names:
+        # A page on another name (DNS rebinding) reads nothing; a GET is sent to the device's
+        # own address (what a phone's connectivity probe should meet), anything else refused.
+        if safe:
+            return Response("", 302, {"Location": "http://%s/" % names[0]})
+        return text("refused: this device answers only to %s" % names[0], 403)
+    if safe:
+        return None
+    if req.headers.get("Origin") != "http://" + host:
+        return text("refused: the request did not come from this device's page", 403)
+    given = req.headers.get(TOKEN_HEADER) or req.args.get("t")
+    if not same_token(given, token):
+        return text("refused: the page's token is missing or old; reload the page", 403)
     return None
 
 
@@ -243,19 +285,24 @@ def _no_cache(req, res):
     return res
 
 
-def guarded_app(on_request=None):
+def guarded_app(on_request=None, hosts=None, token=None):
     """A Microdot app with every guard in place; the caller adds its routes. `on_request()`
-    runs first for every request (config mode's idle timer)."""
+    runs first for every request (config mode's idle timer). `hosts()` gives the Host values
+    that name the device (first: the one to send strangers to); `token` is the session's."""
     app = _Server()
     Request.max_content_length = MAX_UPLOAD
     Request.max_body_length = 4096  # larger bodies are streamed, not buffered
     Request.max_readline = 1024
+    if hosts is None:
+        hosts = lambda: ("192.168.4.1",)  # noqa: E731  (the access point's address)
+    if token is None:
+        token = new_token()
 
     @app.before_request
     def _limits(req):
         if on_request is not None:
             on_request()
-        return _refusal(req)
+        return _refusal(req, hosts, token)
 
     app.after_request(_no_cache)
     app.after_error_request(_no_cache)

@@ -1,22 +1,31 @@
 """The config page in a real browser (Debian's chromium, headless, driven by Playwright) against
-config mode served by the MicroPython unix port: certificate list with real generated anchors,
-"Get IAS root cert", uploads (a CA and a refused server certificate), delete, a Wi-Fi network,
-an app field, markup in SSIDs and certificate names shown as text, and Exit. Screenshots go to
-test-artifacts/ (phone and desktop viewports).
+config mode served by the MicroPython unix port (one board for the module, tests in order):
+pages on another origin change nothing; Info (versions, last call home, earliest root expiry,
+the activation code as known); every setting edited and refused in words; Wi-Fi networks keep
+their passwords; app fields; certificates (actions first, collapsed list, "Get IAS root cert"
+previews the change before installing, uploads, delete); markup shown as text; screenshots of
+each tab at phone and desktop size into docs/screens/; "Save and restart" saves, then Exit.
 """
 
 import hashlib
+import http.server
 import os
+import struct
+import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from webfixture import ConfigServer
+from webfixture import ConfigServer, files_of, raw_request
 
 from tools import pki
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+SCREENS = Path(__file__).resolve().parent.parent / "docs" / "screens"
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+LAST_CALL = {"outcome": "no-update", "reason": "not_newer", "since": 1796000000}
 EVIL = '<img src=x onerror="window.pwned=1">'
 FIELDS = [
     {"name": "colour", "label": "Colour", "default": "red", "max": 10, "type": "L"},
@@ -35,7 +44,7 @@ def _sha(issued):
     return hashlib.sha256(issued.cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser():
     if not os.path.exists(CHROMIUM):
         pytest.skip("Debian's chromium is not installed")
@@ -56,6 +65,151 @@ def browser():
         b.close()
 
 
+ATTACK_PAGE = """<!DOCTYPE html><html><body>
+<script>
+var D = "DEVICE";
+var URLENC = "application/x-www-form-urlencoded", WIFI = {s: "evil", p: "evilpass1", i: "1"};
+// one attack at a time: the device serves a few connections at once, as a real one does
+function framed(sandbox, action, enctype, fields, file) {
+  // a form posted from a frame: sandboxed (Origin: null) or of this page's origin
+  var d = {action: D + action, enctype: enctype, fields: fields, file: file};
+  var f = document.createElement("iframe");
+  if (sandbox) f.sandbox = "allow-scripts allow-forms";
+  f.srcdoc = "<body><script>var d = " + JSON.stringify(d) + ";" +
+    "var f = document.createElement('form'); f.method = 'POST'; f.action = d.action;" +
+    "f.enctype = d.enctype; for (var k in d.fields) { var i = document.createElement('input');" +
+    "i.name = k; i.value = d.fields[k]; f.appendChild(i); }" +
+    "if (d.file) { var i = document.createElement('input'); i.type = 'file'; i.name = 'f';" +
+    "var t = new DataTransfer(); t.items.add(new File([d.file], 'iasRootCa.cer'));" +
+    "i.files = t.files;" +
+    "f.appendChild(i); } document.body.appendChild(f);" +
+    "onload = function () { f.submit(); };<" + "/script></body>";
+  return new Promise(function (done) {
+    var loads = 0;
+    f.onload = function () { if (++loads === 2) done(); };  // the form page, then the reply
+    document.body.appendChild(f);
+  });
+}
+function step(n) { return function (x) { window.step = n; return x; }; }
+function settle(p) { return p.then(function () {}, function () {}); }
+var pem;
+fetch("/attacker.pem").then(function (r) { return r.text(); }).then(function (t) {
+  pem = t; window.step = 1;
+  return framed(false, "/wsa", URLENC, WIFI);
+}).then(function () {
+  window.step = 2;
+  var fd = new FormData(); fd.append("f", new Blob([pem]), "iasRootCa.cer");
+  return settle(fetch(D + "/certupl", {method: "POST", mode: "no-cors", body: fd}));
+}).then(function () {
+  return settle(fetch(D + "/csr?d=/cert/evil.cer", {method: "POST", mode: "no-cors"}));
+}).then(function () {
+  return settle(fetch(D + "/close", {method: "POST", mode: "no-cors"}));
+}).then(function () {
+  return fetch(D + "/token").then(function (r) { return r.json(); })
+    .then(function (j) { window.stolen = j.t; }, function () { window.blocked = true; });
+}).then(function () {
+  return new Promise(function (done) {
+    var img = new Image(); img.onload = img.onerror = done;
+    img.src = D + "/csr?d=/cert/iasRootCa.cer";
+  });
+}).then(function () {
+  window.step = 7;
+  return framed(true, "/certupl", "multipart/form-data", {}, pem);
+}).then(function () {
+  window.step = 8;
+  return framed(true, "/wsa", URLENC, WIFI);
+}).then(function () { window.attackDone = true; });
+</script></body></html>"""
+
+
+class _Attacker:
+    """Another origin: a second local HTTP server with the attacker's page and root."""
+
+    def __init__(self, folder, device_url, pem):
+        folder.mkdir()
+        (folder / "index.html").write_text(ATTACK_PAGE.replace("DEVICE", device_url))
+        (folder / "attacker.pem").write_bytes(pem)
+        handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+        handler.log_message = lambda *a: None
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_other_pages_change_nothing(tmp_path, browser, board):
+    srv = board
+    attacker = pki.make_ca("Attacker Root")
+    evil = _Attacker(tmp_path / "evil", srv.url, _pem(attacker))
+    before = files_of(srv.dir)
+    ctx = browser.new_context()
+    seen = []
+    ctx.on("response", lambda r: seen.append((r.request.method, r.url, r.status)))
+    page = ctx.new_page()
+    page.goto(evil.url + "/")
+    want = {
+        ("POST", "/certupl", 403),  # fetch no-cors
+        ("POST", "/csr?d=/cert/evil.cer", 403),
+        ("POST", "/close", 403),
+        ("GET", "/csr?d=/cert/iasRootCa.cer", 405),  # an <img>
+    }
+
+    def got():
+        return {(m, u[len(srv.url) :], st) for m, u, st in seen if u.startswith(srv.url)}
+
+    try:
+        page.wait_for_function("window.attackDone === true", timeout=15000)
+    except Exception:
+        raise AssertionError((page.evaluate("window.step"), seen))
+    assert page.evaluate("window.blocked") is True
+    for _ in range(50):  # a response may be reported a little after the page moved on
+        if want <= got():
+            break
+        page.wait_for_timeout(100)
+    assert want <= got(), got()
+    # the three forms posted from frames (another origin; sandboxed: Origin null): each
+    # frame shows the device's refusal
+    framed = sorted((f.url[len(srv.url) :], f.content()) for f in page.frames[1:])
+    assert [u for u, _ in framed] == ["/certupl", "/wsa", "/wsa"], framed
+    for _, html in framed:
+        assert "refused: the request did not come from this device's page" in html
+    assert page.evaluate("window.stolen") is None  # the token is not readable elsewhere
+    ctx.close()
+
+    # DNS rebinding: the attacker's name resolves to the device; a plain client sends
+    # what such a page would (its Host, its Origin, a guessed token)
+    bad = {"Host": "evil.example", "Origin": "http://evil.example"}
+    st, loc, body = raw_request(srv.port, "GET", "/token", {"Host": "evil.example"})
+    assert st == 302 and loc == srv.url + "/" and b'"t"' not in body
+    up = b"--b\r\nContent-Disposition: form-data; name=f; filename=iasRootCa.cer\r\n\r\n"
+    up += _pem(attacker) + b"\r\n--b--\r\n"
+    for path, body, ctype in (
+        ("/certupl", up, "multipart/form-data; boundary=b"),
+        ("/wsa", b"s=evil&p=evilpass1&i=1", "application/x-www-form-urlencoded"),
+        ("/csr?d=/cert/evil.cer", b"", "text/plain"),
+    ):
+        hdrs = dict(bad, **{"Content-Type": ctype, "X-IAS-Token": "0" * 32})
+        st, _, reply = raw_request(srv.port, "POST", path, hdrs, body)
+        assert st == 403 and b"answers only to" in reply, (path, reply)
+    st, loc, _ = raw_request(srv.port, "GET", "/csr?d=/cert/evil.cer", {"Host": "evil.example"})
+    assert st == 302
+
+    assert files_of(srv.dir) == before  # nothing changed in the board's flash
+    assert srv.proc.poll() is None  # and config mode still runs
+    evil.close()
+
+
+def _act(page, selector, want):
+    """Click `selector` and wait for the status line to say `want` (cleared first, so an earlier
+    message cannot answer for this click)."""
+    page.evaluate("document.getElementById('status').textContent = ''")
+    page.click(selector)
+    return _status(page, want)
+
+
 def _status(page, want):
     """Wait for the status line to say `want`; returns all it says."""
     try:
@@ -69,129 +223,270 @@ def _status(page, want):
     return page.text_content("#status")
 
 
-def test_config_page_end_to_end(tmp_path, browser):
-    ARTIFACTS.mkdir(exist_ok=True)
-    root_a = pki.make_ca("IAS Test Root A")
-    root_b = pki.make_ca(EVIL)  # markup in a subject must show as text
-    fetched = pki.make_ca("IAS Test Root 2026")
-    mine = pki.make_ca("My Own Root")
-    leaf = pki.make_leaf(root_a)
-    (tmp_path / "upload").mkdir()
-    mine_file = tmp_path / "upload" / "myroot.pem"
-    mine_file.write_bytes(_pem(mine))
-    leaf_file = tmp_path / "upload" / "server.pem"
-    leaf_file.write_bytes(_pem(leaf))
+@pytest.fixture(scope="module")
+def keys():
+    return {
+        "a": pki.make_ca("IAS Test Root A"),
+        "evil": pki.make_ca(EVIL),  # markup in a subject must show as text
+        "fetched": pki.make_ca("IAS Test Root 2026"),
+        "mine": pki.make_ca("My Own Root"),
+    }
 
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory, keys):
+    """One config-mode board for the module: iasRootCa.cer and a root whose subject is markup;
+    the signed set "Get IAS root cert" finds keeps root A, adds the 2026 root and drops the
+    other; one saved Wi-Fi network; a recorded last call home."""
     srv = ConfigServer(
-        tmp_path / "dev",
-        anchors=[("iasRootCa.cer", _pem(root_a)), ("evil.cer", _pem(root_b))],
-        fetch=("iasRootCa2.cer", _pem(fetched)),
+        tmp_path_factory.mktemp("cfgpage") / "dev",
+        anchors=[("iasRootCa.cer", _pem(keys["a"])), ("evil.cer", _pem(keys["evil"]))],
+        fetch=("iasRootCa2.cer", _pem(keys["fetched"])),
+        bundle=[_pem(keys["a"]), _pem(keys["fetched"])],
         fields=FIELDS,
         networks=[
             {"ssid": "lab", "password": "labpass1", "rssi": -40},
             {"ssid": EVIL, "password": "", "rssi": -60},
         ],
+        settings={"wifi": [{"ssid": "lab", "password": "labpass1"}]},
+        state={"last_call": LAST_CALL},
+        timeout_s=300,
     )
-    dialogs = []
     with srv:
-        page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
-        page.on("dialog", lambda d: (dialogs.append((d.type, d.message)), d.accept()))
-        page.goto(srv.url + "/")
-        page.wait_for_function("document.querySelectorAll('#info-list dd').length > 0")
-        assert "24:0A:C4:AB:CD:EF" in page.text_content("#info-list")
-        page.screenshot(path=str(ARTIFACTS / "config-phone-info.png"), full_page=True)
+        yield srv
 
-        # -- certificates: the list as the store reports it
-        page.click("nav button[data-tab=certs]")
-        page.wait_for_selector(".cert[data-name='evil.cer']")
-        cards = page.query_selector_all(".cert")
-        assert sorted(c.get_attribute("data-name") for c in cards) == ["evil.cer", "iasRootCa.cer"]
-        ias = page.text_content(".cert[data-name='iasRootCa.cer']")
-        assert "IAS Test Root A" in ias and _sha(root_a) in ias and "usable" in ias
-        # root A ends 3650 days after it was made: 3650 whole days are left within the second
-        # it was made, 3649 after (the page counts whole days from the board's clock)
-        assert "Valid until" in ias and "Days left" in ias
-        assert ("Days left3649" in ias) or ("Days left3650" in ias), ias
-        assert EVIL in page.text_content(".cert[data-name='evil.cer']")  # as text
-        assert page.query_selector("main img") is None
-        page.screenshot(path=str(ARTIFACTS / "config-phone-certs.png"), full_page=True)
 
-        # -- "Get IAS root cert": the device installs the bundle itself
-        page.click("#fetch-btn")
-        assert "installed anchor bundle v3" in _status(page, "installed")
-        page.wait_for_selector(".cert[data-name='iasRootCa2.cer']")
-        assert _sha(fetched) in page.text_content(".cert[data-name='iasRootCa2.cer']")
+@pytest.fixture
+def page(browser, board):
+    """The config page on a phone, opened fresh; records dialogs; no injected markup ran."""
+    pg = browser.new_page(viewport=PHONE)
+    pg.dialogs = []
+    pg.on("dialog", lambda d: (pg.dialogs.append((d.type, d.message)), d.accept()))
+    pg.goto(board.url + "/")
+    pg.wait_for_function("document.querySelectorAll('#info-list dd').length > 0")
+    yield pg
+    assert pg.evaluate("window.pwned") is None  # no markup from the device ever ran
+    pg.close()
 
-        # -- upload: a CA is stored (as .cer), a server certificate is refused
-        page.set_input_files("#upload-file", str(leaf_file))
-        page.click("#upload-btn")
-        assert "not_ca" in _status(page, "not stored")
-        page.set_input_files("#upload-file", str(mine_file))
-        page.click("#upload-btn")
-        _status(page, "Uploaded myroot.pem")
-        page.wait_for_selector(".cert[data-name='myroot.cer']")
-        assert srv.cert_names() == ["evil.cer", "iasRootCa.cer", "iasRootCa2.cer", "myroot.cer"]
 
-        # -- delete, after the browser's confirm
-        page.click(".cert[data-name='evil.cer'] button.del")
-        _status(page, "Deleted evil.cer")
-        page.wait_for_selector(".cert[data-name='evil.cer']", state="detached")
-        assert ("confirm", "Delete evil.cer?") in dialogs
-        assert "evil.cer" not in srv.cert_names()
+def _tab(page, name):
+    page.click("nav button[data-tab=%s]" % name)
 
-        # -- Wi-Fi: a scan shows the hostile SSID as text; save network 2
-        page.click("nav button[data-tab=wifi]")
-        page.wait_for_selector("#ssid-2")
-        page.click("#scan-btn")
-        page.wait_for_selector("#scan-list li")
-        assert EVIL in page.text_content("#scan-list")
-        page.focus("#ssid-1")
-        page.click("#scan-list li:first-child button")
-        assert page.input_value("#ssid-1") == "lab"
-        page.fill("#pass-1", "labpass1")
-        page.click("#save-1")
-        _status(page, "Network 1 saved: lab")
-        page.fill("#ssid-2", "back room")
-        page.fill("#pass-2", "backroom-pw")
-        page.click("#save-2")
-        _status(page, "Network 2 saved")
-        assert srv.saved_settings()["wifi"] == [
-            {"ssid": "lab", "password": "labpass1"},
-            {"ssid": "back room", "password": "backroom-pw"},
-        ]
-        page.fill("#ssid-3", "x")
-        page.fill("#pass-3", "short")
-        page.click("#save-3")
-        assert "8 to 63" in _status(page, "8 to 63")
-        page.screenshot(path=str(ARTIFACTS / "config-phone-wifi.png"), full_page=True)
 
-        # -- App fields: text, select and checkbox, sent as multipart FormData
-        page.click("nav button[data-tab=app]")
-        page.wait_for_selector("#field-0")
-        assert page.input_value("#field-0") == "red"
-        page.fill("#field-0", EVIL)  # cut to 10 characters by maxlength, kept as text
-        page.select_option("#field-1", "1")
-        page.uncheck("#field-2")
-        page.click("#fields-save")
-        _status(page, "App settings saved")
-        assert srv.saved_settings()["fields"] == {"colour": EVIL[:10], "mode": "1", "enabled": "0"}
-        page.screenshot(path=str(ARTIFACTS / "config-phone-app.png"), full_page=True)
+def _info(page):
+    dts = page.query_selector_all("#info-list dt")
+    return {d.text_content(): d.evaluate("e => e.nextElementSibling.textContent") for d in dts}
 
-        # -- a desktop view of the certificate page too
-        desk = browser.new_page(viewport={"width": 1280, "height": 900})
-        desk.goto(srv.url + "/")
-        desk.click("nav button[data-tab=certs]")
-        desk.wait_for_selector(".cert[data-name='myroot.cer']")
-        desk.screenshot(path=str(ARTIFACTS / "config-desktop-certs.png"), full_page=True)
-        desk.close()
 
-        assert page.evaluate("window.pwned") is None  # no injected markup ever ran
-        assert [d for d in dialogs if d[0] != "confirm"] == []
+def test_info_shows_versions_last_call_and_expiry(page, board):
+    info = _info(page)
+    assert info["Client"].startswith("ias-micropython 0.1.0 (IAS library 2.1.0")
+    assert info["Firmware"].startswith("micropython-") and info["App"] == "none installed"
+    # the last call home as the device recorded it, in words, with its date
+    assert info["Last call home"] == (
+        "no update (the device already has this or a newer version), since 2026-11-30 00:53 UTC"
+    )
+    # root A (10 years) expires first among the usable roots
+    assert info["Earliest root expiry"].startswith(keys_until(page, "iasRootCa.cer"))
+    assert "days" in info["Earliest root expiry"]
+    assert info["Activation code"] == "none saved"  # not "Activated: yes" for anything
+    assert info["MAC"] == "24:0A:C4:AB:CD:EF"
 
-        # -- Exit: config mode ends and reports why
-        page.click("nav button[data-tab=exit]")
-        page.click("#exit-btn")
-        _status(page, "Config mode closed")
-        result = srv.wait_exit(timeout=10)
+
+def keys_until(page, name):
+    return page.evaluate(
+        "n => fetch('/certs').then(r => r.json()).then(r => r.certs.find(c => c.name === n)"
+        ".valid_until)",
+        name,
+    )
+
+
+def test_every_setting_editable_and_refused_in_words(page, board):
+    _tab(page, "settings")
+    page.wait_for_function("document.getElementById('set-server').value !== ''")
+    assert page.input_value("#set-server") == "https://iotappstory.com"
+    page.fill("#set-interval", "5")
+    assert "interval must be 0 or 60 s to 30 days" in _act(page, "#settings-save", "interval must")
+    page.fill("#set-interval", "3600")
+    page.fill("#set-server", "ftp://updates.example")
+    assert "server must start with https:// or http://" in _act(page, "#settings-save", "https://")
+    page.fill("#set-device_name", "x" * 29)
+    page.fill("#set-server", "https://updates.example")
+    page.fill("#set-channel", "https://cdn.example/blink/channel.json")
+    page.fill("#set-act_code", "AB12CD")
+    _act(page, "#settings-save", "Settings saved.")
+    s = board.saved_settings()
+    assert (s["server"], s["channel"], s["interval"], s["act_code"]) == (
+        "https://updates.example",
+        "https://cdn.example/blink/channel.json",
+        3600,
+        "AB12CD",
+    )
+    assert s["device_name"] == "x" * 29
+    page.fill("#set-device_name", "kitchen")
+    _act(page, "#settings-save", "Settings saved.")
+    assert board.saved_settings()["device_name"] == "kitchen"
+    _tab(page, "info")
+    page.wait_for_function("document.getElementById('title').textContent === 'kitchen'")
+    assert _info(page)["Activation code"] == (
+        "AB12CD saved; the IOTAppStory server checks it when the device calls home"
+    )
+
+
+def test_wifi_keeps_saved_password_and_scan_shows_text(page, board):
+    _tab(page, "wifi")
+    page.wait_for_selector("#ssid-3")
+    assert page.input_value("#ssid-1") == "lab"
+    assert page.get_attribute("#pass-1", "placeholder") == "saved; type to change"
+    _act(page, "#save-1", "Network 1 saved: lab")  # re-saved without typing the password
+    assert board.saved_settings()["wifi"] == [{"ssid": "lab", "password": "labpass1"}]
+    page.click("#scan-btn")
+    page.wait_for_selector("#scan-list li")
+    assert EVIL in page.text_content("#scan-list")  # as text
+    page.fill("#ssid-2", "back room")
+    page.fill("#pass-2", "short")
+    assert "8 to 63" in _act(page, "#save-2", "8 to 63")
+    page.fill("#pass-2", "backroom-pw")
+    _act(page, "#save-2", "Network 2 saved: back room")
+    page.fill("#ssid-3", "cafe")
+    page.check("#open-3")
+    _act(page, "#save-3", "Network 3 saved: cafe")
+    assert board.saved_settings()["wifi"] == [
+        {"ssid": "lab", "password": "labpass1"},
+        {"ssid": "back room", "password": "backroom-pw"},
+        {"ssid": "cafe", "password": ""},
+    ]
+    page.wait_for_function("document.getElementById('open-3').checked")  # shown as saved
+    assert not page.is_checked("#open-1")
+    page.fill("#pass-3", "cafepass1")  # typing a password makes it a secured network again
+    _act(page, "#save-3", "Network 3 saved: cafe")
+    assert board.saved_settings()["wifi"][2] == {"ssid": "cafe", "password": "cafepass1"}
+
+
+def test_app_fields(page, board):
+    _tab(page, "app")
+    page.wait_for_selector("#field-0")
+    assert page.input_value("#field-0") == "red"
+    page.fill("#field-0", EVIL)  # cut to 10 characters by maxlength, kept as text
+    page.select_option("#field-1", "1")
+    page.uncheck("#field-2")
+    _act(page, "#fields-save", "App settings saved")
+    assert board.saved_settings()["fields"] == {"colour": EVIL[:10], "mode": "1", "enabled": "0"}
+
+
+def test_certificates_preview_before_install(page, board, keys):
+    _tab(page, "certs")
+    page.wait_for_selector(".cert[data-name='evil.cer']")
+    # a phone sees the actions first; the list is collapsed
+    assert page.locator("#fetch-btn").bounding_box()["y"] < 300
+    assert (
+        page.locator(".cert").first.bounding_box()["y"]
+        > page.locator("#fetch-btn").bounding_box()["y"]
+    )
+    assert page.evaluate("[...document.querySelectorAll('.cert')].every(d => !d.open)")
+    assert EVIL in page.text_content(".cert[data-name='evil.cer']")  # as text
+    page.click(".cert[data-name='iasRootCa.cer'] summary")
+    ias = page.text_content(".cert[data-name='iasRootCa.cer']")
+    assert "IAS Test Root A" in ias and _sha(keys["a"]) in ias and "usable" in ias
+    assert page.query_selector("main img") is None
+
+    # "Get IAS root cert": first what it would change, and nothing changed yet
+    before = board.cert_names()
+    page.click("#fetch-btn")
+    page.wait_for_selector("#preview:not([hidden])")
+    add = page.text_content("ul[data-kind=add]")
+    remove = page.text_content("ul[data-kind=remove]")
+    keep = page.text_content("ul[data-kind=keep]")
+    assert "IAS Test Root 2026" in add
+    assert "evil.cer" in remove and EVIL in remove
+    assert "iasRootCa.cer" in keep and "IAS Test Root A" in keep
+    assert "Nothing has changed yet" in page.text_content("#preview-title")
+    assert board.cert_names() == before
+    _act(page, "#cancel-btn", "Nothing was changed.")
+    assert board.cert_names() == before
+    page.click("#fetch-btn")
+    page.wait_for_selector("#preview:not([hidden])")
+    assert "installed anchor set v3" in _act(page, "#apply-btn", "installed")
+    page.wait_for_selector(".cert[data-name='iasRootCa2.cer']")
+    assert board.cert_names() == ["evil.cer", "iasRootCa.cer", "iasRootCa2.cer"]
+
+
+def test_certificate_upload_in_words_and_delete(page, board, keys, tmp_path):
+    mine = tmp_path / "myroot.pem"
+    mine.write_bytes(_pem(keys["mine"]))
+    leaf = tmp_path / "server.pem"
+    leaf.write_bytes(_pem(pki.make_leaf(keys["a"])))
+    junk = tmp_path / "junk.pem"
+    junk.write_bytes(b"garbage")
+    _tab(page, "certs")
+    page.wait_for_selector(".cert[data-name='evil.cer']")
+    page.set_input_files("#upload-file", str(leaf))
+    msg = _act(page, "#upload-btn", "not stored")
+    assert "this is not a CA certificate" in msg and "not_ca" not in msg, msg
+    page.set_input_files("#upload-file", str(junk))
+    msg = _act(page, "#upload-btn", "not stored")
+    assert "this file is not a certificate" in msg and "garbage:" not in msg, msg
+    page.set_input_files("#upload-file", str(mine))
+    _act(page, "#upload-btn", "Uploaded myroot.pem")
+    page.wait_for_selector(".cert[data-name='myroot.cer']")
+    assert "myroot.cer" in board.cert_names()
+    page.click(".cert[data-name='evil.cer'] summary")
+    _act(page, ".cert[data-name='evil.cer'] button.del", "Deleted evil.cer")
+    page.wait_for_selector(".cert[data-name='evil.cer']", state="detached")
+    assert ("confirm", "Delete evil.cer?") in page.dialogs
+    assert "evil.cer" not in board.cert_names()
+
+
+TABS = {  # each tab and what it must show once rendered
+    "info": "#info-list dd >> nth=9",
+    "settings": "#set-server",
+    "wifi": "#ssid-3",
+    "app": "#field-2",
+    "certs": ".cert >> nth=1",
+    "exit": "#exit-btn",
+}
+
+
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", data[16:24])
+
+
+def test_screenshots_of_every_tab(browser, board):
+    SCREENS.mkdir(parents=True, exist_ok=True)
+    for size, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
+        pg = browser.new_page(viewport=viewport)
+        pg.goto(board.url + "/")
+        for tab, key in TABS.items():
+            out = SCREENS / ("%s-%s.png" % (tab, size))
+            if out.exists():
+                out.unlink()
+            _tab(pg, tab)
+            pg.wait_for_selector("section#%s.on" % tab)
+            pg.wait_for_selector("section#%s %s" % (tab, key), state="visible")
+            # the tab's own actions come before its content
+            first = pg.query_selector("section#%s .actions, section#%s .card" % (tab, tab))
+            if tab not in ("info", "app"):
+                assert first.get_attribute("class") == "actions", tab
+            pg.screenshot(path=str(out), full_page=True)
+            w, h = _png_size(out)
+            assert w == viewport["width"] and h >= viewport["height"] - 1, (out, w, h)
+        pg.close()
+    assert sorted(p.name for p in SCREENS.glob("*.png")) == sorted(
+        "%s-%s.png" % (t, s) for t in TABS for s in ("phone", "desktop")
+    )
+
+
+def test_save_and_restart_saves_then_exits(page, board):
+    # an edit left unsaved on the Settings tab is saved by "Save and restart"
+    _tab(page, "settings")
+    page.wait_for_function("document.getElementById('set-server').value !== ''")
+    page.fill("#set-interval", "900")
+    _tab(page, "exit")
+    assert "Saved settings." in _act(page, "#exit-btn", "Config mode closed")
+    assert board.saved_settings()["interval"] == 900
+    assert page.dialogs == []
+    result = board.wait_exit(timeout=10)
     # joined to no network (access point only): nothing to announce, as IAS
-    assert result == {"reason": "close", "announced": []}, srv.output
+    assert result == {"reason": "close", "announced": []}, board.output

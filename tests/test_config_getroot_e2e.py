@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.request
 
+from tests import configclient
 from tests.scenario import make_chain, make_world, staged_firmware  # noqa: F401 (fixtures)
 from tests.test_continuity_e2e import anchor_name
 from tools import sim
@@ -50,17 +51,26 @@ def test_get_ias_root_cert_from_config_mode(make_world):  # noqa: F811
         status, body = _request(port, "/csr")  # the certificate page's list: root A only
         assert status == 200 and [c["n"] for c in json.loads(body)] == ["/cert/iasRootCa.cer"]
         mark = world.mark()
-        status, body = _request(port, "/anchors/fetch", data=b"")
+        # first the preview: fetched and verified, shown, nothing changed yet
+        status, body = configclient.request(port, "/anchors/preview", b"")
         res = json.loads(body)
-        assert res == {"ok": True, "message": "installed anchor bundle v2", "version": 2}, res
+        assert res["ok"] and res["version"] == 2, res
+        assert len(res["add"]) == 1 and "Root B" in res["add"][0]["subject"], res
+        assert [c["name"] for c in res["keep"]] == ["iasRootCa.cer"] and res["remove"] == []
+        status, body = _request(port, "/csr")
+        assert [c["n"] for c in json.loads(body)] == ["/cert/iasRootCa.cer"]
         fetched = world.requests(mark, "/ota/anchors/anchors.json")
-        assert fetched and fetched[-1]["tls"]  # over TLS to the server (the ladder's https rung)
+        assert fetched and fetched[0]["tls"]  # over TLS to the server (the ladder's https rung)
+        # then the confirm applies exactly the set previewed
+        status, body = configclient.request(port, "/anchors/fetch", b"v=2")
+        res = json.loads(body)
+        assert res == {"ok": True, "message": "installed anchor set v2", "version": 2}, res
         status, body = _request(port, "/csr")
         names = sorted(c["n"] for c in json.loads(body))
         assert names == sorted(["/cert/iasRootCa.cer", "/cert/" + anchor_name(b.root)]), names
         world.serve(b)  # the server moves to root B
         try:
-            _request(port, "/close", timeout=5)
+            configclient.request(port, "/close", b"", timeout=5, wait=5)
         except OSError:
             pass  # IAS's /close sends no reply
         booted.join(180)

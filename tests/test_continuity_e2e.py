@@ -28,7 +28,7 @@ UPDATES = "/ota/updates"
 BUNDLE_PATH = "/ota/anchors/anchors.json"
 # what a failed forced call home may change: the failure and the ladder's report for the next
 # call home, when the ladder ran, the clock floor
-VOLATILE = ("last_error", "anchors_report", "anchors_ladder_at", "time_floor")
+VOLATILE = ("last_error", "last_call", "anchors_report", "anchors_ladder_at", "time_floor")
 
 
 def anchor_name(root):

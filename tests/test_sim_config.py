@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 
+from tests import configclient
 from tools import cli
 
 
@@ -76,7 +77,7 @@ def test_config_mode_then_close_then_normal_boot(tmp_path, how):
         status, body = _get(port, "/app")
         assert json.loads(body)[0]["l"] == "Blink interval (ms)"
         try:
-            _get(port, "/close", timeout=5)
+            configclient.request(port, "/close", b"", timeout=5, wait=5)
         except OSError:
             pass  # IAS's /close sends no reply
         if how == "no-wifi":
@@ -108,7 +109,7 @@ def test_ias_sim_config_serves_until_close(tmp_path):
         names = [c["n"] for c in json.loads(body)]
         assert status == 200 and "/cert/iasRootCa.cer" in names
         try:
-            _get(port, "/close", timeout=5)
+            configclient.request(port, "/close", b"", timeout=5, wait=5)
         except OSError:
             pass
         out, _ = proc.communicate(timeout=60)

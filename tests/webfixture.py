@@ -1,10 +1,13 @@
 """Config mode served by the MicroPython unix port, for tests that drive it from CPython (the
 browser test). The firmware's configmode.run() runs in a micropython subprocess with: the
 virtual board (board_unix) on a temporary host folder, the real CertStore on a temporary /cert
-folder of PEM anchors, a temporary settings file, and a stand-in fetch_anchors() that installs a
-given PEM through the store (the anchors machinery is tested on its own).
+folder of PEM anchors, a temporary settings file and state, and stand-ins for "Get IAS root cert":
+preview_anchors() compares a given set with the store through configmode.anchor_diff() and
+fetch_anchors(version) installs a given PEM through the store (the anchors machinery is tested on
+its own, and end to end by tests/test_config_getroot_e2e.py).
 """
 
+import http.client
 import json
 import os
 import socket
@@ -23,30 +26,48 @@ _SCRIPT = r"""
 import json, sys
 cfg = json.load(open(sys.argv[1]))
 sys.path[:0] = cfg["path"]
-from ias import certstore
-from ias import configmode
+from ias import certstore, configmode, der, state
 from ias.board_unix import VirtualBoard
+from ias.reason import ReasonError
 
 board = VirtualBoard(cfg["host"])
 board.sync_clock()  # the host's clock stands in for NTP
 store = certstore.CertStore(cfg["cert"])
+st = state.State(cfg["state"])
 said = []
 
 
-def fetch_anchors():
+def _certs():
+    out = []
+    for path in cfg["bundle"]:
+        with open(path) as f:
+            out.append(der.load(f.read()))
+    return out
+
+
+def preview_anchors():
+    diff = configmode.anchor_diff(store, _certs(), board.time())
+    msg = "anchor set v%d is signed by the update key" % cfg["version"]
+    return dict(diff, ok=True, message=msg, version=cfg["version"])
+
+
+def fetch_anchors(version):
+    if version != cfg["version"]:
+        return {"ok": False, "message": "preview the anchor set again", "version": None}
     with open(cfg["fetch_pem"], "rb") as f:
         data = f.read()
     try:
         store.add(cfg["fetch_name"], data, board.time(), replace=True)
     except ReasonError as e:
         return {"ok": False, "message": str(e), "version": None}
-    return {"ok": True, "message": "installed anchor bundle v%d" % cfg["version"],
-            "version": cfg["version"]}
+    return {"ok": True, "message": "installed anchor set v%d" % version, "version": version}
 
 
 reason = configmode.run(board, store=store, settings_path=cfg["settings"], fields=cfg["fields"],
-                        fetch_anchors=fetch_anchors, announce=said.append, port=cfg["port"],
-                        host="127.0.0.1", timeout_s=cfg["timeout_s"], www_dir=cfg["www"])
+                        fetch_anchors=fetch_anchors, preview_anchors=preview_anchors,
+                        announce=said.append, port=cfg["port"], host="127.0.0.1",
+                        timeout_s=cfg["timeout_s"], www_dir=cfg["www"],
+                        info=configmode.installed_info(None, st))
 print("@@RESULT " + json.dumps({"reason": reason, "announced": said}))
 """
 
@@ -57,12 +78,46 @@ def free_port():
         return s.getsockname()[1]
 
 
+def files_of(folder):
+    """Every file of the board's side (anchors, settings), as bytes by relative path."""
+    out = {}
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_file() and p.name not in ("run.py", "config.json"):
+            out[str(p.relative_to(folder))] = p.read_bytes()
+    return out
+
+
+def raw_request(port, method, path, headers, body=b""):
+    """One request with exactly these headers (Host included); (status, Location, body)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.putrequest(method, path, skip_host=True)
+    for k, v in headers.items():
+        c.putheader(k, v)
+    c.putheader("Content-Length", str(len(body)))
+    c.endheaders(body)
+    r = c.getresponse()
+    out = (r.status, r.getheader("Location"), r.read())
+    c.close()
+    return out
+
+
 class ConfigServer:
     """`anchors`: [(file name, PEM bytes)] put in /cert; `fetch`: (name, PEM) that
-    "Get IAS root cert" installs; `networks`: the virtual board's Wi-Fi networks in range."""
+    "Get IAS root cert" installs; `bundle`: the PEMs of the signed set its preview compares
+    with the store (default: the fetched one only); `networks`: the virtual board's Wi-Fi
+    networks in range; `state`: the device's state.json (e.g. its last call home)."""
 
     def __init__(
-        self, folder, anchors, fetch, fields=(), networks=(), timeout_s=120, settings=None
+        self,
+        folder,
+        anchors,
+        fetch,
+        fields=(),
+        networks=(),
+        timeout_s=120,
+        settings=None,
+        bundle=None,
+        state=None,
     ):
         self.dir = Path(folder)
         self.cert = self.dir / "cert"
@@ -73,6 +128,11 @@ class ConfigServer:
         for name, pem in anchors:
             (self.cert / name).write_bytes(pem)
         (self.dir / "fetch.pem").write_bytes(fetch[1])
+        bundle_files = []
+        for i, pem in enumerate(bundle if bundle is not None else [fetch[1]]):
+            (self.dir / ("bundle%d.pem" % i)).write_bytes(pem)
+            bundle_files.append(str(self.dir / ("bundle%d.pem" % i)))
+        (self.dir / "state.json").write_text(json.dumps(state or {}))
         if settings is not None:
             self.settings.write_text(json.dumps(settings))
         (self.host / "board.json").write_text(
@@ -98,6 +158,8 @@ class ConfigServer:
             "www": str(FIRMWARE / "www"),
             "fetch_pem": str(self.dir / "fetch.pem"),
             "fetch_name": fetch[0],
+            "bundle": bundle_files,
+            "state": str(self.dir / "state.json"),
             "version": 3,
         }
         (self.dir / "config.json").write_text(json.dumps(cfg))

@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 SNAPSHOT = ("flash.bin", "otadata.bin", "booted", "ota_0.bin", "ota_1.bin", "board.json")
 # State keys a failed call home may legitimately change: the failure it will report.
 # time_floor: every network start; keys_checked_at: a signature refusal looks for a rotated key
-VOLATILE_STATE = ("last_error", "time_floor", "keys_checked_at")
+VOLATILE_STATE = ("last_error", "last_call", "time_floor", "keys_checked_at")
 
 
 def init_board(folder, server, anchors, update_key=None, recovery=(), app_version="1.0"):
@@ -78,10 +78,12 @@ class Board:
         self.put("/settings.json", json.dumps(s).encode(), tmp)
 
     def persistent(self):
-        """What must survive a failed call home unchanged: every file but /state.json, and
-        the state without the keys a failure may set."""
+        """What must survive a failed call home unchanged: every file but /state.json and the
+        log, and the state without the keys a failure may set."""
         files = self.files()
         files.pop("/state.json", None)
+        for log in ("/log.txt", "/log.1"):  # the log records the refusal: it is meant to grow
+            files.pop(log, None)
         st = self.json("/state.json") or {}
         for key in VOLATILE_STATE:
             st.pop(key, None)

@@ -270,3 +270,49 @@ def test_anchor_bundle_replay_and_foreign_key():
             anchorset.verify_bundle(r, s, k, installed, now, host)
         record(CAT, name, err.value.reason == reason, reason=err.value.reason)
         assert err.value.reason == reason, (name, err.value)
+
+
+# -- config mode against other web pages (issue 17.5), the requests a browser would send --------
+def test_config_mode_refuses_other_pages(tmp_path):
+    from tests.webfixture import ConfigServer, files_of, raw_request
+
+    root = pki.make_ca("IAS Root")
+    attacker = pki.make_ca("Attacker Root").pem
+    srv = ConfigServer(
+        tmp_path / "dev",
+        anchors=[("iasRootCa.cer", root.pem), ("other.cer", pki.make_ca("Other").pem)],
+        fetch=("x.cer", root.pem),
+        settings={"wifi": [{"ssid": "lab", "password": "labpass1"}]},
+    )
+    up = b"--b\r\nContent-Disposition: form-data; name=f; filename=iasRootCa.cer\r\n\r\n"
+    up += attacker + b"\r\n--b--\r\n"
+    multi = "multipart/form-data; boundary=b"
+    wifi = (b"s=evil&p=evilpass1&i=1", "application/x-www-form-urlencoded")
+    with srv:
+        me = "127.0.0.1:%d" % srv.port
+        cases = [
+            ("config: root upload from a sandboxed frame (Origin null)", "POST", "/certupl",
+             {"Host": me, "Origin": "null"}, up, multi, 403),
+            ("config: root upload with a rebinding Host", "POST", "/certupl",
+             {"Host": "evil.example", "Origin": "http://evil.example"}, up, multi, 403),
+            ("config: root upload without Origin or token", "POST", "/certupl",
+             {"Host": me}, up, multi, 403),
+            ("config: Wi-Fi rewrite from a sandboxed frame (Origin null)", "POST", "/wsa",
+             {"Host": me, "Origin": "null"}) + wifi + (403,),
+            ("config: Wi-Fi rewrite from another origin", "POST", "/wsa",
+             {"Host": me, "Origin": "http://127.0.0.1:1"}) + wifi + (403,),
+            ("config: same origin with a guessed token", "POST", "/wsa",
+             {"Host": me, "Origin": "http://" + me, "X-IAS-Token": "0" * 32}) + wifi + (403,),
+            ("config: anchor delete by GET (an <img>)", "GET", "/csr?d=/cert/iasRootCa.cer",
+             {"Host": me}, b"", "text/plain", 405),
+            ("config: token read under a rebinding Host", "GET", "/token",
+             {"Host": "evil.example"}, b"", "text/plain", 302),
+        ]  # fmt: skip
+        before = files_of(srv.dir)
+        for name, method, path, hdrs, body, ctype, want in cases:
+            st, _, reply = raw_request(
+                srv.port, method, path, dict(hdrs, **{"Content-Type": ctype}), body
+            )
+            ok = st == want and b'"t"' not in reply and files_of(srv.dir) == before
+            record(CAT, name, ok, status=st)
+            assert ok, (name, st, reply)

@@ -34,6 +34,9 @@ APP_V2 = {
 }
 
 
+BOMB_ZEROS = 4 * 1024 * 1024
+
+
 def write_tree(folder, files):
     for rel, data in files.items():
         p = folder / rel
@@ -128,6 +131,12 @@ def make_bundles(out):
     lie = bundle.gzip_small_window(tar_of([("far.bin", far + far)]), 15)
     b["window_lie"] = lie.replace(bundle.WINDOW_SUBFIELD + b"\x01\x00\x0f", b"WB\x01\x00\x0a", 1)
     b["window_honest"] = lie
+    # A gzip bomb: the signed v2 and then 4 MiB of zeros after the tar's end (about 4 KB
+    # compressed); the same v2 re-padded (zeros within a tar record) and re-compressed: other
+    # bytes, the same signed manifest.
+    b["bomb"] = bundle.gzip_small_window(b["v2"] + bytes(BOMB_ZEROS))
+    b["v2pad"] = b["v2"] + bytes(4096)
+    b["v2gz9"] = bundle.gzip_small_window(b["v2"] + bytes(512), 9)
     b["v0"] = bundle.build(v1, key, "blink", "0.9", counter=0)
     b["v3"] = bundle.build(v1, key, "blink", "3.0", counter=2)
     b["other"] = bundle.build(v2, other, "blink", "2.0", counter=2)

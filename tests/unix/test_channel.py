@@ -632,6 +632,17 @@ def test_refused_bundle_not_downloaded_again():
     assert len(requests()) == 5  # channel.json and .sig only
 
 
+def test_release_that_failed_its_trial_is_no_update():
+    # the installer knows the signed release failed its trial here (other bytes, same manifest)
+    dev, folder, maker = fresh()
+    maker.fail = "failed_trial"
+    c, s = channel_conns()
+    serve(HOST, c, s, [http(200, BUNDLE)])
+    out = poll(dev, folder, maker)
+    assert out["outcome"] == "no-update" and "refused" in out["reason"], out
+    assert dev.state.get("channel")["refused"] == SHA and listing(folder) == []
+
+
 def test_transient_install_failure_is_retried():
     dev, folder, maker = fresh()
     maker.fail = "too_large"

@@ -161,8 +161,10 @@ def test_config_mode_goes_through_the_device_transport():
     # "get IAS root cert": the anchor ladder, forced, over the same transport
     dev.board.clock_synced = True
     dev.board.now = 1800000000
-    res = configmode.device_fetch_anchors(dev)()
+    preview, apply = configmode.device_anchor_steps(dev)
+    res = preview()
     assert res["ok"] is False and "http_404" in res["message"], res
+    assert apply(3)["ok"] is False  # nothing previewed: nothing to install
     asked = [(sc, h, p, bytes(s.sent).split(b" ")[1]) for sc, h, p, s in peer.streams[1:]]
     assert asked[0] == ("https", "ias.example", 443, b"/ota/anchors/anchors.json"), asked
     assert asked[-1] == ("http", "ias.example", 80, b"/ota/anchors/anchors.json"), asked
@@ -292,3 +294,32 @@ def test_cleanup():
             os.remove(p)
         except OSError:
             pass
+
+
+def test_last_call_home_recorded_only_when_it_changes():
+    # the config page's Info shows it; identical answers (the no-update path) write nothing
+    peer = Peer(NOT_MODIFIED)
+    dev = make(peer)
+    try:
+        os.remove(TMP + "_state.json")
+    except OSError:
+        pass
+    dev.state.data = {}
+    writes = []
+    orig = dev.state.save
+
+    def save():
+        writes.append(dict(dev.state.data))
+        return orig()
+
+    dev.state.save = save
+    no = {"outcome": "no-update", "reason": "not_newer", "trusted": False}
+    dev._after_call(no)
+    dev._after_call(dict(no))
+    dev._after_call(dict(no))
+    assert len(writes) == 1
+    rec = dev.state.get("last_call")
+    assert rec["outcome"] == "no-update" and rec["reason"] == "not_newer" and "since" in rec
+    dev._after_call({"outcome": "error", "reason": "untrusted", "trusted": False})
+    dev._after_call({"outcome": "error", "reason": "untrusted", "trusted": False})
+    assert len(writes) == 2 and dev.state.get("last_call")["reason"] == "untrusted"

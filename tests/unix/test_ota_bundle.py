@@ -5,6 +5,7 @@
 import json
 import os
 import sys
+import time
 
 import ota_fixtures as fx
 from ias import appbundle, fwimage, tarstream, trial
@@ -264,6 +265,43 @@ def test_damaged_bodies_are_refused():
     assert fx.tree(slots.active_app_dir()) == V2
 
 
+def test_gzip_bomb_stops_at_the_bound_its_manifest_declares():
+    # 4 KB of gzip holding the signed v2 and 4 MiB of zeros after the tar's end: inflation
+    # stops within one buffer of the bound (the manifest's files, their headers, the end marker
+    # and one tar record of padding), the device is unchanged and still takes a real update.
+    board, st, slots, ctx = device()
+    installed(ctx, "v1")
+    made = []
+
+    def make(first):
+        made.append(fx.installer(first, ctx))
+        return made[-1]
+
+    before = snapshot()
+    t0 = time.ticks_ms()
+    try:
+        fx.install(ctx, bundle("bomb"), make=make)
+        raise AssertionError("the bomb was installed")
+    except ReasonError as e:
+        assert e.reason == "too_large", e
+    ms = time.ticks_diff(time.ticks_ms(), t0)
+    assert snapshot() == before
+    inst = made[0]
+    plain = len(fx.read(bundle("v2")))
+    assert inst.bound <= plain + 2 * tarstream.MAX_TRAILING, (inst.bound, plain)
+    assert plain <= inst.fed <= inst.bound + appbundle.BUF, (inst.fed, inst.bound)
+    print(
+        "bomb: %d bytes sent, %d inflated (of %d), bound %d, %d ms"
+        % (len(fx.read(bundle("bomb"))), inst.fed, plain + 4 * 1024 * 1024, inst.bound, ms)
+    )
+    # re-padded (zeros within a tar record) and re-compressed copies of v2 still install
+    installed(ctx, "v2pad")
+    assert fx.tree(slots.active_app_dir()) == V2
+    board.deflate_wbits = 12
+    installed(ctx, "v2gz9")
+    assert fx.tree(slots.active_app_dir()) == V2
+
+
 def test_abort_in_the_middle_leaves_the_device_as_before():
     board, st, slots, ctx = device()
     installed(ctx, "v1")
@@ -390,6 +428,92 @@ def test_trial_ten_minutes():
     board.uptime = 1000
     assert trial.boot_check(board, st, slots) == "rolled_back"
     assert "in time" in trial.last_error(st)
+
+
+def _trial_runs_out(board, st, slots, reason):
+    """A trial boot whose contact failed with `reason` (None: none noted), then the trial
+    runs out of boots."""
+    board.cause = "power_on"
+    for _ in range(trial.TRIAL_BOOTS):
+        assert trial.boot_check(board, st, slots) == "trial"
+        if reason is not None:
+            trial.note_contact(st, slots, reason)
+    assert trial.boot_check(board, st, slots) == "rolled_back"
+
+
+def _refused_clearing_the_inactive_slot(ctx, name):
+    """The first refusal after a rollback: begin() has cleared the inactive slot (the failed
+    version's files, docs/installing.md) before the manifest names the release."""
+    before = snapshot()
+    try:
+        fx.install(ctx, bundle(name))
+        raise AssertionError("%s was installed" % name)
+    except ReasonError as e:
+        assert e.reason == "failed_trial", e
+    after = snapshot()
+    inactive = ctx.slots.inactive() + "/"
+    assert all(p.startswith(inactive) for p in set(before) ^ set(after))
+    assert {p: d for p, d in before.items() if not p.startswith(inactive)} == {
+        p: d for p, d in after.items() if not p.startswith(inactive)
+    }
+
+
+def test_refused_by_signed_identity_not_transfer_bytes():
+    # v2 fails its trial (a crash): the same signed release in other bytes (re-padded,
+    # re-compressed: other MD5s) is refused when its manifest arrives, before any file.
+    board, st, slots, ctx = trial_device()
+    board.cause = "intended"
+    assert trial.boot_check(board, st, slots) == "trial"
+    board.cause = "crash"
+    assert trial.boot_check(board, st, slots) == "rolled_back"
+    refused_list = trial.refused(st)
+    assert MD5["v2"] in refused_list
+    ident = [k for k in refused_list if k.startswith("blink 2.0 2 ")]
+    assert len(ident) == 1 and len(ident[0].split()[3]) == 32, refused_list
+    board.deflate_wbits = 12
+    _refused_clearing_the_inactive_slot(ctx, "v2pad")
+    for name in ("v2pad", "v2gz", "v2gz9"):
+        assert MD5[name] != MD5["v2"] and MD5[name] not in refused_list
+        e = refused(ctx, name, "failed_trial")  # and nothing at all changes
+        assert "2.0 failed its trial" in str(e), e
+    # another release is not affected
+    fx.install(ctx, bundle("v3"))
+    assert slots.read()["version"] == "3.0"
+
+
+def test_network_blocked_trial_retried_then_refused():
+    # Each trial that ran out while its call homes failed for the network's sake is retried
+    # (nothing refused); after NET_RETRIES of them the release is refused like any other.
+    board, st, slots, ctx = trial_device()
+    for n in range(1, trial.NET_RETRIES + 1):
+        _trial_runs_out(board, st, slots, "timeout")
+        assert "retried later" in trial.last_error(st) and trial.refused(st) == []
+        assert st.get(trial.RETRY_KEY)[1] == n
+        fx.install(ctx, bundle("v2"))  # taken again
+    _trial_runs_out(board, st, slots, "dns")
+    assert "retried later" not in trial.last_error(st)
+    assert MD5["v2"] in trial.refused(st)
+    _refused_clearing_the_inactive_slot(ctx, "v2gz")
+    # The reason decides: a server or content fault, or no contact at all, is the release's.
+    for reason in ("bad_signature", "http_status", None):
+        board, st, slots, ctx = trial_device()
+        _trial_runs_out(board, st, slots, reason)
+        assert MD5["v2"] in trial.refused(st), reason
+    # A crash is the release's fault even when its call homes also failed on the network.
+    board, st, slots, ctx = trial_device()
+    board.cause = "intended"
+    assert trial.boot_check(board, st, slots) == "trial"
+    trial.note_contact(st, slots, "timeout")
+    board.cause = "crash"
+    assert trial.boot_check(board, st, slots) == "rolled_back"
+    assert MD5["v2"] in trial.refused(st) and "retried" not in trial.last_error(st)
+    # A network-blocked trial that is retried and then confirmed leaves no trace.
+    board, st, slots, ctx = trial_device()
+    _trial_runs_out(board, st, slots, "unreachable")
+    fx.install(ctx, bundle("v2"))
+    assert trial.boot_check(board, st, slots) == "trial"
+    trial.commit(board, st, slots)
+    assert st.get(trial.RETRY_KEY) is None and st.get(trial.CONTACT_KEY) is None
 
 
 def test_app_error_rollback_from_the_main_loop():

@@ -210,6 +210,13 @@ def test_feed_end_marker_and_record_padding():
     whole = archive(member("a.py", b"y" * 1500))
     # tar pads archives to 10 KiB records with zeros: accepted after the end marker
     assert pushed(whole + b"\x00" * 8192, 1000)[0][:3] == ("a.py", "file", 1500)
+    # ... at most one record of them: more is a bomb's filler, not padding
+    assert pushed(whole + bytes(tarstream.MAX_TRAILING), 4096)[0][0] == "a.py"
+    try:
+        pushed(whole + bytes(tarstream.MAX_TRAILING + 1), 4096)
+        raise AssertionError("more zeros than a record accepted after the end marker")
+    except ReasonError as e:
+        assert e.reason == "too_large" and str(tarstream.MAX_TRAILING) in str(e), e
     for tail in (b"\x00" * 700 + b"\x01", b"x"):
         try:
             pushed(whole + tail, 333)

@@ -141,7 +141,14 @@ def _port():
     return 20000 + int.from_bytes(os.urandom(2), "little") % 30000
 
 
+SESSION = {"token": ""}  # the token of the config app under test (its page reads GET /token)
+
+
 async def _send(port, raw):
+    # request() leaves @HOST@ and @TOKEN@ in the head: the served address and session token
+    head, sep, rest = raw.partition(b"\r\n\r\n")
+    head = head.replace(b"@HOST@", b"127.0.0.1:%d" % port)
+    raw = head.replace(b"@TOKEN@", SESSION["token"].encode()) + sep + rest
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw)
     await writer.drain()
@@ -164,15 +171,23 @@ async def _send(port, raw):
 
 
 def request(method, path, body=b"", ctype=None, headers=None):
+    """A raw request as the config page sends it: to the served address, and for a change
+    from the page's origin with the session's token; `headers` adds or (None) drops some."""
     if isinstance(body, str):
         body = body.encode()
-    h = "%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\n" % (method, path)
+    hdrs = {"Host": "@HOST@"}
+    if method != "GET":
+        hdrs["Origin"] = "http://@HOST@"
+        hdrs["X-IAS-Token"] = "@TOKEN@"
+    hdrs.update(headers or {})
+    h = "%s %s HTTP/1.1\r\n" % (method, path)
+    for k, v in hdrs.items():
+        if v is not None:
+            h += "%s: %s\r\n" % (k, v)
     if ctype:
         h += "Content-Type: %s\r\n" % ctype
     if body:
         h += "Content-Length: %d\r\n" % len(body)
-    for k, v in (headers or {}).items():
-        h += "%s: %s\r\n" % (k, v)
     return h.encode() + b"\r\n" + body
 
 
@@ -207,11 +222,22 @@ def multipart(fields=(), files=()):
     return out, "multipart/form-data; boundary=" + BOUNDARY
 
 
-def run_app(board, store, script, fetch_anchors=None, fields=FIELDS):
+def run_app(board, store, script, fetch_anchors=None, fields=FIELDS, preview_anchors=None):
     """Serve the app on a random loopback port and run `script(port)` (a coroutine) against it.
     Returns (script's result, ConfigApp)."""
-    cfg = webapp.make_app(board, store, SETTINGS, fields, fetch_anchors, WWW)
     port = _port()
+    hosts = lambda: ["127.0.0.1:%d" % port]  # noqa: E731
+    cfg = webapp.make_app(
+        board,
+        store,
+        SETTINGS,
+        fields,
+        fetch_anchors,
+        WWW,
+        hosts=hosts,
+        preview_anchors=preview_anchors,
+    )
+    SESSION["token"] = cfg.token
     out = {}
 
     async def main():
@@ -238,6 +264,14 @@ def call(board, store, *reqs, **kw):
         return res
 
     return run_app(board, store, script, **kw)[0]
+
+
+def _exists(path):
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False
 
 
 def _saved():
@@ -306,7 +340,7 @@ def test_wifi_slots_store_and_list():
         request("GET", "/wc"),
     )
     assert [x[2] for x in r[:3]] == [b"1", b"1", b"1"]
-    assert json.loads(r[3][2]) == [{"s": "home"}, {"s": "cafe net"}, {"s": ""}]
+    assert [x["s"] for x in json.loads(r[3][2])] == ["home", "cafe net", ""]  # IAS's shape
     assert _saved()["wifi"] == [
         {"ssid": "home", "password": "homepass1"},
         {"ssid": "cafe net", "password": "cafepass1"},
@@ -400,7 +434,7 @@ def test_app_without_fields_replies_0():
 
 def test_csr_lists_and_deletes():
     board, store = setup()
-    r = call(board, store, request("GET", "/csr"), request("GET", "/csr?d=/cert/other.cer"))
+    r = call(board, store, request("GET", "/csr"), request("POST", "/csr?d=/cert/other.cer"))
     listing = json.loads(r[0][2])
     assert {"n": "/cert/iasRootCa.cer", "s": len(fake_cert("Root A"))} in listing
     assert len(listing) == 2
@@ -415,9 +449,9 @@ def test_csr_never_deletes_the_last_anchor():
     r = call(
         board,
         store,
-        request("GET", "/csr?d=/cert/iasRootCa.cer"),
-        request("GET", "/csr?d=/cert/old.cer"),
-        request("GET", "/csr?d=/cert/iasRootCa.cer"),
+        request("POST", "/csr?d=/cert/iasRootCa.cer"),
+        request("POST", "/csr?d=/cert/old.cer"),
+        request("POST", "/csr?d=/cert/iasRootCa.cer"),
     )
     assert r[0][0] == 409 and b"last" in r[0][2]  # the only usable one
     assert r[1][0] == 200  # an unusable one may go
@@ -432,10 +466,10 @@ def test_csr_refuses_paths_outside_cert():
     r = call(
         board,
         store,
-        request("GET", "/csr?d=/settings.json"),
-        request("GET", "/csr?d=/cert/../settings.json"),
-        request("GET", "/csr?d=/cert/%2E%2E/settings.json"),
-        request("GET", "/csr?d=/cert/missing.cer"),
+        request("POST", "/csr?d=/settings.json"),
+        request("POST", "/csr?d=/cert/../settings.json"),
+        request("POST", "/csr?d=/cert/%2E%2E/settings.json"),
+        request("POST", "/csr?d=/cert/missing.cer"),
     )
     assert [x[0] for x in r] == [400, 400, 400, 404]
     assert os.stat(BASE + "/settings.json") and store.removed == []
@@ -525,38 +559,111 @@ def test_certupl_needs_exactly_one_file():
     assert store.names() == ["iasRootCa.cer", "other.cer"]
 
 
-def test_anchor_fetch_calls_the_device_side():
+def test_anchor_preview_then_apply():
     board, store = setup()
     calls = []
 
-    def fetch():
-        calls.append(1)
+    def preview():
+        calls.append("preview")
+        return {"ok": True, "message": "v7", "version": 7, "add": [{"subject": "Fetched"}]}
+
+    def fetch(version):
+        calls.append(version)
         store.add("iasRootCa2.cer", fake_cert("Fetched"), 0)
-        return {"ok": True, "message": "installed 1 anchor", "version": 7}
+        return {"ok": True, "message": "installed 1 anchor", "version": version}
 
     r = call(
         board,
         store,
-        request("POST", "/anchors/fetch"),
+        request("POST", "/anchors/fetch"),  # no previewed version: refused
+        request("POST", "/anchors/preview"),
+        request("GET", "/csr"),
+        request("POST", "/anchors/fetch", *form(v="7")),
         request("GET", "/csr"),
         fetch_anchors=fetch,
+        preview_anchors=preview,
     )
-    assert json.loads(r[0][2]) == {"ok": True, "message": "installed 1 anchor", "version": 7}
-    assert calls == [1]
-    assert "/cert/iasRootCa2.cer" in [c["n"] for c in json.loads(r[1][2])]
+    assert r[0][0] == 400 and b"preview the anchor set first" in r[0][2]
+    assert json.loads(r[1][2])["add"] == [{"subject": "Fetched"}]
+    assert len(json.loads(r[2][2])) == 2  # the preview changed nothing
+    assert json.loads(r[3][2]) == {"ok": True, "message": "installed 1 anchor", "version": 7}
+    assert calls == ["preview", 7]
+    assert "/cert/iasRootCa2.cer" in [c["n"] for c in json.loads(r[4][2])]
 
 
 def test_anchor_fetch_failure_is_reported():
     board, store = setup()
 
-    def fetch():
+    def fail(*a):
         raise OSError("no route")
 
-    r = call(board, store, request("POST", "/anchors/fetch"), fetch_anchors=fetch)
-    res = json.loads(r[0][2])
-    assert res["ok"] is False and "no route" in res["message"]
-    r = call(board, store, request("POST", "/anchors/fetch"))
+    r = call(
+        board,
+        store,
+        request("POST", "/anchors/preview"),
+        request("POST", "/anchors/fetch", *form(v="3")),
+        fetch_anchors=fail,
+        preview_anchors=fail,
+    )
+    assert [json.loads(x[2])["ok"] for x in r] == [False, False]
+    assert "no route" in json.loads(r[0][2])["message"]
+    assert "no route" in json.loads(r[1][2])["message"]
+    r = call(board, store, request("POST", "/anchors/preview"))
     assert json.loads(r[0][2])["ok"] is False
+
+
+def test_settings_edit_in_words():
+    board, store = setup()
+    r = call(
+        board,
+        store,
+        request("GET", "/settings"),
+        request(
+            "POST",
+            "/settings",
+            *form(
+                server="https://ias.example.org",
+                channel="https://cdn.example/app/channel.json",
+                interval="3600",
+                device_name="kitchen",
+                act_code="ABC123",
+            ),
+        ),
+        request("POST", "/settings", *form(interval="5")),
+        request("POST", "/settings", *form(interval="soon")),
+        request("POST", "/settings", *form(server="ftp://x")),
+        request("GET", "/settings"),
+    )
+    assert json.loads(r[0][2])["server"] == "https://iotappstory.com"
+    assert r[1][2] == b"1"
+    assert r[2][0] == 400 and b"interval must be 0 or 60 s to 30 days" in r[2][2]
+    assert r[3][0] == 400 and b"whole number of seconds" in r[3][2]
+    assert r[4][0] == 400 and b"https://" in r[4][2]
+    assert json.loads(r[5][2]) == {
+        "server": "https://ias.example.org",
+        "channel": "https://cdn.example/app/channel.json",
+        "interval": 3600,
+        "device_name": "kitchen",
+        "act_code": "ABC123",
+    }
+
+
+def test_wifi_resave_keeps_its_password():
+    board, store = setup()
+    r = call(
+        board,
+        store,
+        request("POST", "/wsa", *form(s="home", p="homepass1", i="1")),
+        request("POST", "/wsa", *form(s="home", p="", i="1")),  # re-saved, password not typed
+        request("GET", "/wc"),
+        request("POST", "/wsa", *form(s="home", p="newpass12", i="1")),
+        request("POST", "/wsa", *form(s="cafe", p="", i="1")),  # another name: its own (none)
+        request("POST", "/wsa", *form(s="cafe", p="cafepass1", i="1")),
+        request("POST", "/wsa", *form(s="cafe", p="", o="1", i="1")),  # now an open network
+    )
+    assert [x[2] for x in r if x[0] == 200 and x[2] == b"1"] == [b"1"] * 6
+    assert json.loads(r[2][2])[0] == {"s": "home", "k": True}
+    assert _saved()["wifi"] == [{"ssid": "cafe", "password": ""}]
 
 
 def test_page_served_and_unknown_404():
@@ -654,10 +761,107 @@ def test_cross_site_post_refused():
         board,
         store,
         request("POST", "/wsa", b, ct, {"Origin": "http://attacker.example"}),
-        request("POST", "/wsa", b, ct, {"Origin": "http://127.0.0.1"}),
+        request("POST", "/wsa", b, ct, {"Origin": "null"}),  # a sandboxed frame
+        request("POST", "/wsa", b, ct, {"Origin": None}),  # no Origin at all
+        request("POST", "/wsa", b, ct),
     )
-    assert r[0][0] == 403
-    assert r[1][2] == b"1"
+    assert [x[0] for x in r[:3]] == [403, 403, 403]
+    assert b"did not come from this device's page" in r[1][2]
+    assert r[3][2] == b"1"
+
+
+def test_change_needs_the_session_token():
+    board, store = setup()
+    b, ct = form(s="evil", p="evilpass1", i="1")
+    up, uct = multipart(files=[("f", "iasRootCa.cer", fake_cert("Attacker"))])
+    r = call(
+        board,
+        store,
+        request("POST", "/wsa", b, ct, {"X-IAS-Token": None}),
+        request("POST", "/wsa", b, ct, {"X-IAS-Token": "0" * 32}),
+        request("POST", "/certupl", up, uct, {"X-IAS-Token": "@TOKEN@x"}),
+        request("POST", "/csr?d=/cert/other.cer", headers={"X-IAS-Token": None}),
+        request("POST", "/close", headers={"X-IAS-Token": ""}),
+        request("GET", "/token"),
+    )
+    assert [x[0] for x in r[:5]] == [403] * 5
+    assert b"token is missing or old" in r[0][2]
+    assert not _exists(SETTINGS) and store.removed == []
+    with open(CERT + "/iasRootCa.cer", "rb") as f:
+        assert f.read() == fake_cert("Root A")
+    token = json.loads(r[5][2])["t"]
+    assert len(token) == 32 and token == SESSION["token"]
+    # the token may come as the query argument t (IAS-shaped tooling: /csr?d=...&t=...)
+    r = call(
+        board,
+        store,
+        request("POST", "/csr?d=/cert/other.cer&t=@TOKEN@", headers={"X-IAS-Token": None}),
+    )
+    assert r[0][0] == 200 and store.removed == ["other.cer"]
+
+
+def test_no_get_changes_anything():
+    board, store = setup()
+    r = call(
+        board,
+        store,
+        request("GET", "/csr?d=/cert/other.cer"),  # an <img> on another page
+        request("GET", "/close"),
+        request("GET", "/wsa?s=evil&p=evilpass1&i=1"),
+        request("GET", "/i"),
+    )
+    assert r[0][0] == 405 and b"POST" in r[0][2]
+    assert r[1][0] == 405 and r[2][0] == 405
+    assert r[3][0] == 200  # still serving, not closed
+    assert store.removed == [] and not _exists(SETTINGS)
+
+
+def test_foreign_host_refused_or_sent_home():
+    # DNS rebinding: a page on evil.example that resolves to the device sends Host: evil.example
+    board, store = setup()
+    b, ct = form(s="evil", p="evilpass1", i="1")
+    evil = {"Host": "evil.example", "Origin": "http://evil.example"}
+    r = call(
+        board,
+        store,
+        request("GET", "/token", headers={"Host": "evil.example"}),
+        request("GET", "/i", headers={"Host": "127.0.0.1"}),  # right address, wrong port
+        request("POST", "/wsa", b, ct, evil),
+        request("POST", "/csr?d=/cert/other.cer", headers=evil),
+    )
+    assert r[0][0] == 302 and r[0][1]["location"].startswith("http://127.0.0.1:")
+    assert b'"t"' not in r[0][2]
+    assert r[1][0] == 302
+    assert r[2][0] == 403 and b"answers only to 127.0.0.1:" in r[2][2]
+    assert r[3][0] == 403
+    assert store.removed == [] and not _exists(SETTINGS)
+
+
+def test_device_hosts():
+    board, _ = setup()
+    hosts = configmode.device_hosts(board, ("192.168.4.1", "", "Kitchen", "Kitchen.local"), 80)
+    assert hosts() == [
+        "192.168.4.1",
+        "192.168.4.1:80",
+        "kitchen",
+        "kitchen:80",
+        "kitchen.local",
+        "kitchen.local:80",
+    ]
+    board._sta_ip = "10.0.0.9"  # joined a network: its address there names it too
+    assert hosts()[-1] == "10.0.0.9"
+    assert configmode.device_hosts(board, ("127.0.0.1",), 8080)() == [
+        "127.0.0.1:8080",
+        "10.0.0.9:8080",
+    ]
+
+
+def test_token_compare():
+    t = webguard.new_token()
+    assert len(t) == 32 and t != webguard.new_token()
+    assert webguard.same_token(t, t)
+    for bad in (None, "", t[:-1], t[:-1] + ("0" if t[-1] != "0" else "1"), t + "0"):
+        assert not webguard.same_token(bad, t)
 
 
 def test_cert_name_rules():
@@ -687,7 +891,7 @@ def test_configmode_close_and_announce():
 
     async def client():
         await asyncio.sleep(0.3)
-        return await _send(port, request("GET", "/close"))
+        return await _send(port, request("POST", "/close"))
 
     got = {}
 
@@ -695,6 +899,7 @@ def test_configmode_close_and_announce():
     orig_serve = configmode.serve
 
     async def serve_and_close(cfg, host, p, t, dns=None):
+        SESSION["token"] = cfg.token
         task = asyncio.create_task(client())
         reason = await orig_serve(cfg, host, p, t, dns)
         got["reply"] = await task
@@ -790,18 +995,24 @@ def test_configmode_run_with_a_device():
 
     dev = Dev()
     dev.board, dev.store, dev.app, dev.slots = board, store, App(), Slots()
-    fetch = lambda: {"ok": True, "message": "fetched", "version": 9}  # noqa: E731
+    fetch = lambda v: {"ok": True, "message": "fetched", "version": v}  # noqa: E731
+    from ias import state
+
+    dev.state = state.State(BASE + "/state.json")
+    dev.state.set("last_call", {"outcome": "no-update", "reason": "not_newer", "since": 1})
     port = _port()
     got = {}
     orig_serve = configmode.serve
 
     async def serve_and_use(cfg, host, p, t, dns=None):
+        SESSION["token"] = cfg.token
+
         async def client():
             await asyncio.sleep(0.2)
             got["app"] = await _send(port, request("GET", "/app"))
-            got["fetch"] = await _send(port, request("POST", "/anchors/fetch"))
+            got["fetch"] = await _send(port, request("POST", "/anchors/fetch", *form(v="9")))
             got["info"] = await _send(port, request("GET", "/i"))
-            await _send(port, request("GET", "/close"))
+            await _send(port, request("POST", "/close"))
 
         task = asyncio.create_task(client())
         reason = await orig_serve(cfg, host, p, t, dns)
@@ -826,6 +1037,8 @@ def test_configmode_run_with_a_device():
     assert json.loads(got["fetch"][2])["version"] == 9
     info = json.loads(got["info"][2])
     assert (info["an"], info["av"]) == ("Blink", "2.0")  # the device's slot pointer
+    assert info["lc"] == {"outcome": "no-update", "reason": "not_newer", "since": 1}
+    assert info["cv"] == configmode.CLIENT_VERSION and info["fv"].startswith("micropython-")
     assert said == ["1", "0"]
 
 
@@ -918,11 +1131,12 @@ def test_configmode_captive_portal_dns_and_probe():
         s.close()
         got["dns"] = reply
         got["probe"] = await _send(port, request("GET", "/generate_204"))
-        await _send(port, request("GET", "/close"))
+        await _send(port, request("POST", "/close"))
 
     orig_serve = configmode.serve
 
     async def serve_with_client(cfg, host, p, t, dns=None):
+        SESSION["token"] = cfg.token
         task = asyncio.create_task(client())
         reason = await orig_serve(cfg, host, p, t, dns)
         await task
