@@ -281,8 +281,12 @@ def footprint(world, boot_result):
     mods = [m[4:] for m in rec["modules"] if m.startswith("ias.") and m[4:] in lib]
     # and what a call home with an install imports on top (lazily)
     extra = [m for m in ("callhome", "httpclient", "appbundle", "trust", "tarstream") if m in lib]
+    # and the other phases' modules: anchors, channel, config mode
+    later = ("anchors", "certadmin", "channel", "configmode", "webapp")
+    others = [m for m in later if m in lib]
     per = {}
-    for m in mods + extra:  # each module alone in a fresh process (its own imports included)
+    # each module alone in a fresh process (its own imports included)
+    for m in mods + extra + others:
         ok, recs, text = world.run_mp("boottime", [boot_result["folder"], "mods", m])
         if ok:
             per[m] = recs[-1]["heap_after"] - recs[-1]["heap_mounted"]
@@ -297,6 +301,7 @@ def footprint(world, boot_result):
         "per_module": sorted(per.items(), key=lambda kv: -kv[1]),
         "boot_flash_ops": rec["programs"] + rec["erases"],
         "callhome_modules": extra,
+        "phase_modules": others,
     }
 
 

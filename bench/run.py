@@ -410,8 +410,9 @@ def footprint_section(rep, res):
     )
     rep.add()
     rep.add(
-        "Modules a call home with an install imports later: %s (rows below)."
-        % ", ".join(res["callhome_modules"])
+        "Modules a call home with an install imports later: %s; the other phases' (anchors, "
+        "channel, config mode): %s (rows below; each phase releases its modules when it ends)."
+        % (", ".join(res["callhome_modules"]), ", ".join(res.get("phase_modules", ())))
     )
     rep.add()
     rep.table(

@@ -199,6 +199,7 @@ class Device:
                 if not (trusted or not self.board.tls_verifies):
                     raise ReasonError("trial_pending", "the version on trial is not committed yet")
                 self._healthy()
+            gc.collect()  # the installer's modules and buffers fill the holes the head left
             installer = formats.installer_for(
                 first, self.board, self.settings, self.state, self.slots, None, trusted
             )
