@@ -86,6 +86,9 @@ class Device:
             self.store.recover()
         except OSError as e:
             log.warn("cert", "store recovery: %r" % e)
+        # The anchors' dates (telemetry, the refresh horizon) parsed now, before the app's
+        # objects fill the heap: a call home then never loads the certificate parser.
+        self.store.earliest_expiry(self.board.time())
 
     # -- the user's app ---------------------------------------------------------------------
     def start_app(self):

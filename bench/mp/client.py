@@ -23,7 +23,7 @@ from ias import board_unix, device  # noqa: E402
 board = board_unix.VirtualBoard(board_dir)
 board.sync_clock(0)
 dev = device.Device.open({"board": board})
-board.wifi_connect(dev.settings["wifi"])
+dev.start_network()  # Wi-Fi, clock, the anchors' dates: as Device.run() starts
 gc.collect()
 heap_ready = gc.mem_alloc()
 
