@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench reliability lint mpy ports clean setup sysdeps
+.PHONY: test demo bench reliability lint mpy ports clean setup sysdeps screens
 
 setup: $(STAMP)
 
@@ -44,6 +44,10 @@ bench: $(STAMP)
 # The whole reliability matrix, slow sweeps included; rewrites docs/reliability.md from the run.
 reliability: $(STAMP)
 	$(BIN)/python -m tools.reliability
+
+# The config page's screenshots in docs/screens/ (a test run puts them in test-artifacts/).
+screens: $(STAMP)
+	IAS_SCREENS=docs $(BIN)/pytest -q tests/test_config_browser.py -k screenshots
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -1,11 +1,13 @@
 # Update-key rotation (design §6): a keys.json signed by a current update key brings the next
 # keys; they are written beside the old ones, which are retired once the document's transition
-# window has passed. Looked for at the recovery locations when a signature fails.
+# window has passed by authenticated time (the time floor, never the board's clock: an NTP
+# answer far ahead must not retire keys early). Looked for at the recovery locations when a
+# signature fails.
 import json
 import os
 
 from . import board as board_mod
-from . import fsutil, log, trust
+from . import fsutil, log, timefloor, trust
 from .anchorset import MAX_SIG, parse_time, signature_bytes
 from .reason import ReasonError, const, reason_of
 
@@ -88,15 +90,16 @@ def rotate_key(doc_bytes, sig, keys, state, now, folder="/keys"):
         fsutil.write_atomic(folder + "/" + name, pem)
     state.set("keys_doc", {"version": version, "names": names, "until": until})
     log.info("keys", "update keys v%d accepted (signed by %s)" % (version, signer))
-    retire_keys(state, now, folder)
+    retire_keys(state, folder)
     return names
 
 
-def retire_keys(state, now, folder="/keys"):
-    """After the transition window, remove update keys the last keys.json did not list; never
-    when none of its keys is on disk and usable. Returns the removed file names."""
+def retire_keys(state, folder="/keys"):
+    """Once the time floor (authenticated time, timefloor.py) has passed the transition
+    window, remove update keys the last keys.json did not list; never when none of its keys
+    is on disk and usable. Returns the removed file names."""
     doc = state.get("keys_doc")
-    if not doc or now is None or now < doc.get("until", 0):
+    if not doc or timefloor.floor(state) < doc.get("until", 0):
         return []
     present = [k.name + ".pub" for k in trust.load_keys(folder)]
     if not any(n in present for n in doc["names"]):

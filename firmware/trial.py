@@ -11,13 +11,17 @@
 # (note_contact) is not the release's fault: it is retried, at most NET_RETRIES times. A crash
 # or an app that fails (app_failed) is.
 #
+# The trial's time limit counts the board's own uptime (ticks), never the wall clock: an NTP
+# answer far ahead must not end a good release's trial (design §1 rule 7). A trial thus runs
+# at most TRIAL_BOOTS boots of at most TRIAL_MS each.
+#
 # Commit is one atomic step: the pointer written without its trial. The state's counter floor
 # is raised after it, as a cache: the floor in force is max(state floor, the committed
 # pointer's counter), and boot_check() repairs the cache if a power cut came in between.
 from . import log
 
 TRIAL_BOOTS = 3  # boots a new version gets to complete one confirming contact
-TRIAL_MS = 600000  # ... and at most this long
+TRIAL_MS = 600000  # ... and at most this long of uptime in one boot
 # State key of the last install or trial failure. Apart from callhome's own "last_error" (which
 # the next failed call overwrites), so a rollback is reported even after more failed calls.
 ERROR_KEY = "ota_error"
@@ -176,6 +180,7 @@ def begin(slots, board, active, art, record):
             prev[k] = info[k]
     record = dict(record)
     record["boots"] = 0
+    # when the trial began, for `ias status` only: the clock never decides a trial's end
     record["since"] = board.time() if _clock_ok(board) else 0
     new = {"active": active, "prev": prev, "trial": record}
     new.update(art)
@@ -196,7 +201,7 @@ def _clock_ok(board):
 def boot_check(board, state, slots):
     """Run early at boot, before the app is imported. Repairs the state's counter floor from
     the committed pointer, counts trial boots and rolls back a version that crashed, was
-    reset by the watchdog, used up its boots or its 10 minutes. Returns None (no trial),
+    reset by the watchdog or used up its boots. Returns None (no trial),
     "trial" (the new version runs) or "rolled_back"."""
     info = slots.read()
     _raise_floor(state, slots.committed())  # a cut after a commit's pointer write left it low
@@ -233,9 +238,6 @@ def boot_check(board, state, slots):
             why = "%s not confirmed within %d boots" % (info.get("version"), TRIAL_BOOTS)
             rollback(board, state, why, slots, False)
             return "rolled_back"
-        if _expired(board, t, 0):
-            rollback(board, state, "%s not confirmed in time" % info.get("version"), slots, False)
-            return "rolled_back"
     t["boots"] = boots + 1
     new = dict(info)
     new["trial"] = t
@@ -244,20 +246,10 @@ def boot_check(board, state, slots):
     return "trial"
 
 
-def _expired(board, t, uptime_ms):
-    if uptime_ms > TRIAL_MS:
-        return True
-    since = t.get("since", 0)
-    if since and _clock_ok(board):
-        return board.time() - since > TRIAL_MS // 1000
-    return False
-
-
 def tick(board, state, slots):
     """Call from the main loop (cheap). Past the trial deadline without a commit, rolls back
-    and resets the board."""
-    t = slots.trial()
-    if t and _expired(board, t, board.uptime_ms()):
+    and resets the board. Uptime, not the clock: NTP cannot cut a trial short."""
+    if slots.trial() and board.uptime_ms() > TRIAL_MS:
         version = slots.read().get("version")
         rollback(board, state, "%s not confirmed within 10 minutes" % version, slots)
         return True

@@ -1,10 +1,11 @@
 """The config page in a real browser (Debian's chromium, headless, driven by Playwright) against
 config mode served by the MicroPython unix port (one board for the module, tests in order):
 pages on another origin change nothing; Info (versions, last call home, earliest root expiry,
-the activation code as known); every setting edited and refused in words; Wi-Fi networks keep
-their passwords; app fields; certificates (actions first, collapsed list, "Get IAS root cert"
-previews the change before installing, uploads, delete); markup shown as text; screenshots of
-each tab at phone and desktop size into docs/screens/; "Save and restart" saves, then Exit.
+the activation code as known, the last lines of the device log); every setting edited and
+refused in words; Wi-Fi networks keep their passwords; app fields; certificates (actions
+first, collapsed list, "Get IAS root cert" previews the change before installing, uploads,
+delete); markup shown as text; screenshots of each tab at phone and desktop size (into
+test-artifacts/screens/, or docs/screens/ with `make screens`); "Save and restart" saves, then Exit.
 """
 
 import hashlib
@@ -22,11 +23,23 @@ from webfixture import ConfigServer, files_of, raw_request
 from tools import pki
 
 CHROMIUM = "/usr/bin/chromium"
-SCREENS = Path(__file__).resolve().parent.parent / "docs" / "screens"
+REPO = Path(__file__).resolve().parent.parent
+DOC_SCREENS = REPO / "docs" / "screens"
+# A test run leaves the tree clean: shots go to test-artifacts/ unless `make screens` asks for
+# docs/ (IAS_SCREENS=docs), and the committed ones in docs/screens are checked either way.
+SCREENS = (
+    DOC_SCREENS if os.environ.get("IAS_SCREENS") == "docs" else REPO / "test-artifacts" / "screens"
+)
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 LAST_CALL = {"outcome": "no-update", "reason": "not_newer", "since": 1796000000}
 EVIL = '<img src=x onerror="window.pwned=1">'
+LOG = [  # the board's flash log: before NTP answered, then on the clock; markup in a message
+    "946684812 I net: Wi-Fi up, ip 192.168.4.2",
+    "1796000000 I callhome: calling home (boot)",
+    "1796000003 W callhome: failed: untrusted " + EVIL,
+    "1796000064 E ota: rollback: 2.0 not confirmed within 3 boots",
+]
 FIELDS = [
     {"name": "colour", "label": "Colour", "default": "red", "max": 10, "type": "L"},
     {"name": "mode", "label": "Mode:Slow,Fast", "default": "0", "max": 1, "type": "S"},
@@ -250,6 +263,7 @@ def board(tmp_path_factory, keys):
         ],
         settings={"wifi": [{"ssid": "lab", "password": "labpass1"}]},
         state={"last_call": LAST_CALL},
+        log=LOG,
         timeout_s=300,
     )
     with srv:
@@ -291,6 +305,40 @@ def test_info_shows_versions_last_call_and_expiry(page, board):
     assert "days" in info["Earliest root expiry"]
     assert info["Activation code"] == "none saved"  # not "Activated: yes" for anything
     assert info["MAC"] == "24:0A:C4:AB:CD:EF"
+
+
+def _log_rows(page):
+    return page.evaluate(
+        "() => Array.from(document.querySelectorAll('#log-list li')).map("
+        "li => Array.from(li.children).map(c => c.textContent))"
+    )
+
+
+def test_info_shows_the_last_lines_of_the_log(browser, page, board):
+    page.wait_for_function("document.querySelectorAll('#log-list li').length >= 4")
+    rows = _log_rows(page)
+    # the flash log's lines, oldest first, dates readable, levels in words, markup as text
+    assert rows[:4] == [
+        ["clock not set, 12 s after start", "info", "net: Wi-Fi up, ip 192.168.4.2"],
+        ["2026-11-30 00:53:20 UTC", "info", "callhome: calling home (boot)"],
+        ["2026-11-30 00:53:23 UTC", "warning", "callhome: failed: untrusted " + EVIL],
+        ["2026-11-30 00:54:24 UTC", "error", "ota: rollback: 2.0 not confirmed within 3 boots"],
+    ]
+    assert page.query_selector("#log-list img") is None
+    # on a phone the list is collapsed (its summary says how many lines); a tap opens it
+    assert page.evaluate("document.getElementById('log-box').open") is False
+    assert not page.is_visible("#log-list")
+    assert "(last %d lines, oldest first)" % len(rows) in page.text_content("#log-box summary")
+    page.click("#log-box summary")
+    assert page.is_visible("#log-list li >> nth=3")
+    # on a desktop it is open from the start
+    wide = browser.new_page(viewport=DESKTOP)
+    wide.goto(board.url + "/")
+    wide.wait_for_function("document.querySelectorAll('#log-list li').length >= 4")
+    assert wide.evaluate("document.getElementById('log-box').open") is True
+    assert wide.is_visible("#log-list li >> nth=3")
+    assert wide.evaluate("window.pwned") is None
+    wide.close()
 
 
 def keys_until(page, name):
@@ -465,6 +513,8 @@ def test_screenshots_of_every_tab(browser, board):
             _tab(pg, tab)
             pg.wait_for_selector("section#%s.on" % tab)
             pg.wait_for_selector("section#%s %s" % (tab, key), state="visible")
+            if tab == "info":  # the log's lines too (collapsed on a phone, open on a desktop)
+                pg.wait_for_function("document.querySelectorAll('#log-list li').length >= 4")
             # the tab's own actions come before its content
             first = pg.query_selector("section#%s .actions, section#%s .card" % (tab, tab))
             if tab not in ("info", "app"):
@@ -473,9 +523,12 @@ def test_screenshots_of_every_tab(browser, board):
             w, h = _png_size(out)
             assert w == viewport["width"] and h >= viewport["height"] - 1, (out, w, h)
         pg.close()
-    assert sorted(p.name for p in SCREENS.glob("*.png")) == sorted(
-        "%s-%s.png" % (t, s) for t in TABS for s in ("phone", "desktop")
-    )
+    names = sorted("%s-%s.png" % (t, s) for t in TABS for s in ("phone", "desktop"))
+    for folder in (SCREENS, DOC_SCREENS):
+        assert sorted(p.name for p in folder.glob("*.png")) == names, folder
+    for name in names:  # the committed shots are of this page's tabs at these sizes
+        viewport = PHONE if name.endswith("-phone.png") else DESKTOP
+        assert _png_size(DOC_SCREENS / name)[0] == viewport["width"], name
 
 
 def test_save_and_restart_saves_then_exits(page, board):

@@ -26,11 +26,13 @@ _SCRIPT = r"""
 import json, sys
 cfg = json.load(open(sys.argv[1]))
 sys.path[:0] = cfg["path"]
-from ias import certstore, configmode, der, state
+from ias import certstore, configmode, der, log, state
 from ias.board_unix import VirtualBoard
 from ias.reason import ReasonError
 
+log.PATH, log.OLD = cfg["log"], cfg["log"] + ".1"  # the board's flash log, in its folder
 board = VirtualBoard(cfg["host"])
+log.set_clock(board.time)  # as bootflow does: log lines carry the board's time
 board.sync_clock()  # the host's clock stands in for NTP
 store = certstore.CertStore(cfg["cert"])
 st = state.State(cfg["state"])
@@ -105,7 +107,8 @@ class ConfigServer:
     """`anchors`: [(file name, PEM bytes)] put in /cert; `fetch`: (name, PEM) that
     "Get IAS root cert" installs; `bundle`: the PEMs of the signed set its preview compares
     with the store (default: the fetched one only); `networks`: the virtual board's Wi-Fi
-    networks in range; `state`: the device's state.json (e.g. its last call home)."""
+    networks in range; `state`: the device's state.json (e.g. its last call home); `log`: the
+    lines of its flash log (/log.txt)."""
 
     def __init__(
         self,
@@ -118,6 +121,7 @@ class ConfigServer:
         settings=None,
         bundle=None,
         state=None,
+        log=(),
     ):
         self.dir = Path(folder)
         self.cert = self.dir / "cert"
@@ -133,6 +137,7 @@ class ConfigServer:
             (self.dir / ("bundle%d.pem" % i)).write_bytes(pem)
             bundle_files.append(str(self.dir / ("bundle%d.pem" % i)))
         (self.dir / "state.json").write_text(json.dumps(state or {}))
+        (self.dir / "log.txt").write_text("".join(line + "\n" for line in log))
         if settings is not None:
             self.settings.write_text(json.dumps(settings))
         (self.host / "board.json").write_text(
@@ -160,6 +165,7 @@ class ConfigServer:
             "fetch_name": fetch[0],
             "bundle": bundle_files,
             "state": str(self.dir / "state.json"),
+            "log": str(self.dir / "log.txt"),
             "version": 3,
         }
         (self.dir / "config.json").write_text(json.dumps(cfg))

@@ -491,15 +491,36 @@ def test_key_rotation_accepted_only_from_current_key():
         raise AssertionError("replayed keys.json accepted")
     except ReasonError as e:
         assert e.reason == "not_newer"
-    # the transition window ends: the old key is retired, never the new one
-    assert keyrotation.retire_keys(dev.state, now + 29 * DAY, dev.keys_dir) == []
-    assert keyrotation.retire_keys(dev.state, now + 31 * DAY, dev.keys_dir) == ["a.pub"]
+    # the transition window ends by authenticated time (the time floor): the old key is
+    # retired, never the new one
+    assert keyrotation.retire_keys(dev.state, dev.keys_dir) == []
+    dev.state.set("time_floor", now + 29 * DAY)
+    assert keyrotation.retire_keys(dev.state, dev.keys_dir) == []
+    dev.state.set("time_floor", now + 31 * DAY)
+    assert keyrotation.retire_keys(dev.state, dev.keys_dir) == ["a.pub"]
     assert sorted(os.listdir(dev.keys_dir)) == ["k1-0.pub"]
     try:
         anchorset.verify_bundle(*bundle("good2"), keys_of(dev), 1, now + 31 * DAY)
         raise AssertionError("retired key still honoured")
     except ReasonError as e:
         assert e.reason == "bad_signature"
+
+
+def test_key_retirement_ignores_a_clock_far_ahead():
+    # Design §1 rule 7: an NTP answer ten years ahead while keys.json arrives (rotate_key's
+    # `now` is the board's clock) retires nothing; the floor, still at today, decides.
+    dev = new_device()
+    now = fixtures()["now"]
+    dev.state.set("time_floor", now - DAY)
+    doc, sig = fx("rot_a/keys.json"), fx("rot_a/keys.json.sig")
+    ahead = now + 10 * 365 * DAY
+    assert keyrotation.rotate_key(doc, sig, keys_of(dev), dev.state, ahead, dev.keys_dir) == [
+        "k1-0.pub"
+    ]
+    assert sorted(os.listdir(dev.keys_dir)) == ["a.pub", "k1-0.pub"]
+    assert keyrotation.retire_keys(dev.state, dev.keys_dir) == []
+    # the old key still verifies what it signed during the transition
+    assert anchorset.verify_bundle(*bundle("good2"), keys_of(dev), 1, now)["version"] == 2
 
 
 def test_ladder_picks_up_a_rotated_key():

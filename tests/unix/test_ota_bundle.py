@@ -421,13 +421,25 @@ def test_trial_ten_minutes():
     except Reset:
         pass
     assert slots.active() == "slot_b" and "10 minutes" in trial.last_error(st)
-    # wall clock: a later boot more than 10 minutes after the switch rolls back at once
+
+
+def test_trial_time_is_uptime_not_the_clock():
+    # Design §1 rule 7: an NTP answer ten years ahead during a trial boot (the clock set and
+    # synced) neither ends the trial from the loop nor at the next boot; the release commits.
     board, st, slots, ctx = trial_device()
+    board.cause = "intended"
     assert trial.boot_check(board, st, slots) == "trial"
-    board.now += 601
+    board.now += 10 * 365 * 86400
+    board.clock_synced = True
+    board.uptime = 30000
+    assert trial.tick(board, st, slots) is False
+    board.cause = "power_on"
     board.uptime = 1000
-    assert trial.boot_check(board, st, slots) == "rolled_back"
-    assert "in time" in trial.last_error(st)
+    assert trial.boot_check(board, st, slots) == "trial"
+    assert trial.tick(board, st, slots) is False
+    assert slots.active() == "slot_a" and trial.last_error(st) is None
+    assert trial.commit(board, st, slots)["version"] == "2.0"
+    assert trial.refused(st) == [] and slots.trial() is None
 
 
 def _trial_runs_out(board, st, slots, reason):
