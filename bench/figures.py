@@ -348,7 +348,7 @@ def dump(obj):
 
 
 # -- 1c. the peak of each phase ------------------------------------------------------------------
-PHASES = ("boot", "call home", "install", "anchors", "channel")
+PHASES = ("boot", "call home", "install", "anchors", "channel", "config mode")
 
 
 def _phase_anchors(world):
@@ -386,8 +386,10 @@ def phases(world, install, payload=64 * KIB, confirm=2):
     an `ias sim init` board), call home (one IAS call answered 304), install (section 1's whole
     run, `install`: its floor cell for `payload`), anchors (a 304 call home whose after-call
     anchor refresh fetches, verifies and takes a signed anchor set over verified TLS), channel
-    (a poll of a signed static channel on plain HTTP that installs the bundle). Each run mounts
-    the flash and builds its Device first, as the whole run does."""
+    (a poll of a signed static channel on plain HTTP that installs the bundle), config mode
+    (bench/config_phase.py: a virtual ESP32 booted into config mode serves its page and previews
+    a signed anchor set, then exits). Each run mounts the flash and builds its Device first, as
+    the whole run does."""
     sys_path = str(REPO / "tests")
     import sys
 
@@ -428,4 +430,11 @@ def phases(world, install, payload=64 * KIB, confirm=2):
         if not ok:
             raise RuntimeError("channel phase failed:\n" + text)
         cells["channel"] = stable_floor(client(img, "update"), 128 * KIB, confirm)
+    from bench import config_phase
+
+    run = config_phase.ConfigRun(world.work / "config")
+    try:
+        cells["config mode"] = stable_floor(run.ok, 320 * KIB, confirm)
+    finally:
+        run.close()
     return {"payload": payload, "cells": cells}

@@ -185,10 +185,14 @@ def phase_section(rep, res):
         "board), call home (one IAS call answered 304), install (the whole run of section 1), "
         "anchors (a 304 call home whose after-call refresh fetches, verifies and takes a signed "
         "anchor set over verified TLS), channel (a poll of a signed static channel on plain "
-        "HTTP that installs the bundle). Every run but boot mounts the flash and builds its "
-        "Device first. Phases load their modules when they start and release them when they "
-        "end (firmware/phase.py), so the whole run's peak is the largest phase, not their sum. "
-        "Config mode is not measured here (it ends in a reset; its import cost is in section 5)."
+        "HTTP that installs the bundle), config mode (bench/config_phase.py: a virtual ESP32 "
+        "booted from its flash with the button held serves its page, previews the signed "
+        "anchor set 'Get IAS root cert' fetches over verified TLS, exits, then boots and calls "
+        "home: the larger of those). Boot and config mode run on an `ias sim init` board (its "
+        "launcher and bootloader model in the heap too); the others mount the flash and build "
+        "their Device first. Phases load their modules when they start and release them when "
+        "they end (firmware/phase.py), so the whole run's peak is the largest phase, not their "
+        "sum."
     )
     rep.add()
     rows = []
@@ -214,7 +218,8 @@ def goals_section(rep, raw):
     rom = [r["romfs"]["beyond"] / KIB for r in dep]
     tp = raw["throughput"]["ratio"]
     ph = raw["phases"]["cells"]
-    big = max(figures.PHASES, key=lambda n: ph[n]["floor"])
+    big = max(("boot", "call home", "install"), key=lambda n: ph[n]["floor"])
+    top = max(figures.PHASES, key=lambda n: ph[n]["floor"])
     rows = [
         [
             ".mpy whole run <= %d KiB (64-bit), flat with payload" % GOALS[".mpy"],
@@ -242,6 +247,15 @@ def goals_section(rep, raw):
             else "MISSED by %.2f" % (TARGETS["throughput"] - tp),
             "section 2; both runs share the littlefs/NOR sink and the 2 busy cores, so the "
             "ratio moves by about 0.1 between runs",
+        ],
+        [
+            "(not a goal) the largest phase of all",
+            "%s: %d KiB (32-bit ~%.0f KB)"
+            % (top, ph[top]["floor"] // KIB, ph[top]["floor"] / KIB * BITS32),
+            "section 1c",
+            "config mode holds Microdot, the web app and its guard, and for 'Get IAS root "
+            "cert' the anchor ladder over verified TLS, all at once: releasing the ladder's "
+            "modules after the preview and a smaller web stack would bring it down",
         ],
         [
             "no regression: 304 call home, boot, signature",

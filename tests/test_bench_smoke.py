@@ -42,7 +42,7 @@ def test_quick_run_produces_every_figure(tmp_path):
     # each phase's peak is a floor like the whole run's, the install phase being that run
     ph = raw["phases"]["cells"]
     assert ph["install"] == row["client"]
-    for name in ("boot", "call home", "anchors", "channel"):
+    for name in ("boot", "call home", "anchors", "channel", "config mode"):
         assert 4096 < ph[name]["lowest_pass"] <= ph[name]["floor"] < 16 << 20, (name, ph[name])
     tp = raw["throughput"]
     assert tp["payload"] == 16384 and tp["ours_us"]["median"] > tp["download_us"]["median"] > 0
