@@ -503,7 +503,7 @@ def run(quick=False, out=OUT, channel=True):
             raw["boot"] = figures.boot(world, runs=2 if quick else 5)
             raw["footprint"] = figures.footprint(world, raw["boot"])
             raw["throughput"] = figures.throughput(
-                world, 16 * KIB if quick else MIB, runs=1 if quick else 3
+                world, 16 * KIB if quick else MIB, runs=1 if quick else 5
             )
             raw["heap"] = figures.heap_floor(world, payloads, confirm=1 if quick else 2)
             raw["deploy"] = figures.romfs_floor(world, raw["heap"], confirm=1 if quick else 2)
