@@ -8,12 +8,18 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
+# One line per step: the pip steps are quiet and take a minute on a fresh machine.
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
-	$(BIN)/python -m tools.portcheck --install
-	touch $(STAMP)
+	@echo "setup: creating $(VENV) ($(PYTHON) -m venv)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "setup: upgrading pip in $(VENV) (pip install --upgrade pip)"
+	@$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
+	@echo "setup: installing the project and its tools into $(VENV) (pip install -e '.[test]', about a minute)"
+	@$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@echo "setup: the ESP32 and ESP8266 API stubs (tools/portcheck.py --install)"
+	@$(BIN)/python -m tools.portcheck --install
+	@touch $(STAMP)
+	@echo "setup: done; the host command line is $(BIN)/ias"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,7 +36,7 @@ ports: $(STAMP)
 
 # The Debian packages the tests run (nginx, chromium, faketime): apt-get installs what is missing.
 sysdeps:
-	$(PYTHON) tools/sysdeps.py
+	@$(PYTHON) tools/sysdeps.py
 
 test: sysdeps lint mpy
 	$(BIN)/pytest -q -m "not slow"

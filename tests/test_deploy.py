@@ -3,6 +3,7 @@
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,13 @@ def test_deploy_to_a_board_then_redeploy_skips(tmp_path):
         assert third["copied"] == ["/settings.json"]
         assert dev.alive()
     assert "0 copied (0 bytes), %d unchanged" % len(first["copied"]) in out.getvalue()
+    # one line per step before the copy's progress: what it does, never silence
+    steps = out.getvalue().splitlines()[:3]
+    assert steps[0] == "connecting to %s (up to 10 s) ..." % dev.port
+    assert re.fullmatch(
+        r"MicroPython 1\.\d+\.\d+ on unix; building the client for it \.\.\.", steps[1]
+    )
+    assert steps[2] == "comparing %d files with the board ..." % len(first["copied"])
 
     files = list_image(image)
     assert set(files) == set(first["copied"])  # nothing else, no temp files left behind
@@ -243,8 +251,9 @@ def test_deploy_refuses_a_micropython_older_than_1_23_in_one_line(tmp_path, caps
         assert cli.main(["deploy", "--port", dev.port, "--no-reset"]) == 1
         err = capsys.readouterr().err
         assert err == (
+            "connecting to %s (up to 10 s) ...\n"
             "ias deploy: error: the board runs MicroPython 1.22.2; the client needs 1.23 or "
-            "newer (see `ias flash`)\n"
+            "newer (see `ias flash`)\n" % dev.port
         )
         board = repl.Board(dev.port)
         try:

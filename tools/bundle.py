@@ -151,9 +151,16 @@ def build(src_dir, key, name, version, counter=0, compress=False, wbits=GZIP_WBI
     """The bundle's bytes. `key`: an RSA private key, or None for an unsigned bundle (accepted
     only by ESP32 devices over verified TLS with allow_unsigned set)."""
     if not name or len(name) > MAX_NAME:
-        raise ValueError("--name must be 1 to %d characters" % MAX_NAME)
+        raise ValueError(
+            "--name %r: 1 to %d characters (what the device keeps as its app name)"
+            % (name, MAX_NAME)
+        )
     if not version or len(version) > MAX_VERSION:
-        raise ValueError("--version must be 1 to %d characters" % MAX_VERSION)
+        raise ValueError(
+            "--version %r has %d characters: 1 to %d, because IAS keeps %d characters of a "
+            "version (x-ver, the device's app_version); e.g. 1.10.2"
+            % (version, len(version), MAX_VERSION, MAX_VERSION)
+        )
     if not isinstance(counter, int) or counter < 0:
         raise ValueError("--counter must be a whole number >= 0")
     files = collect(src_dir)
@@ -173,9 +180,20 @@ def build(src_dir, key, name, version, counter=0, compress=False, wbits=GZIP_WBI
     return data
 
 
+def _private_key(path):
+    try:
+        return keys_mod.load_private(path)
+    except ValueError:
+        raise ValueError(
+            "--key %s is not an RSA private key: give the operator's update.key from "
+            "`ias keys new` (the .pub goes to devices)" % path
+        ) from None
+
+
 def cmd_build(args):
-    key = None if args.unsigned else keys_mod.load_private(args.key)
+    key = None if args.unsigned else _private_key(args.key)
     data = build(args.src, key, args.name, args.version, args.counter, args.gzip, args.wbits)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)  # e.g. artifacts/APP/
     Path(args.output).write_bytes(data)
     print(
         "%s: %s %s, counter %d, %d bytes%s, md5 %s"

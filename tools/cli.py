@@ -44,12 +44,15 @@ def main(argv=None):
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
+        print("ias %s: stopped (Ctrl-C)" % args.command, file=sys.stderr)
         return 130
     except SystemExit:
         raise
     except Exception as e:  # one clear line for the user; tracebacks are for developers
         if getattr(args, "debug", False):
             raise
+        if isinstance(e, FileNotFoundError) and e.filename:
+            e = "no such file: %s" % e.filename
         print("ias %s: error: %s" % (args.command, e), file=sys.stderr)
         return 2
 

@@ -44,25 +44,135 @@ class Story:
         return ok
 
     def table(self):
-        width = [
-            max(len(str(r[i])) for r in self.rows + [("step", "expected", "observed")])
-            for i in range(3)
-        ]
-        line = "  ".join("%-*s" for _ in width)
-        print(
-            "\n"
-            + line % (width[0], "step", width[1], "expected", width[2], "observed")
-            + "  result"
-        )
+        """The summary: each step, what was expected and what the device did, in words."""
+        print("\nWhat happened")
         for step, exp, obs, ok in self.rows:
-            print(
-                line % (width[0], step, width[1], exp, width[2], obs)
-                + ("  ok" if ok else "  FAIL")
-            )
+            print("  %s %s" % ("ok  " if ok else "FAIL", step))
+            print("       expected: %s" % exp)
+            lines = obs.split("\n")
+            print("       observed: %s" % lines[0])
+            for more in lines[1:]:
+                print("                 %s" % more)
         took = time.monotonic() - self.t0
         passed = sum(1 for r in self.rows if r[3])
         print("\n%d of %d steps as expected, in %.1f s" % (passed, len(self.rows), took))
         return passed == len(self.rows)
+
+
+# Reason codes the demo's device reports, in words (firmware/reason.py and the modules that
+# raise them are the reference).
+WORDS = {
+    "untrusted": "the server's certificate chains to no root the device trusts",
+    "expired": "a certificate in the server's chain has expired",
+    "not_yet_valid": "the server's certificate is not valid yet (check the clock)",
+    "name_mismatch": "the server's certificate is for another name",
+    "clock_unset": "the device's clock was not set",
+    "timeout": "no answer in time",
+    "refused": "connection refused (nothing listens there)",
+    "closed": "the server closed the connection",
+    "unreachable": "the host cannot be reached",
+    "not_newer": "it had nothing newer",
+    "rejected": "that bundle was reverted before",
+    "bad_signature": "the signature did not verify",
+    "http_404": "not found there (HTTP 404)",
+    "installed": "a new anchor bundle was installed",
+    "nothing_new": "no location had a newer anchor bundle",
+    "failed": "no location answered",
+}
+
+
+def in_words(code):
+    return WORDS.get(code, code.replace("_", " "))
+
+
+def iso(seconds):
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(seconds)))
+
+
+def explain_recovery(header):
+    """x-IAS-RECOVERY ("WHY@EPOCH OUTCOME; N URL RESULT; ...") as lines a person reads."""
+    lines = []
+    for part in header.split("; "):
+        words = part.split(" ")
+        if "@" in words[0]:  # a walk of the ladder: why it started, when, how it ended
+            why, _, when = words[0].partition("@")
+            when = iso(when) if when.isdigit() else when
+            outcome = " ".join(words[1:])
+            lines.append(
+                "%s: the call home failed (%s); the device walked its recovery ladder: %s"
+                % (when, in_words(why), in_words(outcome))
+            )
+        elif len(words) >= 3 and words[0].isdigit():  # one rung: a location and its result
+            result = " ".join(words[2:])
+            if result.startswith("installed v"):
+                result = "signed anchor bundle %s installed" % result.split(" ")[1]
+            else:
+                result = in_words(result)
+            lines.append("  location %s %s: %s" % (words[0], words[1], result))
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def explain_error(header):
+    """x-IAS-LAST-ERROR in words: "rollback: WHY" reads "rolled back: WHY"."""
+    parts = []
+    for part in header.split("; "):
+        if part.startswith("rollback: "):
+            part = "rolled back, because the " + part[len("rollback: ") :]
+        else:
+            part = in_words(part)
+        parts.append(part)
+    return "; ".join(parts)
+
+
+def explain_outcome(res):
+    outcome, reason = res.get("outcome"), res.get("reason") or ""
+    if outcome == "no-update" and reason.startswith("refused: "):
+        return "no update: the server's offer was refused, it %s" % reason[len("refused: ") :]
+    if outcome == "no-update":
+        return "no update (%s)" % in_words(reason)
+    if outcome == "up-to-date":
+        return "up to date"
+    return "%s %s" % (outcome, in_words(reason)) if reason else str(outcome)
+
+
+def shown(path):
+    """`path` as the user typed it, relative to the current folder when it is under it."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def next_steps(board):
+    """Where the board is and three things to try with it, after the demo."""
+    from tools.cli import COMMANDS
+
+    here = shown(board)
+    ias = ".venv/bin/ias" if (Path.cwd() / ".venv" / "bin" / "ias").exists() else "ias"
+    have = {name for name, _ in COMMANDS}
+    inspect = (
+        ("%s status %s" % (ias, here), "its installed version, anchors and last call home")
+        if "status" in have
+        else ("%s sim cat %s /state.json" % (ias, here), "what it remembers (its state file)")
+    )
+    steps = (
+        (
+            "%s sim boot %s --cycles 3" % (ias, here),
+            "power it on again (the demo's server is "
+            "gone now: watch it retry and keep running v1.2)",
+        ),
+        ("%s sim config %s" % (ias, here), "its config page: open http://127.0.0.1:8080/"),
+        inspect,
+    )
+    print("\nThe virtual ESP32 is in %s (its flash is %s/flash.bin)." % (here, here))
+    print("Three things to try next:")
+    for cmd, why in steps:
+        print("  %s\n      %s" % (cmd, why))
+    if "logs" in have:
+        print("and `%s logs %s` prints its log." % (ias, here))
 
 
 def _app_source(work, version, broken=False):
@@ -146,7 +256,8 @@ def run_demo(work, quiet=False):
     server.use_chain(leaf_a, [inter_a])
     port = server.start()
     story.note(
-        "ias serve: https://127.0.0.1:%d (and plain http on %d)" % (port, server.plain_port)
+        "ias serve: https://127.0.0.1:%d/ (and plain http://127.0.0.1:%d/)"
+        % (port, server.plain_port)
     )
     try:
         return _story(story, work, server, pub_path, key, (leaf_b, [inter_b]), quiet)
@@ -203,8 +314,8 @@ def _story(story, work, server, pub_path, key, chain_b, quiet):
     reported = header_seen(server, "x-IAS-RECOVERY")
     story.check(
         "recovery reported home",
-        "x-IAS-RECOVERY sent",
-        (reported or "none")[:60],
+        "the device tells the server how it recovered (x-IAS-RECOVERY)",
+        explain_recovery(reported) if reported else "nothing was reported",
         reported is not None,
     )
     story.check(
@@ -227,8 +338,8 @@ def _story(story, work, server, pub_path, key, chain_b, quiet):
     error = header_seen(server, "x-IAS-LAST-ERROR")
     story.check(
         "failure reported home",
-        "x-IAS-LAST-ERROR sent",
-        (error or "none")[:60],
+        "the device tells the server v1.3 failed (x-IAS-LAST-ERROR)",
+        explain_error(error) if error else "nothing was reported",
         error is not None and "1.3" in error,
     )
     story.say("The server still offers v1.3: a forced call home (like a short button press)")
@@ -236,11 +347,13 @@ def _story(story, work, server, pub_path, key, chain_b, quiet):
     res = run.result or {}
     story.check(
         "bad v1.3 not taken again",
-        "no-update refused",
-        "%s %s" % (res.get("outcome"), res.get("reason")),
+        "no update: v1.3 refused",
+        explain_outcome(res),
         res.get("outcome") == "no-update" and "refused" in (res.get("reason") or ""),
     )
-    return story.table()
+    ok = story.table()
+    next_steps(board)
+    return ok
 
 
 def header_seen(server, name):

@@ -213,8 +213,11 @@ def check_update_key(path):
     """Raise BuildError unless `path` is a PEM public key (a private key never leaves the host)."""
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-    with open(path, "rb") as f:
-        data = f.read()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise BuildError("cannot read the update key %s: %s" % (path, e.strerror or e))
     if b"PRIVATE KEY" in data:
         raise BuildError("%s is a PRIVATE key: pass the public half (.pub)" % path)
     try:
@@ -345,6 +348,7 @@ def target_for(platform):
 
 def deploy_to(
     port,
+    connect_timeout=None,
     settings=None,
     update_key=None,
     anchors=ANCHORS,
@@ -362,11 +366,28 @@ def deploy_to(
     from tools.repl import Board, sync
 
     out = stream if stream is not None else sys.stderr
-    board = Board(port)
+    # What can be checked on the host is checked before the board is touched.
+    from tools.repl import CONNECT_TIMEOUT, check_port
+
+    if update_key:
+        check_update_key(update_key)
+    if settings:
+        load_settings(settings)
+    check_port(port)
+    wait = connect_timeout or CONNECT_TIMEOUT
+    print("connecting to %s (up to %g s) ..." % (port, wait), file=out, flush=True)
+    board = Board(port, timeout=wait)
     try:
-        check_version(board.version())
+        version = board.version()
+        check_version(version)
         if target is None:
             target = target_for(board.platform())
+        print(
+            "MicroPython %s on %s; building the client for it ..."
+            % (".".join(str(v) for v in version) or "?", target),
+            file=out,
+            flush=True,
+        )
         if build_time is None:
             build_time = source_time()
         with tempfile.TemporaryDirectory(prefix="ias-deploy-") as tmp:
@@ -426,6 +447,12 @@ examples:
 
 
 def add_arguments(parser):
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        metavar="S",
+        help="seconds for the board to answer on its port (default 10)",
+    )
     parser.add_argument("--settings", metavar="FILE", help="initial settings (JSON) to install")
     parser.add_argument(
         "--app",
@@ -478,6 +505,7 @@ def run(args):
     try:
         deploy_to(
             args.port,
+            connect_timeout=args.connect_timeout,
             settings=args.settings,
             update_key=args.update_key,
             anchors=args.anchors,

@@ -6,10 +6,13 @@ The build (what the tree holds) is tools/deploy.py.
 """
 
 import base64
+import contextlib
 import hashlib
+import io
 import os
 import time
 
+CONNECT_TIMEOUT = 10  # seconds for a board to answer on its port
 CHUNK = 1024  # raw bytes per exec: 1368 base64 characters, small enough for an ESP8266 heap
 
 # Runs on the board: prints "path sha256" per file, "path -" when missing.
@@ -56,31 +59,52 @@ class DeployError(Exception):
     pass
 
 
+def check_port(port):
+    if not port.startswith(("rfc2217://", "socket://")) and not os.path.exists(port):
+        raise DeployError("no such serial port: %s" % port)
+
+
 class Board:
     """A MicroPython board on a serial port, driven over the raw REPL (mpremote's transport)."""
 
-    def __init__(self, port, attempts=5, delay=1.0):
+    def __init__(self, port, attempts=5, delay=1.0, timeout=CONNECT_TIMEOUT):
         from mpremote.transport import TransportError
         from mpremote.transport_serial import SerialTransport
 
-        if not port.startswith(("rfc2217://", "socket://")) and not os.path.exists(port):
-            raise DeployError("no such serial port: %s" % port)
+        check_port(port)
         try:
             self.t = SerialTransport(port, baudrate=115200)
         except TransportError as e:
             raise DeployError("cannot open %s: %s (is another program using it?)" % (port, e))
-        # A board that just reset is busy booting (first boot formats the filesystem): retry.
+        # A board that just reset is busy booting (first boot formats the filesystem): retry,
+        # all within `timeout` seconds, so a port where nothing answers fails soon, in one line.
+        end = time.monotonic() + timeout
         last = None
+        # A pty is read blocking (no timeout): bound each read while connecting, so the
+        # deadline is checked even when nothing at all comes back.
+        self.t.serial.timeout = 0.5
         for _ in range(attempts):
+            left = end - time.monotonic()
+            if left <= 0:
+                break
             try:
-                self.t.enter_raw_repl(soft_reset=False)
+                with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it got
+                    self.t.enter_raw_repl(soft_reset=False, timeout_overall=left)
                 break
             except TransportError as e:
                 last = e
-                time.sleep(delay)
+                time.sleep(min(delay, max(0, end - time.monotonic())))
         else:
             self.t.close()
             raise DeployError("no MicroPython raw REPL on %s: %s" % (port, last))
+        self.t.serial.timeout = None
+        if not self.t.in_raw_repl:
+            self.t.close()
+            raise DeployError(
+                "nothing answered on %s within %g s: is a MicroPython board there and no other "
+                "program (a serial monitor) using it? Press its reset button and try again"
+                % (port, timeout)
+            )
 
     def exec(self, code):
         from mpremote.transport import TransportError
@@ -147,6 +171,8 @@ def sync(board, tree, stream=None):
     does not read back with the right hash."""
     from tools.progress import Progress
 
+    if stream is not None:
+        print("comparing %d files with the board ..." % len(tree), file=stream, flush=True)
     want = {p: sha256_file(local) for p, local in tree.items()}
     have = board.hashes(sorted(want))
     todo = [p for p in sorted(want) if have.get(p) != want[p]]

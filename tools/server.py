@@ -27,6 +27,7 @@ stall, no_response. UpdateServer.set_chain() switches the certificate chain whil
 """
 
 import argparse
+import errno
 import hashlib
 import json
 import socket
@@ -116,6 +117,40 @@ class _Handler(socketserver.BaseRequestHandler):
         self.server.app._handle(self.request, self.client_address, self.server.tls)
 
 
+class PortBusy(OSError):
+    """The port asked for is taken: the message names it and the option that changes it."""
+
+
+class _Answer:
+    """The connection, noting the status line of the answer sent (for the request log)."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self.status = None
+
+    def sendall(self, data):
+        if self.status is None:
+            self.status = bytes(data[:64]).split(b"\r\n", 1)[0].decode("latin-1")[9:]
+        return self._sock.sendall(data)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+def request_line(rec, status):
+    """One log line per request: who, what, the device's app, the answer."""
+    h = {n.lower(): v for n, v in rec["headers"]}
+    app = h.get("x-esp-version")
+    return "%s %s %s %s%s -> %s" % (
+        time.strftime("%H:%M:%S"),
+        rec["peer"],
+        rec["method"] or "?",
+        rec["path"].split("?", 1)[0],
+        " (%s)" % app if app else "",
+        status or "no answer",
+    )
+
+
 class UpdateServer:
     """An in-process, threaded IAS update server. start() returns the TLS port; stop() ends it.
     `requests` holds every request seen; fault() queues misbehaviour for /ota/updates."""
@@ -135,8 +170,10 @@ class UpdateServer:
         hosts=("localhost", "127.0.0.1"),
         default_app=None,
         tls=True,
+        log=None,
     ):
         self.artifacts = Path(artifacts) if artifacts else None
+        self.log = log  # called with one line per request (ias serve prints them)
         self.anchors = Path(anchors) if anchors else None
         self.host = host
         self.port = port
@@ -213,11 +250,15 @@ class UpdateServer:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self):
         self._stop.clear()
-        main = _TCPServer((self.host, self.port), self, self.use_tls)
+        main = self._bind(self.port, self.use_tls, "--port")
         self.port = main.server_address[1]
         self._servers = [main]
         if self.plain_port is not None and self.use_tls:
-            plain = _TCPServer((self.host, self.plain_port), self, False)
+            try:
+                plain = self._bind(self.plain_port, False, "--plain-port")
+            except OSError:
+                main.server_close()
+                raise
             self.plain_port = plain.server_address[1]
             self._servers.append(plain)
         for srv in self._servers:
@@ -225,6 +266,17 @@ class UpdateServer:
                 target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True
             ).start()
         return self.port
+
+    def _bind(self, port, tls, option):
+        try:
+            return _TCPServer((self.host, port), self, tls)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise PortBusy(
+                    "port %d on %s is busy (another server listens there): choose another "
+                    "with %s" % (port, self.host, option)
+                ) from None
+            raise
 
     def stop(self):
         self._stop.set()
@@ -260,7 +312,12 @@ class UpdateServer:
                 return
             rec = self._parse(head, peer, sock if tls else None)
             self._record(rec)
-            self._route(sock, raw, rec)
+            answer = _Answer(sock)
+            try:
+                self._route(answer, raw, rec)
+            finally:
+                if self.log is not None:
+                    self.log(request_line(rec, answer.status))
         except OSError:
             pass  # the client went away; nothing to answer
         finally:
@@ -454,9 +511,18 @@ def add_parser(subparsers, summary):
     return p
 
 
+def _say(line):
+    print("ias serve: " + line, flush=True)
+
+
 def run(args):
     if bool(args.cert) != bool(args.key):
         raise ValueError("--cert and --key go together")
+    if args.artifacts and not Path(args.artifacts).is_dir():
+        _say(
+            "warning: the artifacts folder %s does not exist (yet): every device gets "
+            "404 until it holds APP/current.json and the bundle" % args.artifacts
+        )
     srv = UpdateServer(
         artifacts=args.artifacts,
         port=args.port,
@@ -470,11 +536,15 @@ def run(args):
         record=args.record,
         hosts=("localhost", "127.0.0.1", *args.host),
         default_app=args.default_app,
+        log=_say,
     )
     srv.retry_after = args.retry_after
     if args.fault:
         srv.fault(args.fault, count=None)
-    srv.start()
+    try:
+        srv.start()
+    except PortBusy as e:
+        raise SystemExit("ias serve: %s" % e)
     print("ias serve: %s" % srv.url, flush=True)
     if srv.plain_port:
         print("ias serve: http://%s:%d (plain)" % (srv.host, srv.plain_port), flush=True)

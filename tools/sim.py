@@ -7,13 +7,17 @@ client as a ROMFS image, with --romfs).
 """
 
 import argparse
+import ctypes
 import hashlib
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -56,13 +60,62 @@ def stage_firmware(dest, chip, romfs_image=None):
         shutil.rmtree(Path(dest) / "lib")  # all of /lib is in the image
 
 
+def _refuse(what):
+    raise SystemExit("ias sim init: %s; nothing written" % what)
+
+
+def check_inputs(args):
+    """Every file `ias sim init` would put into the flash, checked before anything is written:
+    one line naming the option and what to do, and no board left half made."""
+    from tools.deploy import BuildError, check_anchor, check_update_key
+
+    for pem in args.anchor:
+        if not Path(pem).is_file():
+            _refuse("--anchor %s: no such file" % pem)
+        try:
+            check_anchor(pem)
+        except BuildError:
+            _refuse("--anchor %s is not a certificate (give a CA's PEM or DER file)" % pem)
+    if args.update_key:
+        key = Path(args.update_key)
+        if not key.is_file():
+            _refuse("--update-key %s: no such file" % key)
+        try:
+            check_update_key(str(key))
+        except BuildError:
+            if b"PRIVATE KEY" in key.read_bytes():
+                _refuse(
+                    "--update-key %s is a PRIVATE key: give its public half (%s)"
+                    % (key, key.with_suffix(".pub"))
+                )
+            _refuse("--update-key %s is not a PEM public key (see `ias keys new`)" % key)
+    if args.app and not (Path(args.app) / "app.py").is_file():
+        _refuse("--app %s holds no app.py (see examples/blink)" % args.app)
+
+
 def init(args):
     folder = Path(args.dir)
     if (folder / "flash.bin").exists() and not args.force:
         raise SystemExit(
             "ias sim init: %s already holds a board (use --force to replace it)" % folder
         )
+    check_inputs(args)
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
+    before = set(os.listdir(folder)) - {"flash.bin", "board.json"}
+    try:
+        return _init(folder, args)
+    except BaseException:  # no half-made board: `sim init` must not then say "already holds"
+        if made:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            for name in set(os.listdir(folder)) - before:
+                if not (folder / name).is_dir():
+                    (folder / name).unlink(missing_ok=True)
+        raise
+
+
+def _init(folder, args):
     for old in (
         "flash.bin",
         "run.json",
@@ -122,7 +175,13 @@ def init(args):
             _init_partitions(folder)
         result = run_board(folder, "format", stage.name, echo=False)
         if result.code != 0:
-            raise SystemExit("ias sim init: writing the flash failed:\n" + result.output)
+            last = (result.output.strip().splitlines() or ["no output"])[-1]
+            if "OSError: 28" in last:  # ENOSPC
+                raise SystemExit(
+                    "ias sim init: the firmware does not fit in %d KiB of flash: give a larger "
+                    "--flash-kib (default 2048); nothing kept" % args.flash_kib
+                )
+            raise SystemExit("ias sim init: writing the flash failed (%s); nothing kept" % last)
     print("virtual %s ready in %s (%s)" % (args.chip, folder, hw["mac"]))
     return 0
 
@@ -155,6 +214,15 @@ class BoardRun:
         self.result = result
 
 
+def _die_with_parent():
+    # In its own session the board no longer shares the host's process group: have the kernel
+    # end it when the host process ends, however that happens (SIGKILL included). Linux only.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (AttributeError, OSError):
+        pass
+
+
 def run_board(folder, mode="boot", arg=None, echo=True, timeout=300, log=None):
     """One power-on of the virtual board, until it resets, halts or stops."""
     folder = Path(folder).resolve()
@@ -162,6 +230,8 @@ def run_board(folder, mode="boot", arg=None, echo=True, timeout=300, log=None):
     if mode != "boot":
         cmd += ["--run", mode] + ([str(arg)] if arg is not None else [])
     env = dict(os.environ, MICROPYPATH=str(VBOARD) + ":.frozen")
+    # Its own session: a Ctrl-C at the terminal reaches the host side only, which then stops the
+    # board (stop_board) instead of the MicroPython process dying with a traceback mid-write.
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -170,9 +240,21 @@ def run_board(folder, mode="boot", arg=None, echo=True, timeout=300, log=None):
         cwd=str(VBOARD),
         text=True,
         errors="replace",
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
-    lines, result = [], None
+    lines = []
     deadline = time.monotonic() + timeout
+    try:
+        return _follow(proc, lines, deadline, echo, log)
+    finally:
+        if proc.poll() is None:  # interrupted (Ctrl-C, SIGTERM): the board loses power
+            proc.kill()
+            proc.wait()
+
+
+def _follow(proc, lines, deadline, echo, log):
+    result = None
     try:
         for line in proc.stdout:
             if line.startswith("@@RESULT "):
@@ -199,6 +281,34 @@ def run_board(folder, mode="boot", arg=None, echo=True, timeout=300, log=None):
     return BoardRun(code, "".join(lines), result)
 
 
+def stop_board(folder):
+    """After the host stopped a board mid-run (its power cut): remove the temp files of the
+    writes that were cut, so the flash holds only whole files. Returns their paths."""
+    run = run_board(folder, "tidy", echo=False, timeout=60)
+    return run.output.split() if run.code == 0 else []
+
+
+class Stopped(Exception):
+    """SIGTERM, turned into an exception so the board is stopped as on Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Stopped()
+
+
+def interruptible(what):
+    """Run what() until it returns, or a Ctrl-C or SIGTERM stops it: then None."""
+    main = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if main else None
+    try:
+        return what()
+    except (KeyboardInterrupt, Stopped):
+        return None
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, old)
+
+
 def require_board(folder):
     """Stop with one clear line when `folder` holds no virtual board."""
     if not (Path(folder) / "flash.bin").exists():
@@ -219,6 +329,19 @@ def boot(args):
             "ias sim boot: no virtual board in %s (run `ias sim init` first)" % folder
         )
     (folder / "cycles").write_text("0")
+    code = interruptible(lambda: _boot(folder, args))
+    if code is None:
+        cut = stop_board(folder)
+        print(
+            "ias sim boot: stopped: the board in %s is off%s; `ias sim boot %s` powers it on"
+            % (folder, " (%d cut writes dropped)" % len(cut) if cut else "", folder),
+            file=sys.stderr,
+        )
+        return 130
+    return code
+
+
+def _boot(folder, args):
     cause, boots = "power_on", 0
     with open(folder / "console.log", "a") as log:
         while boots < args.max_boots:
@@ -264,7 +387,11 @@ def boot(args):
 def callhome(args):
     require_board(args.dir)
     _write_run(args.dir, {"cause": "power_on"})
-    run = run_board(args.dir, "callhome", echo=args.verbose)
+    run = interruptible(lambda: run_board(args.dir, "callhome", echo=args.verbose))
+    if run is None:
+        stop_board(args.dir)
+        print("ias sim callhome: stopped: the board in %s is off" % args.dir, file=sys.stderr)
+        return 130
     res = run.result
     if res is None:
         if not args.verbose:
@@ -282,25 +409,62 @@ def callhome(args):
     return 0 if res["outcome"] != "error" else 3
 
 
+def port_free(host, port):
+    """True when `port` on `host` can be bound now (the board's web server binds it next)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def config(args):
     require_board(args.dir)
+    if not port_free(args.bind, args.port):
+        raise SystemExit(
+            "ias sim config: port %d on %s is busy (another program listens there): "
+            "choose another with --port" % (args.port, args.bind)
+        )
     _write_run(args.dir, {"cause": "power_on"})
-    run = run_board(args.dir, "config", args.port, echo=True, timeout=args.timeout + 60)
+    where = "%s:%d" % (args.bind, args.port)
+    run = interruptible(
+        lambda: run_board(args.dir, "config", where, echo=True, timeout=args.timeout + 60)
+    )
+    if run is None:
+        stop_board(args.dir)
+        print("ias sim config: stopped: the board in %s is off" % args.dir, file=sys.stderr)
+        return 130
     return 0 if run.result else 1
 
 
-def ls(args):
+def _read_out(args, what):
     require_board(args.dir)
-    run = run_board(args.dir, "ls", args.path, echo=False)
-    sys.stdout.write(run.output)
-    return 0 if run.code == 0 else 1
+    run = run_board(args.dir, what, args.path, echo=False)
+    if run.code == 0:
+        sys.stdout.write(run.output)
+        return 0
+    errno = (run.result or {}).get("errno")
+    if errno == 21:
+        why = "%s is a folder: list it with `ias sim ls %s %s`" % (args.path, args.dir, args.path)
+    elif errno == 20:
+        why = "%s is a file: print it with `ias sim cat %s %s`" % (args.path, args.dir, args.path)
+    elif errno == 2:
+        why = "no %s on the board's flash; see `ias sim ls %s`" % (args.path, args.dir)
+    else:
+        why = "reading %s failed (%s)" % (args.path, errno or run.output.strip()[-200:])
+    raise SystemExit("ias sim %s: %s" % (what, why))
+
+
+def ls(args):
+    return _read_out(args, "ls")
 
 
 def cat(args):
-    require_board(args.dir)
-    run = run_board(args.dir, "cat", args.path, echo=False)
-    sys.stdout.write(run.output)
-    return 0 if run.code == 0 else 1
+    return _read_out(args, "cat")
 
 
 def add_parser(subparsers, summary):
@@ -399,11 +563,18 @@ def add_parser(subparsers, summary):
     g = s.add_parser(
         "config",
         help="serve the board's config mode on localhost",
-        description="Serve the virtual board's config mode on localhost until /close "
-        "or 300 s without requests.",
+        description="Serve the virtual board's config mode on 127.0.0.1 (--bind to change) "
+        "until /close, Ctrl-C or 300 s without requests.",
     )
     g.add_argument("dir", metavar="DIR")
     g.add_argument("--port", type=int, default=8080)
+    g.add_argument(
+        "--bind",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every "
+        "interface, e.g. to open the page from a phone)",
+    )
     g.add_argument("--timeout", type=int, default=300)
     g.set_defaults(func=config)
 

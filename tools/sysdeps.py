@@ -4,9 +4,11 @@
     python3 tools/sysdeps.py --check    # only say what is missing (exit 1 if anything is)
 
 nginx (tests/nginxhost.py: the static channel against a real web server), chromium (the config
-page in a real browser) and faketime (moving the TLS client's clock). Prints what it installs;
-fails with one line when it cannot (not root, no apt-get, apt-get failed). Standard library only:
-it runs before the virtualenv exists.
+page in a real browser) and faketime (moving the TLS client's clock). Prints one line: what it
+installs, or that all are present; fails with one line saying what to run when it cannot (not
+root, no apt-get, apt-get failed). The browser tests fail rather than skip while chromium is
+missing on a machine that could install it (tests/conftest.py). Standard library only: it runs
+before the virtualenv exists.
 """
 
 import os
@@ -37,12 +39,21 @@ def missing():
     return out
 
 
+def installable():
+    """True when this machine installs Debian packages (apt-get), so nothing needs skipping."""
+    return shutil.which("apt-get") is not None
+
+
 def install(packages, run=subprocess.run):
     """apt-get update, then install `packages`. Returns an error line, or None when done."""
+    names = " ".join(packages)
     if not shutil.which("apt-get"):
-        return "no apt-get: install the Debian packages %s by hand" % " ".join(packages)
+        return (
+            "no apt-get here: install %s with your system's package manager, then run "
+            "`make test` again" % names
+        )
     if os.geteuid() != 0:
-        return "not root: run `sudo apt-get install -y %s`, then again" % " ".join(packages)
+        return "not root: run `sudo apt-get install -y %s`, then `make test` again" % names
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     steps = (
         ["apt-get", "update", "-qq"],
@@ -60,6 +71,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     packages = missing()
     if not packages:
+        print("sysdeps: %s present" % ", ".join(dict.fromkeys(p for _, p in NEEDED)), flush=True)
         return 0
     if "--check" in argv:
         print("sysdeps: missing Debian packages: %s" % " ".join(packages))

@@ -1,7 +1,7 @@
 # The virtual board's "ROM": runs inside the MicroPython unix port. Mounts DIR/flash.bin (a
 # littlefs image on the NOR model) at / and DIR at /host, runs the bootloader step for virtual
 # ESP32 OTA slots, then /boot.py and /main.py as the device would.
-#   micropython launch.py DIR [--run boot|callhome|config|ls PATH|cat PATH|format SRC]
+#   micropython launch.py DIR [--run boot|callhome|config|ls PATH|cat PATH|tidy|format SRC]
 # Exit codes: 0 done, 75 reset, 76 halt, 77 power cut, 78 panic (a crash reset), 79 no bootable
 # app (the bootloader resets forever), 1 stuck at the REPL (uncaught error).
 import json
@@ -15,6 +15,7 @@ from nor import BLOCK, NorFlash, PowerCut
 EXIT_POWER_CUT = 77
 EXIT_PANIC = 78
 EXIT_NO_APP = 79
+EXIT_NO_FILE = 2  # ls or cat of a path that is not on the flash
 # A virtual firmware image whose app segment carries this marker stands for firmware that
 # panics at start (tools/espimage.py app_image(payload=...)): the bootloader starts it, it
 # resets with a crash before any Python runs, as a broken firmware build does on a chip.
@@ -95,6 +96,34 @@ def list_tree(path, depth=0):
             list_tree(full, depth + 1)
         else:
             print("%s%s  %d" % ("  " * depth, name, os.stat(full)[6]))
+
+
+def read_out(mode, path):
+    # ls and cat for the host: a path that is not there is one result line, not a traceback.
+    try:
+        if mode == "ls":
+            list_tree(path)
+        else:
+            with open(path, "rb") as f:
+                sys.stdout.buffer.write(f.read())
+    except OSError as e:
+        print("@@RESULT " + json.dumps({"errno": e.args[0] if e.args else None}))
+        sys.exit(EXIT_NO_FILE)
+
+
+def tidy(path):
+    # After the host stopped a board (Ctrl-C cuts its power): drop the temp files of writes the
+    # cut interrupted, as certstore.recover() does for /cert. Their targets kept the old content.
+    for entry in os.ilistdir(path):
+        name, kind = entry[0], entry[1]
+        full = path.rstrip("/") + "/" + name
+        if full == "/host":
+            continue
+        if kind == 0x4000:
+            tidy(full)
+        elif name.endswith(".tmp"):
+            os.remove(full)
+            print(full)
 
 
 def run_file(path, env):
@@ -189,11 +218,10 @@ def main(argv):
     try:
         if mode == "format":
             copy_tree("/host/" + arg, "/")
-        elif mode == "ls":
-            list_tree(arg or "/")
-        elif mode == "cat":
-            with open(arg, "rb") as f:
-                sys.stdout.buffer.write(f.read())
+        elif mode in ("ls", "cat"):
+            read_out(mode, arg or "/")
+        elif mode == "tidy":
+            tidy("/")
         elif mode == "boot":
             boot(dev)
         else:

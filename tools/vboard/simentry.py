@@ -24,9 +24,18 @@ def run(mode, arg):
             dev.apply(result)  # switches and resets, as the device does
         sys.exit(0 if result.get("outcome") != "error" else 3)
     elif mode == "config":
-        port = int(arg) if arg else None
+        # arg: "PORT" or "HOST:PORT" (ias sim config --bind; the device itself binds 0.0.0.0)
+        host, _, port = (arg or "").rpartition(":")
+        port = int(port) if port else None
         dev.start_network()
-        dev.config_mode(port=port)
+        if host:
+            from ias import configmode
+
+            if dev.app is None:
+                dev.start_app()
+            configmode.run(dev, fields=dev.app.fields, port=port, host=host)
+        else:
+            dev.config_mode(port=port)
         _result({"outcome": "config-closed"})
     else:
         print("unknown mode %s" % mode)
