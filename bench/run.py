@@ -188,11 +188,12 @@ def phase_section(rep, res):
         "HTTP that installs the bundle), config mode (bench/config_phase.py: a virtual ESP32 "
         "booted from its flash with the button held serves its page, previews the signed "
         "anchor set 'Get IAS root cert' fetches over verified TLS, exits, then boots and calls "
-        "home: the larger of those). Boot and config mode run on an `ias sim init` board (its "
-        "launcher and bootloader model in the heap too); the others mount the flash and build "
-        "their Device first. Phases load their modules when they start and release them when "
-        "they end (firmware/phase.py), so the whole run's peak is the largest phase, not their "
-        "sum."
+        "home: the larger of those). Boot runs on an `ias sim init` board's flash "
+        "(bench/mp/boottime.py); config mode on the whole virtual board, so its figure also "
+        "holds the launcher and the NOR and bootloader models (tools/vboard, compiled from "
+        "source); the others mount the flash and build their Device first. Phases load their "
+        "modules when they start and release them when they end (firmware/phase.py), so the "
+        "whole run's peak is the largest phase, not their sum."
     )
     rep.add()
     rows = []
