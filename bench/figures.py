@@ -42,7 +42,7 @@ def _bare_ok(world):
     return ok
 
 
-def heap_floor(world, payloads, confirm=2):
+def heap_floor(world, payloads, confirm=2, only=None):
     """The smallest -X heapsize (1 KiB steps) at which each client completes, per payload: a
     bisection, then the floor is raised until `confirm` runs in a row pass there (`floor`);
     `lowest_pass` is the smallest heap that passed once; floor - 1 KiB is run `confirm` more
@@ -60,6 +60,8 @@ def heap_floor(world, payloads, confirm=2):
         }
         hint["naive"] = payload + 96 * KIB
         for name, ok in checks.items():
+            if only is not None and name not in only:
+                continue
             row[name] = stable_floor(ok, hint[name], confirm)
             hint[name] = row[name]["floor"]
         rows.append(row)
@@ -279,8 +281,12 @@ def footprint(world, boot_result):
     mods = [m[4:] for m in rec["modules"] if m.startswith("ias.") and m[4:] in lib]
     # and what a call home with an install imports on top (lazily)
     extra = [m for m in ("callhome", "httpclient", "appbundle", "trust", "tarstream") if m in lib]
+    # and the other phases' modules: anchors, channel, config mode
+    later = ("anchors", "certadmin", "channel", "configmode", "webapp")
+    others = [m for m in later if m in lib]
     per = {}
-    for m in mods + extra:  # each module alone in a fresh process (its own imports included)
+    # each module alone in a fresh process (its own imports included)
+    for m in mods + extra + others:
         ok, recs, text = world.run_mp("boottime", [boot_result["folder"], "mods", m])
         if ok:
             per[m] = recs[-1]["heap_after"] - recs[-1]["heap_mounted"]
@@ -295,6 +301,7 @@ def footprint(world, boot_result):
         "per_module": sorted(per.items(), key=lambda kv: -kv[1]),
         "boot_flash_ops": rec["programs"] + rec["erases"],
         "callhome_modules": extra,
+        "phase_modules": others,
     }
 
 
@@ -338,3 +345,96 @@ def new_world(tmp):
 
 def dump(obj):
     return json.dumps(obj, default=str, indent=1)
+
+
+# -- 1c. the peak of each phase ------------------------------------------------------------------
+PHASES = ("boot", "call home", "install", "anchors", "channel", "config mode")
+
+
+def _phase_anchors(world):
+    """A signed anchor set (the server's root and one more) served at /ota/anchors/, and a CA
+    expiring in 100 days for the device's store: its earliest expiry is within the refresh
+    horizon, so after the call home the anchor policy walks the ladder and takes the set."""
+    from tools import anchorbundle, pki
+
+    soon = pki.make_ca("Bench Soon Root", not_after=100)
+    out = world.work / "anchors"
+    root = (world.work / "root.pem").read_bytes()
+    anchorbundle.build_anchor_bundle(
+        world.key_path.read_bytes(), 1, [root.decode(), soon.pem.decode()], out_dir=out
+    )
+    world.server.anchors = out
+    return [("soonRoot.cer", soon.pem)]
+
+
+def _phase_channel(world, payload):
+    """The bench's app published as a signed static channel (tools/publish.py) in a folder."""
+    from tools import publish
+
+    src = world.work / ("chsrc-%d" % payload)
+    src.mkdir(exist_ok=True)
+    (src / "app.py").write_text("def setup(app):\n    pass\n")
+    (src / "data.bin").write_bytes(os.urandom(max(payload - 4608, 1)))
+    out = world.work / "channel"
+    publish.publish(src, world.key, "BenchApp", "2.0", out, counter=1, poll=600)
+    return out
+
+
+def phases(world, install, payload=64 * KIB, confirm=2):
+    """The peak heap of each phase: the floor (as section 1, same machinery) of a run that goes
+    through that phase: boot (boot.py, Device.open(), the app started: bench/mp/boottime.py on
+    an `ias sim init` board), call home (one IAS call answered 304), install (section 1's whole
+    run, `install`: its floor cell for `payload`), anchors (a 304 call home whose after-call
+    anchor refresh fetches, verifies and takes a signed anchor set over verified TLS), channel
+    (a poll of a signed static channel on plain HTTP that installs the bundle), config mode
+    (bench/config_phase.py: a virtual ESP32 booted into config mode serves its page and previews
+    a signed anchor set, then exits). Each run mounts the flash and builds its Device first, as
+    the whole run does."""
+    sys_path = str(REPO / "tests")
+    import sys
+
+    if sys_path not in sys.path:
+        sys.path.insert(0, sys_path)
+    from statichost import StaticHost
+
+    _, md5 = world.bundle(payload)
+    cells = {"install": install}
+    folder = world.work / "sim"
+    if not folder.exists():
+        folder = _sim_board(world)
+
+    def runs(script, args_of):
+        def ok(heap):
+            return world.run_mp(script, args_of(), heap=heap)[0]
+
+        return ok
+
+    def client(img, mode):
+        return runs("client", lambda: [world.work, world.fresh(img), "/host/" + img.name, mode])
+
+    cells["boot"] = stable_floor(runs("boottime", lambda: [folder, "client"]), 48 * KIB, confirm)
+    img = world.image("ph-304", payload, installed_md5=md5)
+    cells["call home"] = stable_floor(client(img, "noupdate"), 96 * KIB, confirm)
+    img = world.image("ph-anchors", payload, installed_md5=md5, certs=_phase_anchors(world))
+    ok, _, text = world.run_mp(
+        "client", [world.work, world.fresh(img), "/host/" + img.name, "anchors"]
+    )
+    if not ok:
+        raise RuntimeError("anchors phase failed:\n" + text)
+    cells["anchors"] = stable_floor(client(img, "anchors"), 128 * KIB, confirm)
+    with StaticHost(_phase_channel(world, payload)) as host:
+        img = world.image("ph-channel", payload, settings={"channel": host.url("/channel.json")})
+        ok, _, text = world.run_mp(
+            "client", [world.work, world.fresh(img), "/host/" + img.name, "update"]
+        )
+        if not ok:
+            raise RuntimeError("channel phase failed:\n" + text)
+        cells["channel"] = stable_floor(client(img, "update"), 128 * KIB, confirm)
+    from bench import config_phase
+
+    run = config_phase.ConfigRun(world.work / "config")
+    try:
+        cells["config mode"] = stable_floor(run.ok, 320 * KIB, confirm)
+    finally:
+        run.close()
+    return {"payload": payload, "cells": cells}

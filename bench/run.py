@@ -4,6 +4,8 @@ written to bench/results.md (docs/benchmarks.md says what each figure means).
     python -m bench.run                 the full run (a few minutes)
     python -m bench.run --quick         tiny sizes and one run each (the smoke test uses it)
     python -m bench.run --out FILE      write the report elsewhere
+    python -m bench.run --floor 64      only the whole-run floor of ours for one payload (KiB),
+                                        .mpy and ROMFS, one confirming run (a diet's quick check)
 """
 
 import argparse
@@ -21,7 +23,7 @@ MIB = 1024 * 1024
 OUT = Path(__file__).resolve().parent / "results.md"
 TARGETS = {
     "floor": 64 * KIB,
-    "throughput": 0.7,
+    "throughput": 0.9,  # issue 16 (was 0.7)
     "noupdate": 1.2,
     "boot_ms": 50,
     "sig_ms": 5,
@@ -174,11 +176,119 @@ def deployment_section(rep, res):
     )
 
 
+def phase_section(rep, res):
+    rep.add("## 1c. Peak heap of each phase (.mpy deployment, %s bundle)" % _size(res["payload"]))
+    rep.add()
+    rep.add(
+        "Each phase's peak is the floor (section 1's search, 1 KiB steps) of a run that goes "
+        "through it: boot (boot.py, Device.open(), the app started, on an `ias sim init` "
+        "board), call home (one IAS call answered 304), install (the whole run of section 1), "
+        "anchors (a 304 call home whose after-call refresh fetches, verifies and takes a signed "
+        "anchor set over verified TLS), channel (a poll of a signed static channel on plain "
+        "HTTP that installs the bundle), config mode (bench/config_phase.py: a virtual ESP32 "
+        "booted from its flash with the button held serves its page, previews the signed "
+        "anchor set 'Get IAS root cert' fetches over verified TLS, exits, then boots and calls "
+        "home: the larger of those). Boot runs on an `ias sim init` board's flash "
+        "(bench/mp/boottime.py); config mode on the whole virtual board, so its figure also "
+        "holds the launcher and the NOR and bootloader models (tools/vboard, compiled from "
+        "source); the others mount the flash and build their Device first. Phases load their "
+        "modules when they start and release them when they end (firmware/phase.py), so the "
+        "whole run's peak is the largest phase, not their sum."
+    )
+    rep.add()
+    rows = []
+    for name in figures.PHASES:
+        c = res["cells"][name]
+        kib = c["floor"] / KIB
+        rows.append(
+            [name, _floor(c), "%.0f KiB" % (kib * BITS32)]
+            + [_budget_cell(kib * BITS32, b) for _, b in BUDGETS]
+        )
+    rep.table(
+        ["phase", "peak (floor), 64-bit", "32-bit (x%.2f)" % BITS32] + [n for n, _ in BUDGETS],
+        rows,
+    )
+
+
+def goals_section(rep, raw):
+    """Issue 16's goals, each met or missed by how much, and what would close a miss."""
+    rep.add("## 0. Issue 16 goals")
+    rep.add()
+    dep = raw["deploy"]["rows"]
+    mpy = [r["mpy"]["floor"] / KIB for r in dep]
+    rom = [r["romfs"]["beyond"] / KIB for r in dep]
+    tp = raw["throughput"]["ratio"]
+    ph = raw["phases"]["cells"]
+    big = max(("boot", "call home", "install"), key=lambda n: ph[n]["floor"])
+    top = max(figures.PHASES, key=lambda n: ph[n]["floor"])
+    rows = [
+        [
+            ".mpy whole run <= %d KiB (64-bit), flat with payload" % GOALS[".mpy"],
+            "%.0f-%.0f KiB (flat within %.0f)" % (min(mpy), max(mpy), max(mpy) - min(mpy)),
+            _miss(max(mpy), GOALS[".mpy"]),
+            "the largest phase is %s (%d KiB); bytecode loaded from .mpy is about a third of "
+            "it (the ROMFS row runs the same code from the image): freezing the client "
+            "(manifest.py) or ROMFS removes that part; beyond, fewer and smaller modules "
+            "(every module costs its qstrs, functions and dict for good)"
+            % (big, ph[big]["floor"] // KIB),
+        ],
+        [
+            "ROMFS whole run <= %d KiB beyond the image (64-bit)" % GOALS["ROMFS"],
+            "%.0f-%.0f KiB" % (min(rom), max(rom)),
+            _miss(max(rom), GOALS["ROMFS"]),
+            "qstrs of every loaded module stay interned (about 20 KiB for the install phase's "
+            "modules), then function objects, module and class dicts: fewer modules and names "
+            "on the install path, or freezing (qstrs and code in the firmware)",
+        ],
+        [
+            "update throughput >= %.1f of the bare verified stream" % TARGETS["throughput"],
+            "%.2f" % tp,
+            "met"
+            if tp >= TARGETS["throughput"]
+            else "MISSED by %.2f" % (TARGETS["throughput"] - tp),
+            "section 2; both runs share the littlefs/NOR sink and the 2 busy cores, so the "
+            "ratio moves by about 0.1 between runs",
+        ],
+        [
+            "(not a goal) the largest phase of all",
+            "%s: %d KiB (32-bit ~%.0f KB)"
+            % (top, ph[top]["floor"] // KIB, ph[top]["floor"] / KIB * BITS32),
+            "section 1c",
+            "config mode holds Microdot, the web app and its guard, and for 'Get IAS root "
+            "cert' the anchor ladder over verified TLS, all at once: releasing the ladder's "
+            "modules after the preview and a smaller web stack would bring it down",
+        ],
+        [
+            "no regression: 304 call home, boot, signature",
+            "304 %.2f x bare; boot %.1f ms; RSA-3072 check %.2f ms"
+            % (
+                raw["noupdate"]["ratio"],
+                raw["boot"]["ours_us"]["median"] / 1000.0,
+                [r for r in raw["sig"]["rows"] if r["bits"] == 3072][0]["check"]["median"]
+                / 1000.0,
+            ),
+            "see sections 3, 4, 6",
+            "",
+        ],
+    ]
+    rep.table(["goal", "measured", "verdict", "what would close it"], rows)
+
+
+def _miss(value, goal):
+    return "met" if value <= goal else "MISSED by %.0f KiB" % (value - goal)
+
+
 def throughput_section(rep, res):
     rep.add("## 2. Throughput of an update over loopback TLS (%d B bundle)" % res["payload"])
     rep.add()
     rep.table(
-        ["what", "time ms median (min-max, n)", "MB/s", "ratio bare/ours", "target >= 0.7"],
+        [
+            "what",
+            "time ms median (min-max, n)",
+            "MB/s",
+            "ratio bare/ours",
+            "target >= %.1f" % TARGETS["throughput"],
+        ],
         [
             [
                 "ours: call home + download, unpacked as it arrives (signature first) + switch",
@@ -315,8 +425,9 @@ def footprint_section(rep, res):
     )
     rep.add()
     rep.add(
-        "Modules a call home with an install imports later: %s (rows below)."
-        % ", ".join(res["callhome_modules"])
+        "Modules a call home with an install imports later: %s; the other phases' (anchors, "
+        "channel, config mode): %s (rows below; each phase releases its modules when it ends)."
+        % (", ".join(res["callhome_modules"]), ", ".join(res.get("phase_modules", ())))
     )
     rep.add()
     rep.table(
@@ -393,10 +504,14 @@ def run(quick=False, out=OUT, channel=True):
             raw["boot"] = figures.boot(world, runs=2 if quick else 5)
             raw["footprint"] = figures.footprint(world, raw["boot"])
             raw["throughput"] = figures.throughput(
-                world, 16 * KIB if quick else MIB, runs=1 if quick else 3
+                world, 16 * KIB if quick else MIB, runs=1 if quick else 5
             )
             raw["heap"] = figures.heap_floor(world, payloads, confirm=1 if quick else 2)
             raw["deploy"] = figures.romfs_floor(world, raw["heap"], confirm=1 if quick else 2)
+            first = raw["heap"]["rows"][0]
+            raw["phases"] = figures.phases(
+                world, first["client"], first["payload"], confirm=1 if quick else 2
+            )
         finally:
             world.close()
     if channel:
@@ -416,8 +531,10 @@ def run(quick=False, out=OUT, channel=True):
         )
     )
     rep.add()
+    goals_section(rep, raw)
     heap_section(rep, raw["heap"])
     deployment_section(rep, raw["deploy"])
+    phase_section(rep, raw["phases"])
     throughput_section(rep, raw["throughput"])
     _heap_ready_note(rep, raw["throughput"])
     noupdate_section(rep, raw["noupdate"])
@@ -431,12 +548,34 @@ def run(quick=False, out=OUT, channel=True):
     return raw
 
 
+def quick_floor(payload):
+    """The whole-run floor of ours (.mpy and ROMFS beyond the image) for one payload, each
+    confirmed once: the quick check of one diet step (the full figures come from make bench)."""
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        world = figures.new_world(tmp)
+        try:
+            heap = figures.heap_floor(world, [payload], confirm=1, only=("client",))
+            dep = figures.romfs_floor(world, heap, confirm=1)
+        finally:
+            world.close()
+    m, r = dep["rows"][0]["mpy"], dep["rows"][0]["romfs"]
+    print(
+        "%s: .mpy %s, ROMFS %.1f KiB beyond the image (%s with it); %.0f s"
+        % (_size(payload), _floor(m), r["beyond"] / KIB, _floor(r), time.time() - started)
+    )
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes, one run each")
     p.add_argument("--out", default=str(OUT), help="where to write the report (markdown)")
     p.add_argument("--no-channel", action="store_true", help="skip bench/channel_resume.py")
+    p.add_argument("--floor", type=int, metavar="KIB", help="only the whole-run floors")
     args = p.parse_args(argv)
+    if args.floor:
+        quick_floor(args.floor * KIB)
+        return 0
     run(quick=args.quick, out=args.out, channel=not args.no_channel)
     return 0
 

@@ -100,11 +100,12 @@ class World:
         (self.work / "art" / APP / "current.json").write_text(json.dumps(meta))
         return path, md5
 
-    def image(self, name, payload, installed_md5="", port=None):
+    def image(self, name, payload, installed_md5="", port=None, settings=None, certs=()):
         """A flash template (littlefs on the NOR model) laid out as `ias sim init` lays it out,
         minus the firmware (which the scripts import from /host/fw/lib): /cert/iasRootCa.cer
         (the server's root), /keys/update.pub, /settings.json, /app.json, /slot_a/app.py.
-        Sized for the staging file and the new slot. Returns the folder."""
+        Sized for the staging file and the new slot. `settings`: entries over the defaults
+        (e.g. a channel); `certs`: more anchors [(file name, PEM bytes)]. Returns the folder."""
         folder = self.work / ("img-" + name)
         if folder.exists():
             shutil.rmtree(folder)
@@ -114,6 +115,7 @@ class World:
         (stage / "slot_a").mkdir()
         shutil.copy(self.work / "root.pem", stage / "cert" / "iasRootCa.cer")
         shutil.copy(self.pub_path, stage / "keys" / "update.pub")
+        extra_settings = settings
         settings = {
             "wifi": [WIFI],
             "server": "https://localhost:%d" % (port or self.port),
@@ -121,6 +123,9 @@ class World:
             "app_version": "1.0",
             "interval": 7200,
         }
+        settings.update(extra_settings or {})
+        for cname, pem in certs:
+            (stage / "cert" / cname).write_bytes(pem)
         (stage / "settings.json").write_text(json.dumps(settings))
         (stage / "slot_a" / "app.py").write_text("def setup(app):\n    pass\n")
         app = {"active": "slot_a", "kind": "bundle", "name": APP, "version": "1.0", "counter": 0}

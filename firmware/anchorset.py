@@ -4,7 +4,7 @@
 import json
 
 from . import certstore, der, log, trust
-from .reason import ReasonError, const, iso_date
+from .reason import ReasonError, const, days_from_civil, iso_date
 
 MAX_BUNDLE = const(16384)  # bytes of anchors.json accepted (about 8 roots)
 MAX_SIG = const(1024)  # a 4096-bit signature is 512 bytes, 684 in base64
@@ -25,7 +25,7 @@ def parse_time(value):
         raise ReasonError("malformed", "time %r" % value)
     if value[4] != "-" or value[7] != "-" or not (1 <= m <= 12 and 1 <= d <= 31):
         raise ReasonError("malformed", "time %r" % value)
-    return der.days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss
+    return days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss
 
 
 def signature_bytes(sig):

@@ -48,6 +48,10 @@ class BundleInstaller(Installer):
 
     def begin(self, size, name, version):
         self.start(size, name, version)
+        if self.keys is None:  # now, while the heap is in one piece (the check comes later)
+            from . import trust
+
+            self.keys = trust.load_keys(self.slots.keys_dir)
         s = self.slots
         fsutil.remove(s.staging)
         self.slot = s.inactive()

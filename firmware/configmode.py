@@ -114,7 +114,7 @@ def anchor_diff(store, certs, now):
 
 
 def anchors_iso(t):
-    from .certstore import iso_date
+    from .reason import iso_date
 
     return iso_date(t)
 

@@ -5,7 +5,7 @@
 import binascii
 import hashlib
 
-from .reason import ReasonError, const
+from .reason import ReasonError, const, days_from_civil
 
 MAX_CERT = const(8192)  # bytes of DER per certificate; real roots are 0.5 to 2 KiB
 MAX_PEM = const(65536)  # characters of PEM text accepted by pem_blocks()
@@ -104,16 +104,6 @@ def _digits(buf, start, n):
             raise ReasonError("bad_time", "not a digit")
         v = v * 10 + c
     return v
-
-
-def days_from_civil(y, m, d):
-    """Days since 1970-01-01 of a proleptic Gregorian date (no time.mktime: ports differ)."""
-    y -= m <= 2
-    era = (y if y >= 0 else y - 399) // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
 
 
 def _time(buf, pos, end):
@@ -242,12 +232,9 @@ def _b64_table():
     return t
 
 
-_B64_TABLE = _b64_table()
-
-
 def _b64_body(data, start, stop):
     """Check data[start:stop] is base64 text and return the DER it decodes to."""
-    table = _B64_TABLE
+    table = _b64_table()  # built per call, not at import: der.py loads for management only
     count = pad = 0
     for i in range(start, stop):
         k = table[data[i]]

@@ -4,8 +4,7 @@ import gc
 import sys
 
 from . import board as hw
-from . import log, timefloor
-from . import settings as settings_mod
+from . import log, phase, timefloor
 from .reason import ReasonError
 
 LOOP_MS = 100  # how often the loop wakes on hardware: button and app get this resolution
@@ -25,11 +24,24 @@ class Device:
             slots = Slots("", settings)  # settings name the factory app (slots.py)
         self.slots = slots
         self.app = None
-        if transport is None:
+        # Every connection the device opens goes through its one transport. Unless given, it is
+        # made when a call home (or config mode) first needs it and dropped when the call
+        # ends, so the loop between calls holds no network code (the app's heap).
+        self._transport = transport
+        self._own_transport = transport is None
+
+    @property
+    def transport(self):
+        if self._transport is None:
             from .transport import Transport
 
-            transport = Transport(board, store, state)
-        self.transport = transport  # every connection the device opens goes through it
+            self._transport = Transport(self.board, self.store, self.state)
+        return self._transport
+
+    @transport.setter
+    def transport(self, value):
+        self._transport = value
+        self._own_transport = value is None
 
     @classmethod
     def open(cls, decision=None):
@@ -45,7 +57,7 @@ class Device:
             from . import state
 
             st = state.State()
-        s = settings_mod.load()
+        s = _load_settings()
         return cls(board, s, st, certstore.CertStore(), decision.get("slots"))
 
     # -- network and clock ------------------------------------------------------------------
@@ -74,6 +86,9 @@ class Device:
             self.store.recover()
         except OSError as e:
             log.warn("cert", "store recovery: %r" % e)
+        # The anchors' dates (telemetry, the refresh horizon) parsed now, before the app's
+        # objects fill the heap: a call home then never loads the certificate parser.
+        self.store.earliest_expiry(self.board.time())
 
     # -- the user's app ---------------------------------------------------------------------
     def start_app(self):
@@ -114,27 +129,40 @@ class Device:
         outcome."""
         if self.app is not None:
             self.app.emit("update_check")
-        gc.collect()  # a boundary: the TLS handshake and an install want the heap in one piece
-        out = self._ask(force)
+        out = self._phase(self._ask, force)
         if out["outcome"] == "error" and out["reason"] in timefloor.TIME_FAULTS:
             out = self._ask_again_on_time(force, out)
         if out["outcome"] == "error" and out["reason"] in ("untrusted", "expired"):
-            if self._recover(force, out["reason"]):
-                out = self._ask(force)
+            if self._phase(self._recover, force, out["reason"]):
+                out = self._phase(self._ask, force)
         elif out["outcome"] == "error" and out["reason"] == "bad_signature":
-            if self._new_update_key(force):
-                out = self._ask(force)
+            if self._phase(self._new_update_key, force):
+                out = self._phase(self._ask, force)
         if out["outcome"] == "error":
             self._note_contact(out["reason"])
-        self._after_call(out)
+        self._phase(self._after_call, out)
         return out
+
+    def _phase(self, fn, *args):
+        """Run one phase of a call (the protocol, the recovery ladder, the after-call anchor
+        work): the modules it imports are released when it ends, with the device's own
+        transport, so the heap's peak is the largest phase, not their sum. A staged installer
+        keeps what it needs through its own objects."""
+        before = phase.loaded()
+        gc.collect()  # a boundary: the TLS handshake and an install want the heap in one piece
+        try:
+            return fn(*args)
+        finally:
+            if self._own_transport:
+                self._transport = None
+            phase.release(before)
 
     def _ask_again_on_time(self, force, out):
         # Verified TLS failed on time: NTP may have lied (design §1 rule 7). Ask it again, or
         # try the confirmed floor; the floor stays only if verified TLS works with it.
         if not timefloor.recheck(self.board, self.state):
             return out
-        out = self._ask(force)
+        out = self._phase(self._ask, force)
         if out["outcome"] == "error" and out["reason"] in timefloor.TIME_FAULTS + ("untrusted",):
             timefloor.give_up_floor(self.board, self.state)
         return out
@@ -174,6 +202,7 @@ class Device:
                 if not (trusted or not self.board.tls_verifies):
                     raise ReasonError("trial_pending", "the version on trial is not committed yet")
                 self._healthy()
+            gc.collect()  # the installer's modules and buffers fill the holes the head left
             installer = formats.installer_for(
                 first, self.board, self.settings, self.state, self.slots, None, trusted
             )
@@ -409,6 +438,16 @@ class _Reported:
 
     def activate(self):
         return self.installer.activate()
+
+
+def _load_settings():
+    # The settings module (validation, defaults) is needed only while loading: released after.
+    before = phase.loaded()
+    from . import settings
+
+    s = settings.load()
+    phase.release(before)
+    return s
 
 
 def config_mode_missing():

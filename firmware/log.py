@@ -10,7 +10,6 @@ INFO = const(20)
 WARN = const(30)
 ERROR = const(40)
 level = INFO
-_NAMES = {INFO: "I", WARN: "W", ERROR: "E"}
 
 PATH = "/log.txt"
 OLD = "/log.1"
@@ -39,7 +38,7 @@ def _stamp():
 def _emit(lvl, tag, msg):
     if lvl < level:
         return
-    line = "%s %s: %s" % (_NAMES[lvl], tag, msg)
+    line = "%s %s: %s" % ("IWE"[(lvl - INFO) // 10], tag, msg)
     print(line)
     _lines.append(("%d %s" % (_stamp(), line))[:MAX_LINE])
     if len(_lines) > MAX_LINES:

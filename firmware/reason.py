@@ -23,32 +23,40 @@ class ReasonError(ValueError):
         self.detail = detail
 
 
-# errno -> reason; Linux, lwIP and mbedTLS codes (lwIP and Linux agree on the small ones).
-ERRNO_REASONS = {
-    11: "timeout",  # EAGAIN: no data before the socket timeout (unix recv)
-    110: "timeout",  # ETIMEDOUT (stream sockets on ESP32)
-    115: "timeout",  # EINPROGRESS: a non-blocking connect that did not finish
-    116: "timeout",  # ETIMEDOUT on some lwIP builds
-    -0x6800: "timeout",  # MBEDTLS_ERR_SSL_TIMEOUT
-    104: "closed",  # ECONNRESET
-    107: "closed",  # ENOTCONN
-    128: "closed",  # ENOTCONN (lwIP)
-    32: "closed",  # EPIPE
-    -0x7280: "closed",  # MBEDTLS_ERR_SSL_CONN_EOF
-    -0x7880: "closed",  # MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY
-    111: "refused",  # ECONNREFUSED
-    113: "unreachable",  # EHOSTUNREACH
-    _ENOSPC: "no_space",
-}
+# errno -> reason; Linux, lwIP and mbedTLS codes (lwIP and Linux agree on the small ones). A
+# function, not a dict: no table is built when the module loads (RAM).
+def errno_reason(code):
+    """The reason of an errno (or mbedTLS error code), or None when it has none."""
+    if code in (11, 110, 115, 116, -0x6800):
+        # EAGAIN (unix recv timeout), ETIMEDOUT (ESP32 sockets), EINPROGRESS (a non-blocking
+        # connect that did not finish), ETIMEDOUT (some lwIP builds), MBEDTLS_ERR_SSL_TIMEOUT
+        return "timeout"
+    if code in (104, 107, 128, 32, -0x7280, -0x7880):
+        # ECONNRESET, ENOTCONN, ENOTCONN (lwIP), EPIPE, MBEDTLS_ERR_SSL_CONN_EOF and
+        # MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY
+        return "closed"
+    if code == 111:  # ECONNREFUSED
+        return "refused"
+    if code == 113:  # EHOSTUNREACH
+        return "unreachable"
+    if code == _ENOSPC:
+        return "no_space"
+    return None
+
 
 # mbedTLS verification texts (x509.h) -> reason, in order of precedence when several flags come
 # together: a chain we do not trust makes every other finding moot.
-VERIFY_TEXTS = (
-    ("not correctly signed by the trusted CA", "untrusted"),
-    ("validity has expired", "expired"),
-    ("starts in the future", "not_yet_valid"),
-    ("Common Name (CN) does not match", "name_mismatch"),
-)
+def verify_reason(text):
+    """The reason for an mbedTLS verification failure text, or None."""
+    if "not correctly signed by the trusted CA" in text:
+        return "untrusted"
+    if "validity has expired" in text:
+        return "expired"
+    if "starts in the future" in text:
+        return "not_yet_valid"
+    if "Common Name (CN) does not match" in text:
+        return "name_mismatch"
+    return None
 
 
 def errno_of(e):
@@ -59,14 +67,6 @@ def errno_of(e):
     return code
 
 
-def verify_reason(text):
-    """The reason for an mbedTLS verification failure text, or None."""
-    for needle, reason in VERIFY_TEXTS:
-        if needle in text:
-            return reason
-    return None
-
-
 def reason_of(e, default="error"):
     """The reason code of any exception: a ReasonError's own, an OSError's by the errno table
     ("timed out" without a code is a timeout), MemoryError is no_memory; else `default`."""
@@ -75,14 +75,25 @@ def reason_of(e, default="error"):
         return reason
     if isinstance(e, OSError):
         code = errno_of(e)
-        if code in ERRNO_REASONS:
-            return ERRNO_REASONS[code]
+        reason = errno_reason(code)
+        if reason is not None:
+            return reason
         if code is None and "timed out" in str(e):
             return "timeout"
         return "io_error"
     if isinstance(e, MemoryError):
         return "no_memory"
     return default
+
+
+def days_from_civil(y, m, d):
+    """Days since 1970-01-01 of a proleptic Gregorian date (no time.mktime: ports differ)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
 
 
 def iso_date(t):

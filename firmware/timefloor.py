@@ -5,8 +5,8 @@
 # clock makes verified TLS fail on time, NTP is asked again and, if it says the same, the device
 # tries the floor instead, kept only while verified TLS works with it.
 from . import board as board_mod
-from . import der, log
-from .reason import const
+from . import log
+from .reason import const, days_from_civil
 
 KEY = "time_floor"
 WRITE_STEP_S = const(86400)  # the floor is persisted at most once a day (flash wear)
@@ -35,7 +35,7 @@ def parse_http_date(text):
     if not (1 <= day <= 31 and 0 <= hh < 24 and 0 <= mm < 60 and 0 <= ss < 61 and year >= 1970):
         return None
     mon = _MONTHS.index(parts[2]) + 1
-    return der.days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss
+    return days_from_civil(year, mon, day) * 86400 + hh * 3600 + mm * 60 + ss
 
 
 def confirm(state, board, t):

@@ -39,6 +39,11 @@ def test_quick_run_produces_every_figure(tmp_path):
     assert rom["image_heap"] >= rom["image_bytes"] > 50000
     assert rom["beyond"] == rom["floor"] - rom["image_heap"]
     assert 0 < rom["beyond"] < dep["mpy"]["floor"]
+    # each phase's peak is a floor like the whole run's, the install phase being that run
+    ph = raw["phases"]["cells"]
+    assert ph["install"] == row["client"]
+    for name in ("boot", "call home", "anchors", "channel", "config mode"):
+        assert 4096 < ph[name]["lowest_pass"] <= ph[name]["floor"] < 16 << 20, (name, ph[name])
     tp = raw["throughput"]
     assert tp["payload"] == 16384 and tp["ours_us"]["median"] > tp["download_us"]["median"] > 0
     nu = raw["noupdate"]
@@ -55,7 +60,9 @@ def test_quick_run_produces_every_figure(tmp_path):
     text = out.read_text()
     for heading in (
         "1. Heap floor",
+        "0. Issue 16 goals",
         "1b. Whole-run heap floor by deployment",
+        "1c. Peak heap of each phase",
         "2. Throughput",
         "3. The no-update",
         "4. Boot",

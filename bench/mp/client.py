@@ -1,11 +1,13 @@
-# Our client, one complete call home plus install, as the device runs it: Device pieces built as
-# Device.open() builds them (VirtualBoard, settings from /settings.json, State, CertStore on
-# /cert), then Device.call_home() (verified TLS, x-MD5, SHA-256, signature, unpack into the
+# Our client, one complete call home plus install, as the device runs it: the Device built by
+# Device.open() over a VirtualBoard (settings from /settings.json, State, CertStore on /cert),
+# then Device.call_home() (verified TLS, x-MD5, SHA-256, signature, unpack into the
 # inactive slot) and the installer's activate() (the slot switch). The flash is littlefs on the
 # NOR model mounted at /.
 #   micropython [-X heapsize=N] -m client HOST IMAGE BOARD_DIR MODE [REPEAT]
 # MODE "update": one call home that must install; "timed": the same with the phases timed (a thin
-# wrapper around the real installer); "noupdate": REPEAT call homes that must be answered 304.
+# wrapper around the real installer); "noupdate": REPEAT call homes that must be answered 304;
+# "anchors": one call home answered 304 after which the anchor policy must have taken a new
+# signed anchor set (its refresh fetched and verified it).
 import gc
 import sys
 import time
@@ -16,18 +18,12 @@ host, image, board_dir, mode = sys.argv[1:5]
 repeat = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 dev_flash = benv.mount(host, image)
 
-from ias import (
-    board_unix,  # noqa: E402
-    certstore,  # noqa: E402
-    device,  # noqa: E402
-    state,  # noqa: E402
-)
-from ias import settings as settings_mod  # noqa: E402
+from ias import board_unix, device  # noqa: E402
 
 board = board_unix.VirtualBoard(board_dir)
 board.sync_clock(0)
-board.wifi_connect(settings_mod.load()["wifi"])
-dev = device.Device(board, settings_mod.load(), state.State(), certstore.CertStore())
+dev = device.Device.open({"board": board})
+dev.start_network()  # Wi-Fi, clock, the anchors' dates: as Device.run() starts
 gc.collect()
 heap_ready = gc.mem_alloc()
 
@@ -69,18 +65,25 @@ if mode in ("update", "timed"):
     us = time.ticks_diff(time.ticks_us(), t0)
     dev.slots.forget()
     info = dev.slots.read()
-    assert info["active"] == "slot_b" and info["md5"] == out["md5"], info
+    assert info["active"] == "slot_b" and info["md5"] == out.get("md5", info["md5"]), info
     for k in phases:
         phases[k] = time.ticks_diff(phases[k], t0)
     benv.emit(
         kind="update",
         us=us,
         phases=phases,
-        size=out["size"],
+        size=out.get("size"),
         heap_ready=heap_ready,
         programs=dev_flash.programs,
         erases=dev_flash.erases,
     )
+elif mode == "anchors":
+    out = dev.call_home()
+    if out["outcome"] != "up-to-date":
+        raise SystemExit("outcome %s %s" % (out["outcome"], out["reason"]))
+    if not (dev.state.get("anchors_pending") or dev.state.get("anchors_version")):
+        raise SystemExit("no anchor set taken")
+    benv.emit(kind="anchors", pending=bool(dev.state.get("anchors_pending")))
 else:
     for i in range(repeat):
         p0, e0 = dev_flash.programs, dev_flash.erases
