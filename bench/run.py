@@ -365,7 +365,9 @@ def noupdate_section(rep, res):
     rep.add(
         "Ratio ours/bare (warm medians): %.2f, target <= 1.2: %s. Flash writes over %d calls: "
         "%d programs, %d erases, target 0: %s. Bytes are TLS bytes on the wire per call "
-        "(handshake included), counted by a relay; connections per %d calls: ours %d, bare %d."
+        "(handshake included), counted by a relay; connections per %d calls: ours %d, bare %d. "
+        "The device called home an hour before (its time floor is today's): the first verified "
+        "answer of a new day persists the floor once (timefloor.WRITE_STEP_S)."
         % (
             res["ratio"],
             _verdict(res["ratio"] <= TARGETS["noupdate"]),

@@ -100,12 +100,15 @@ class World:
         (self.work / "art" / APP / "current.json").write_text(json.dumps(meta))
         return path, md5
 
-    def image(self, name, payload, installed_md5="", port=None, settings=None, certs=()):
+    def image(
+        self, name, payload, installed_md5="", port=None, settings=None, certs=(), state=None
+    ):
         """A flash template (littlefs on the NOR model) laid out as `ias sim init` lays it out,
         minus the firmware (which the scripts import from /host/fw/lib): /cert/iasRootCa.cer
         (the server's root), /keys/update.pub, /settings.json, /app.json, /slot_a/app.py.
         Sized for the staging file and the new slot. `settings`: entries over the defaults
-        (e.g. a channel); `certs`: more anchors [(file name, PEM bytes)]. Returns the folder."""
+        (e.g. a channel); `certs`: more anchors [(file name, PEM bytes)]; `state`: a
+        /state.json to start from. Returns the folder."""
         folder = self.work / ("img-" + name)
         if folder.exists():
             shutil.rmtree(folder)
@@ -132,6 +135,8 @@ class World:
         if installed_md5:
             app["md5"], app["size"] = installed_md5, payload
         (stage / "app.json").write_text(json.dumps(app))
+        if state is not None:
+            (stage / "state.json").write_text(json.dumps(state))
         hw = {
             "chip": "esp32",
             "mac": "24:0A:C4:00:00:42",

@@ -258,10 +258,13 @@ class Device:
 
     def _note_call(self, out, now):
         """The last call home as the config page shows it: its outcome and reason, and since
-        when (the time it first ended so). Written only when the outcome or reason changes,
-        so a run of identical answers writes nothing more than before."""
+        when. Only a failure, an update, or the first answer after one is written: the
+        no-update path writes nothing (a device that never failed shows "no failure")."""
         last = self.state.get("last_call") or {}
         reason = out.get("reason")
+        steady = ("up-to-date", "no-update")
+        if out["outcome"] in steady and last.get("outcome", "up-to-date") in steady:
+            return
         if last.get("outcome") != out["outcome"] or last.get("reason") != reason:
             self.state.set(
                 "last_call", {"outcome": out["outcome"], "reason": reason, "since": now}

@@ -297,7 +297,8 @@ def test_cleanup():
 
 
 def test_last_call_home_recorded_only_when_it_changes():
-    # the config page's Info shows it; identical answers (the no-update path) write nothing
+    # the config page's Info shows it; the no-update path writes nothing, a failure and the
+    # first answer after it are written once each
     peer = Peer(NOT_MODIFIED)
     dev = make(peer)
     try:
@@ -316,10 +317,13 @@ def test_last_call_home_recorded_only_when_it_changes():
     no = {"outcome": "no-update", "reason": "not_newer", "trusted": False}
     dev._after_call(no)
     dev._after_call(dict(no))
+    dev._after_call({"outcome": "up-to-date", "reason": "Not Modified", "trusted": False})
+    assert writes == [] and dev.state.get("last_call") is None
+    dev._after_call({"outcome": "error", "reason": "untrusted", "trusted": False})
+    dev._after_call({"outcome": "error", "reason": "untrusted", "trusted": False})
+    assert len(writes) == 1 and dev.state.get("last_call")["reason"] == "untrusted"
     dev._after_call(dict(no))
-    assert len(writes) == 1
+    dev._after_call(dict(no))
+    assert len(writes) == 2
     rec = dev.state.get("last_call")
     assert rec["outcome"] == "no-update" and rec["reason"] == "not_newer" and "since" in rec
-    dev._after_call({"outcome": "error", "reason": "untrusted", "trusted": False})
-    dev._after_call({"outcome": "error", "reason": "untrusted", "trusted": False})
-    assert len(writes) == 2 and dev.state.get("last_call")["reason"] == "untrusted"
