@@ -242,7 +242,10 @@ def run_app(board, store, script, fetch_anchors=None, fields=FIELDS, preview_anc
 
     async def main():
         server = asyncio.create_task(cfg.app.start_server(host="127.0.0.1", port=port))
-        await asyncio.sleep(0.05)
+        for _ in range(200):  # listening before the script connects, however loaded the host
+            await asyncio.sleep(0.01)
+            if cfg.app.server is not None:
+                break
         try:
             out["r"] = await script(port)
         finally:
