@@ -18,9 +18,9 @@ _seen = {"loop": False}
 
 
 def setup(ias):
-    import sys
-
-    client = sys.modules.get("ias.settings")
+    # the client may have released its settings module (a phase ended): import it again, by
+    # its package name, and it must still be the client's, not the app's settings.py
+    from ias import settings as client
     print("SLOTAPP setup settings=%s httpclient=%s ota=%s client_settings=%s" % (
         settings.OWNER, httpclient.OWNER, ota.OWNER, hasattr(client, "load")))
 
@@ -30,9 +30,7 @@ def loop(ias):
         return
     _seen["loop"] = True
     import helper  # from the slot's lib/, long after `import app` returned
-    import sys
-
-    client = sys.modules.get("ias.httpclient")
+    from ias import httpclient as client  # the client's, whatever the app's lib/ holds
     print("SLOTAPP loop helper=%s client_httpclient=%s version=%s" % (
         helper.OWNER, hasattr(client, "read_head"), ias.version))
 """
