@@ -1,11 +1,10 @@
 """`make demo` end to end: update, CA change and recovery, rollback, each step checked, and a
 summary a newcomer reads: words, dates, whole URLs, where the board is and what to try next."""
 
-import os
 import re
-import subprocess
 
-from tools import REPO, demo
+from tests import makerun
+from tools import demo
 
 
 def test_demo_tells_the_whole_story(tmp_path, capsys, monkeypatch):
@@ -50,20 +49,7 @@ def test_demo_tells_the_whole_story(tmp_path, capsys, monkeypatch):
 def test_make_demo_prints_a_line_per_setup_step():
     # The demo's first run on a fresh machine starts with `make setup`: each quiet pip step is
     # announced first (a dry run here; the real steps are the ones `make test` ran already).
-    proc = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-B", "demo", "VENV=/nonexistent/venv"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        env=outside_make(),  # as typed in a shell, even when the suite runs under `make test`
-    )
-    lines = proc.stdout.splitlines()
+    lines = makerun.dry_run("demo", "/nonexistent/venv")
     pip = [i for i, line in enumerate(lines) if line.startswith("/nonexistent/venv/bin/pip ")]
     assert pip and all(lines[i - 1].startswith('echo "setup: ') for i in pip)
     assert lines[-1] == "/nonexistent/venv/bin/ias demo"
-
-
-def outside_make():
-    skip = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
-    return {k: v for k, v in os.environ.items() if k not in skip}

@@ -1,8 +1,8 @@
 """tools/sysdeps.py: what is missing maps to Debian packages; apt-get failures are one line."""
 
-import os
 import subprocess
 
+from tests import makerun
 from tools import REPO, sysdeps
 
 
@@ -88,15 +88,7 @@ def test_setup_prints_one_line_per_step(tmp_path):
     # `make setup` on a fresh machine: every command of the recipe comes after a line that says
     # what it does (the pip steps are --quiet and take a minute; silence looks like a hang).
     venv = tmp_path / "v"
-    proc = subprocess.run(
-        ["make", "--no-print-directory", "-n", "-B", "setup", "VENV=%s" % venv],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-        env=outside_make(),  # as typed in a shell, even when the suite runs under `make test`
-    )
-    lines = proc.stdout.splitlines()
+    lines = makerun.dry_run("setup", venv)
     steps = [i for i, line in enumerate(lines) if not line.startswith(("echo ", "touch "))]
     assert len(steps) >= 4
     for i in steps:
@@ -127,8 +119,3 @@ def test_a_browser_test_fails_instead_of_skipping_when_chromium_is_installable(p
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(errors=1)  # failed in set-up: not skipped
     result.stdout.fnmatch_lines(["*chromium is missing: run `python3 tools/sysdeps.py`*"])
-
-
-def outside_make():
-    skip = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
-    return {k: v for k, v in os.environ.items() if k not in skip}
