@@ -122,3 +122,26 @@ def install():
     net = Network()
     sys.modules["socket"] = sys.modules[__name__]
     return net
+
+
+class ReplyStream:
+    """A connected stream as a transport's `connect` returns it: plays `reply`, records what
+    is written, and says whether TLS was verified."""
+
+    def __init__(self, reply, verified=True):
+        self.reply = reply
+        self.verified = verified
+        self.sent = bytearray()
+
+    def write(self, data):
+        self.sent += data
+        return len(data)
+
+    def readinto(self, buf):
+        n = min(len(buf), len(self.reply))
+        buf[:n] = self.reply[:n]
+        self.reply = self.reply[n:]
+        return n
+
+    def close(self):
+        pass

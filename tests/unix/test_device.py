@@ -4,6 +4,7 @@
 import binascii
 import os
 
+from fakesock import ReplyStream
 from ias import device, state, transport
 from idboard import IdentityBoard
 
@@ -25,26 +26,6 @@ class Board(IdentityBoard):
         pass
 
 
-class Stream:
-    def __init__(self, reply, verified):
-        self.reply = reply
-        self.verified = verified
-        self.sent = bytearray()
-
-    def write(self, data):
-        self.sent += data
-        return len(data)
-
-    def readinto(self, buf):
-        n = min(len(buf), len(self.reply))
-        buf[:n] = self.reply[:n]
-        self.reply = self.reply[n:]
-        return n
-
-    def close(self):
-        pass
-
-
 class Peer:
     """connect(scheme, host, port, timeout_ms) answering every request with `reply`."""
 
@@ -54,7 +35,7 @@ class Peer:
         self.streams = []
 
     def __call__(self, scheme, host, port, timeout_ms):
-        s = Stream(self.reply, scheme == "https" and self.verified)
+        s = ReplyStream(self.reply, scheme == "https" and self.verified)
         self.streams.append((scheme, host, port, s))
         return s
 

@@ -8,6 +8,7 @@ import ias
 import nor
 import test_der as mk  # the DER builder
 import vfs
+from fakesock import ReplyStream
 from ias import certstore, device, phase, state
 from idboard import IdentityBoard
 
@@ -118,7 +119,7 @@ MADE = []
 
 def fake_connect(scheme, host, port, timeout_ms):
     MADE.append(host)
-    return Stream(b"HTTP/1.1 304 Not Modified\r\n\r\n")
+    return ReplyStream(b"HTTP/1.1 304 Not Modified\r\n\r\n")
 
 
 class NetDevice(device.Device):
@@ -145,21 +146,3 @@ def test_a_call_home_releases_its_modules_and_its_transport():
     for name in ("callhome", "transport", "httpclient", "net", "trial", "formats"):
         assert not loaded(name), name
     assert dev._transport is None
-
-
-class Stream:
-    def __init__(self, reply):
-        self.reply = reply
-        self.verified = True
-
-    def write(self, data):
-        return len(data)
-
-    def readinto(self, buf):
-        n = min(len(buf), len(self.reply))
-        buf[:n] = self.reply[:n]
-        self.reply = self.reply[n:]
-        return n
-
-    def close(self):
-        pass
